@@ -1,0 +1,1 @@
+"""Framework adapters; each runs only inside a worker process."""

@@ -1,0 +1,1 @@
+"""Age-and-gender classification benchmarking harness (framework-free core)."""

@@ -1,0 +1,185 @@
+"""On-disk array cache: decoded, preprocessed faces in a NumPy memmap.
+
+A cache entry is keyed by a fingerprint of the image list (ids, paths, sizes and
+modification times) and the preprocessing, so a second load of the same data decodes
+nothing, and any change to a file or a parameter builds a new entry. Entries are built
+in a temporary folder and renamed into place, so a crash never leaves a half-written
+entry that looks complete.
+
+Workers write straight into the memmap and return only failures: the parent never
+holds the images, which keeps a build's memory flat in the number of images.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.images import ImageError, Preprocessing, load_image, to_float
+
+CACHE_ENV = "HARNESS_CACHE"
+IMAGES_FILE, INDEX_FILE = "images.npy", "index.json"
+CHUNK = 128
+
+
+class CacheError(RuntimeError):
+    """Raised in strict mode when images could not be decoded; lists each one."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, ".cache/arrays"))
+
+
+def fingerprint(ids: Sequence[str], paths: Sequence[str], prep: Preprocessing) -> str:
+    digest = hashlib.sha256(prep.model_dump_json().encode())
+    for image_id, path in zip(ids, paths, strict=True):
+        try:
+            stat = os.stat(path)
+            signature = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            signature = "missing"
+        digest.update(f"{image_id}\0{path}\0{signature}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+@dataclass
+class CachedArrays:
+    """A built cache entry: ``images[i]`` is the face with ``ids[i]`` when ``valid[i]``."""
+
+    directory: Path
+    ids: np.ndarray
+    images: np.ndarray           # uint8 memmap (N, H, W, C)
+    valid: np.ndarray            # bool (N,)
+    skipped: pd.DataFrame        # id, path, reason for each image that failed
+    prep: Preprocessing
+
+    @classmethod
+    def open(cls, directory: Path) -> "CachedArrays":
+        index = json.loads((directory / INDEX_FILE).read_text())
+        skipped = pd.DataFrame(index["skipped"], columns=["id", "path", "reason"])
+        ids = np.asarray(index["ids"], dtype=object)
+        valid = np.ones(len(ids), dtype=bool)
+        valid[[i for i in index["skipped_rows"]]] = False
+        images = np.load(directory / IMAGES_FILE, mmap_mode="r")
+        return cls(directory, ids, images, valid, skipped, Preprocessing(**index["prep"]))
+
+    def positions(self, ids: Sequence[str]) -> np.ndarray:
+        """Row of each requested id; raises on an id that is absent or was skipped."""
+        lookup = {image_id: row for row, image_id in enumerate(self.ids)}
+        try:
+            rows = np.fromiter((lookup[i] for i in ids), dtype=np.int64, count=len(ids))
+        except KeyError as err:
+            raise KeyError(f"id {err.args[0]!r} is not in this cache entry") from None
+        bad = rows[~self.valid[rows]]
+        if len(bad):
+            raise KeyError(f"{len(bad)} requested images were skipped while caching "
+                           f"(first: {self.ids[bad[0]]!r}); filter with .valid_ids()")
+        return rows
+
+    def valid_ids(self) -> list[str]:
+        return list(self.ids[self.valid])
+
+    def arrays(self, ids: Sequence[str]) -> np.ndarray:
+        """float32 images for ``ids`` in that order, scaled as the preprocessing says."""
+        rows = self.positions(ids)
+        return to_float(self.images[np.sort(rows)][np.argsort(np.argsort(rows))], self.prep)
+
+    def batches(self, ids: Sequence[str], batch_size: int = 256) -> Iterator[np.ndarray]:
+        """Stream float32 batches for ``ids`` without materialising them all."""
+        rows = self.positions(ids)
+        for start in range(0, len(rows), batch_size):
+            yield to_float(self.images[rows[start:start + batch_size]], self.prep)
+
+
+def _decode_into(images_file: str, start: int, paths: list[str], prep_json: str) -> list[tuple[int, str]]:
+    prep = Preprocessing.model_validate_json(prep_json)
+    target = np.load(images_file, mmap_mode="r+")
+    failures = []
+    for offset, path in enumerate(paths):
+        try:
+            target[start + offset] = load_image(path, prep)
+        except ImageError as err:
+            failures.append((start + offset, str(err)))
+    target.flush()
+    del target   # unmap now so this worker's resident memory does not grow per chunk
+    return failures
+
+
+def build(
+    ids: Sequence[str],
+    paths: Sequence[str],
+    prep: Preprocessing,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    strict: bool = False,
+    progress: bool = False,
+) -> CachedArrays:
+    """Return the cache entry for these images, decoding them only if it does not exist."""
+    ids, paths = list(ids), [str(p) for p in paths]
+    if len(set(ids)) != len(ids):
+        raise ValueError("image ids must be unique")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    entry = cache_dir / fingerprint(ids, paths, prep)
+    if not (entry / INDEX_FILE).is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _build_entry(entry, ids, paths, prep, workers or os.cpu_count() or 1, progress)
+    cached = CachedArrays.open(entry)
+    if strict and len(cached.skipped):
+        lines = "\n".join(f"  {r.path}: {r.reason}" for r in cached.skipped.itertuples())
+        raise CacheError(f"{len(cached.skipped)} images could not be decoded:\n{lines}")
+    return cached
+
+
+def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, progress: bool) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=entry.name + ".building-", dir=entry.parent))
+    try:
+        images_file = staging / IMAGES_FILE
+        np.lib.format.open_memmap(images_file, mode="w+", dtype=np.uint8,
+                                  shape=(len(ids),) + prep.shape).flush()
+        failures = _run_chunks(str(images_file), paths, prep.model_dump_json(), workers, progress)
+        failures.sort()
+        index = {
+            "ids": ids, "paths": paths, "prep": prep.model_dump(),
+            "skipped_rows": [row for row, _ in failures],
+            "skipped": [{"id": ids[row], "path": paths[row], "reason": why} for row, why in failures],
+        }
+        (staging / INDEX_FILE).write_text(json.dumps(index))
+        try:
+            staging.rename(entry)
+        except OSError:
+            # Another process finished the same entry first; theirs is identical.
+            if not (entry / INDEX_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_chunks(images_file: str, paths: list[str], prep_json: str, workers: int, progress: bool):
+    starts = range(0, len(paths), CHUNK)
+    if workers <= 1 or len(paths) <= CHUNK:
+        return [f for s in starts for f in _decode_into(images_file, s, paths[s:s + CHUNK], prep_json)]
+    failures = []
+    # Forking a process that already runs TensorFlow's thread pools can deadlock the
+    # children, so such callers pay for spawn; everyone else gets cheap forks.
+    context = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(_decode_into, images_file, s, paths[s:s + CHUNK], prep_json)
+                   for s in starts]
+        done = as_completed(futures)
+        if progress:
+            from tqdm import tqdm
+            done = tqdm(done, total=len(futures), desc="caching images", unit="chunk")
+        for future in done:
+            failures.extend(future.result())
+    return failures

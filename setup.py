@@ -1,0 +1,32 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="agegender-harness",
+    version="0.1.0",
+    description=(
+        "Benchmarking harness for one-step age-and-gender classification "
+        "(Adience, UTKFace) across TFLearn and Keras backends"
+    ),
+    python_requires=">=3.11",
+    packages=find_packages(include=["harness", "harness.*", "backends", "backends.*"]),
+    install_requires=[
+        "numpy>=1.26",
+        "pandas>=2.1",
+        "scikit-learn>=1.4",
+        "matplotlib>=3.8",
+        "pillow>=10",
+        "pyyaml>=6",
+        "pydantic>=2.5",
+        "tqdm>=4.66",
+        # The frameworks under comparison. tensorflow-cpu keeps CPU-only machines
+        # light; the [gpu] extra brings CUDA wheels for NVIDIA machines.
+        "tensorflow-cpu>=2.16",
+        "keras>=3.0",
+        "tflearn==0.5.0",
+    ],
+    extras_require={
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        "test": ["pytest>=8"],
+    },
+    entry_points={"console_scripts": ["harness=harness.cli:main"]},
+)
