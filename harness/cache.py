@@ -111,8 +111,10 @@ def _decode_into(images_file: str, start: int, paths: list[str], prep_json: str)
             target[start + offset] = load_image(path, prep)
         except ImageError as err:
             failures.append((start + offset, str(err)))
-    target.flush()
-    del target   # unmap now so this worker's resident memory does not grow per chunk
+    # No flush: msync per chunk costs a quarter of the build rate, and the pages reach
+    # every reader through the page cache anyway. Unmapping now keeps this worker's
+    # resident memory from growing chunk after chunk.
+    del target
     return failures
 
 
