@@ -23,6 +23,7 @@ setup(
         "tensorflow-cpu>=2.16",
         "keras>=3.0",
         "tflearn==0.5.0",
+        "tensorboard>=2.16",
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16"],

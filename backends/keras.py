@@ -1,0 +1,178 @@
+"""Keras 3 backend: translates a ModelSpec into a functional Keras model.
+
+Imported only inside a worker process (never next to TFLearn, which switches
+TensorFlow into graph mode and breaks Keras 3).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tensorflow.experimental.numpy as tnp  # noqa: E402
+from keras import layers  # noqa: E402
+
+from backends.common import (  # noqa: E402
+    ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
+    TRUNCATED_NORMAL_STDDEV, kernel_axes,
+)
+from harness import heads, losses  # noqa: E402
+from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
+
+NAME = "keras"
+MODEL_FILE = "model.keras"
+
+
+@keras.saving.register_keras_serializable(package="harness")
+class LocalResponseNormalization(layers.Layer):
+    """Across-channel LRN as in AlexNet and Levi & Hassner (Keras 3 has none built in)."""
+
+    def __init__(self, depth_radius=2, bias=1.0, alpha=1e-4, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        self.params = {"depth_radius": depth_radius, "bias": bias, "alpha": alpha, "beta": beta}
+
+    def call(self, inputs):
+        return tf.nn.local_response_normalization(inputs, **self.params)
+
+    def get_config(self):
+        return {**super().get_config(), **self.params}
+
+
+def _kernel_options(reg: Regularizer, initializer: str, conv: bool = False) -> dict:
+    options = {"kernel_initializer": _initializer(initializer)}
+    if reg.kind == "l2":
+        options["kernel_regularizer"] = keras.regularizers.L2(reg.l2)
+    elif reg.kind == "l1_l2":
+        options["kernel_regularizer"] = keras.regularizers.L1L2(l1=reg.l1, l2=reg.l2)
+    elif reg.kind == "max_norm":
+        options["kernel_constraint"] = keras.constraints.MaxNorm(
+            reg.max_norm, axis=kernel_axes(4 if conv else 2))
+    return options
+
+
+def _initializer(name: str):
+    if name == "truncated_normal":
+        return keras.initializers.TruncatedNormal(stddev=TRUNCATED_NORMAL_STDDEV)
+    return name
+
+
+def _trunk(arch, x):
+    if isinstance(arch, FCN):
+        x = layers.Flatten()(x)
+        for width, rate in zip(arch.widths, arch.dropouts()):
+            x = layers.Dense(width, activation=arch.activation,
+                             **_kernel_options(arch.regularizer, arch.initializer))(x)
+            if rate:
+                x = layers.Dropout(rate)(x)
+        return x
+    conv = _kernel_options(arch.regularizer, arch.initializer, conv=True)
+    dense = _kernel_options(arch.regularizer, arch.initializer)
+    if isinstance(arch, LeviHassner):
+        for i, (filters, kernel) in enumerate(zip(arch.filters, arch.kernels)):
+            x = layers.Conv2D(filters, kernel, strides=arch.first_stride if i == 0 else 1,
+                              padding="same", activation="relu", **conv)(x)
+            x = layers.MaxPooling2D(3, 2, padding="same")(x)
+            x = LocalResponseNormalization(**LRN)(x)
+        x = layers.Flatten()(x)
+        for width in arch.dense:
+            x = layers.Dense(width, activation="relu", **dense)(x)
+            x = layers.Dropout(arch.dropout)(x)
+        return x
+    if isinstance(arch, SmallCNN):
+        for filters in arch.filters:
+            x = layers.Conv2D(filters, 3, padding="same", **conv)(x)
+            x = layers.BatchNormalization(momentum=BATCH_NORM_DECAY, epsilon=BATCH_NORM_EPSILON)(x)
+            x = layers.Activation("relu")(x)
+            x = layers.MaxPooling2D(2, 2, padding="same")(x)
+        x = layers.GlobalAveragePooling2D()(x)
+        for width in arch.dense:
+            x = layers.Dense(width, activation="relu", **dense)(x)
+            if arch.dropout:
+                x = layers.Dropout(arch.dropout)(x)
+        return x
+    raise ValueError(f"keras backend: unknown architecture {type(arch).__name__}")
+
+
+def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...]) -> keras.Model:
+    keras.utils.set_random_seed(training.seed)
+    inputs = keras.Input(shape=input_shape)
+    x = _trunk(spec.architecture, inputs)
+    arch = spec.architecture
+    outs = [layers.Dense(p.units, activation=p.activation, name=f"head_{i}",
+                         **_kernel_options(arch.regularizer, arch.initializer))(x)
+            for i, p in enumerate(heads.parts(spec.head))]
+    outputs = outs[0] if len(outs) == 1 else layers.Concatenate(name="head")(outs)
+    model = keras.Model(inputs, outputs)
+
+    def loss(y_true, y_pred):
+        return losses.per_sample(tnp, spec.head, training.loss, y_true, y_pred)
+
+    # CategoricalAccuracy is argmax equality, the same thing TFLearn's default metric
+    # computes; both are logged as "framework accuracy" and never used as a result.
+    model.compile(optimizer=_optimizer(training), loss=loss,
+                  metrics=[keras.metrics.CategoricalAccuracy()])
+    return model
+
+
+def count_params(model: keras.Model) -> int:
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def _optimizer(training: TrainingSpec):
+    lr = training.learning_rate
+    return {
+        "sgd": lambda: keras.optimizers.SGD(lr, momentum=training.momentum),
+        "adam": lambda: keras.optimizers.Adam(lr, beta_1=ADAM["beta1"], beta_2=ADAM["beta2"],
+                                              epsilon=ADAM["epsilon"]),
+        "rmsprop": lambda: keras.optimizers.RMSprop(lr, **RMSPROP),
+        "adadelta": lambda: keras.optimizers.Adadelta(lr, **ADADELTA),
+    }[training.optimizer]()
+
+
+class _EpochReport(keras.callbacks.Callback):
+    def __init__(self, on_epoch):
+        super().__init__()
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        self.on_epoch(epoch, logs.get("loss"), logs.get("categorical_accuracy"),
+                      logs.get("val_loss"), logs.get("val_categorical_accuracy"))
+
+
+def train(model: keras.Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
+          on_epoch, tensorboard_dir: Path) -> None:
+    model.fit(x_train, y_train, batch_size=training.batch_size, epochs=training.epochs,
+              validation_data=(x_val, y_val) if len(x_val) else None, shuffle=True, verbose=2,
+              callbacks=[_EpochReport(on_epoch),
+                         keras.callbacks.TensorBoard(str(tensorboard_dir))])
+
+
+def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0))
+
+
+def save(model: keras.Model, directory: Path) -> None:
+    model.save(directory / MODEL_FILE)
+
+
+def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) -> keras.Model:
+    return keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
+
+
+def environment() -> dict:
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"framework": "keras", "keras": keras.__version__, "tensorflow": tf.__version__,
+            "device": ", ".join(d.name for d in gpus) if gpus else "CPU"}
+
+
+def configure(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    if not tf.config.list_physical_devices("GPU"):
+        # Same seed -> same metrics on CPU. On a GPU some kernels have no
+        # deterministic variant, and speed matters more there.
+        tf.config.experimental.enable_op_determinism()

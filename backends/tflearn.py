@@ -1,0 +1,217 @@
+"""TFLearn backend: translates a ModelSpec into a TFLearn graph.
+
+TFLearn switches TensorFlow into graph mode on import, so this module is only ever
+imported inside a worker process of its own, never beside the Keras backend.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from backends.tflearn_compat import import_tflearn  # noqa: E402
+
+tflearn = import_tflearn()
+import tensorflow as tf  # noqa: E402
+import tensorflow.experimental.numpy as tnp  # noqa: E402
+
+from backends.common import (  # noqa: E402
+    ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
+    TRUNCATED_NORMAL_STDDEV, kernel_axes,
+)
+from harness import heads, losses  # noqa: E402
+from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
+
+NAME = "tflearn"
+MODEL_FILE = "model.tflearn"
+v1 = tf.compat.v1
+# TFLearn's import turns off resource variables. With TF1 reference variables a
+# backward op can read a weight after the same step's optimizer update has written it,
+# so one seed gave different runs; resource variables read a consistent snapshot.
+v1.enable_resource_variables()
+
+
+class Model:
+    """A TFLearn network with the graph it lives in and its max-norm clipping ops."""
+
+    def __init__(self, graph, dnn, clip_ops, n_params):
+        self.graph, self.dnn, self.clip_ops, self.n_params = graph, dnn, clip_ops, n_params
+
+
+def _initializer(name: str):
+    return {
+        "glorot_uniform": lambda: v1.glorot_uniform_initializer(),
+        "glorot_normal": lambda: v1.glorot_normal_initializer(),
+        "he_normal": lambda: v1.variance_scaling_initializer(2.0, "fan_in", "truncated_normal"),
+        "he_uniform": lambda: v1.variance_scaling_initializer(2.0, "fan_in", "uniform"),
+        "truncated_normal": lambda: v1.truncated_normal_initializer(stddev=TRUNCATED_NORMAL_STDDEV),
+    }[name]()
+
+
+class _Kernels:
+    """Applies the spec's regularizer to each kernel the trunk and head create.
+
+    TFLearn's own ``regularizer=`` has no L1+L2 and halves L2 (``tf.nn.l2_loss``), so
+    the penalties are added here with Keras' exact formulas. TFLearn has no max-norm
+    constraint: it is built from a clip-by-norm op run after every training step.
+    """
+
+    def __init__(self, reg: Regularizer):
+        self.reg, self.clip_ops = reg, []
+
+    def __call__(self, layer):
+        kernel, reg = layer.W, self.reg
+        if reg.kind in ("l2", "l1_l2"):
+            penalty = reg.l2 * tf.reduce_sum(tf.square(kernel))
+            if reg.kind == "l1_l2":
+                penalty += reg.l1 * tf.reduce_sum(tf.abs(kernel))
+            v1.add_to_collection(v1.GraphKeys.REGULARIZATION_LOSSES, penalty)
+        elif reg.kind == "max_norm":
+            axes = kernel_axes(len(kernel.shape))
+            self.clip_ops.append(v1.assign(kernel, tf.clip_by_norm(kernel, reg.max_norm, axes=axes)))
+        return layer
+
+
+def _dense(x, units, activation, arch, kernels):
+    return kernels(tflearn.fully_connected(x, units, activation=activation,
+                                           weights_init=_initializer(arch.initializer)))
+
+
+def _trunk(arch, x, kernels):
+    if isinstance(arch, FCN):
+        for width, rate in zip(arch.widths, arch.dropouts()):
+            x = _dense(x, width, arch.activation, arch, kernels)
+            if rate:
+                x = tflearn.dropout(x, 1.0 - rate)   # TFLearn takes the KEEP probability
+        return x
+    if isinstance(arch, LeviHassner):
+        for i, (filters, kernel) in enumerate(zip(arch.filters, arch.kernels)):
+            x = kernels(tflearn.conv_2d(x, filters, kernel, strides=arch.first_stride if i == 0 else 1,
+                                        padding="same", activation="relu",
+                                        weights_init=_initializer(arch.initializer)))
+            x = tflearn.max_pool_2d(x, 3, strides=2, padding="same")
+            x = tflearn.local_response_normalization(x, **LRN)
+        for width in arch.dense:
+            x = tflearn.dropout(_dense(x, width, "relu", arch, kernels), 1.0 - arch.dropout)
+        return x
+    if isinstance(arch, SmallCNN):
+        for filters in arch.filters:
+            x = kernels(tflearn.conv_2d(x, filters, 3, padding="same", activation="linear",
+                                        weights_init=_initializer(arch.initializer)))
+            x = tflearn.batch_normalization(x, epsilon=BATCH_NORM_EPSILON, decay=BATCH_NORM_DECAY)
+            x = tflearn.activation(x, "relu")
+            x = tflearn.max_pool_2d(x, 2, strides=2, padding="same")
+        x = tflearn.global_avg_pool(x)
+        for width in arch.dense:
+            x = _dense(x, width, "relu", arch, kernels)
+            if arch.dropout:
+                x = tflearn.dropout(x, 1.0 - arch.dropout)
+        return x
+    raise ValueError(f"tflearn backend: unknown architecture {type(arch).__name__}")
+
+
+def _optimizer(training: TrainingSpec):
+    lr = training.learning_rate
+    return {
+        "sgd": lambda: tflearn.optimizers.Momentum(lr, momentum=training.momentum),
+        "adam": lambda: tflearn.optimizers.Adam(lr, **ADAM),
+        "rmsprop": lambda: tflearn.optimizers.RMSProp(lr, decay=RMSPROP["rho"],
+                                                      epsilon=RMSPROP["epsilon"]),
+        "adadelta": lambda: tflearn.optimizers.AdaDelta(lr, **ADADELTA),
+    }[training.optimizer]()
+
+
+def _session_config():
+    return v1.ConfigProto(allow_soft_placement=True, gpu_options=v1.GPUOptions(allow_growth=True))
+
+
+def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...]) -> Model:
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.set_random_seed(training.seed)
+        v1.add_to_collection(v1.GraphKeys.GRAPH_CONFIG, _session_config())
+        np.random.seed(training.seed)   # TFLearn shuffles batches with NumPy's global RNG
+        arch = spec.architecture
+        kernels = _Kernels(arch.regularizer)
+        x = tflearn.input_data(shape=[None, *input_shape])
+        x = _trunk(arch, x, kernels)
+        outs = [_dense(x, p.units, p.activation, arch, kernels) for p in heads.parts(spec.head)]
+        out = outs[0] if len(outs) == 1 else tf.concat(outs, axis=1)
+        n_params = int(sum(np.prod(v.shape) for v in v1.trainable_variables()))
+
+        def loss(y_pred, y_true):   # TFLearn's argument order
+            return tf.reduce_mean(losses.per_sample(tnp, spec.head, training.loss, y_true, y_pred))
+
+        net = tflearn.regression(out, optimizer=_optimizer(training), loss=loss,
+                                 batch_size=training.batch_size)
+        # clip_gradients=0: TFLearn clips to 5 by default, Keras does not clip at all.
+        dnn = tflearn.DNN(net, clip_gradients=0.0, tensorboard_verbose=0)
+    return Model(graph, dnn, kernels.clip_ops, n_params)
+
+
+def count_params(model: Model) -> int:
+    return model.n_params
+
+
+class _EpochReport(tflearn.callbacks.Callback):
+    def __init__(self, model: Model, on_epoch):
+        self.model, self.on_epoch = model, on_epoch
+
+    def on_batch_end(self, training_state, snapshot=False):
+        if self.model.clip_ops:
+            self.model.dnn.session.run(self.model.clip_ops)
+
+    def on_epoch_end(self, training_state):
+        self.on_epoch(training_state.epoch - 1, training_state.global_loss,
+                      # global_acc is never set (a TFLearn bug: it starts at 0.0 and
+                      # only accumulates while truthy); acc_value is its running mean.
+                      training_state.acc_value, training_state.val_loss, training_state.val_acc)
+
+
+def train(model: Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
+          on_epoch, tensorboard_dir: Path) -> None:
+    model.dnn.trainer.tensorboard_dir = str(tensorboard_dir) + os.sep
+    with model.graph.as_default():
+        model.dnn.fit(x_train, y_train, n_epoch=training.epochs,
+                      validation_set=(x_val, y_val) if len(x_val) else None,
+                      show_metric=True, batch_size=training.batch_size, shuffle=True,
+                      run_id="tflearn", callbacks=[_EpochReport(model, on_epoch)])
+
+
+def predict(model: Model, x: np.ndarray) -> np.ndarray:
+    with model.graph.as_default():
+        chunks = [np.asarray(model.dnn.predict(x[i:i + PREDICT_BATCH]))
+                  for i in range(0, len(x), PREDICT_BATCH)]
+    return np.concatenate(chunks) if chunks else np.zeros((0,))
+
+
+def save(model: Model, directory: Path) -> None:
+    with model.graph.as_default():
+        model.dnn.save(str(directory / MODEL_FILE))
+
+
+def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) -> Model:
+    model = build(spec, training, input_shape)
+    with model.graph.as_default():
+        model.dnn.load(str(directory / MODEL_FILE))
+    return model
+
+
+def environment() -> dict:
+    gpus = tf.config.list_physical_devices("GPU")
+    from importlib.metadata import version
+
+    return {"framework": "tflearn", "tflearn": version("tflearn"), "tensorflow": tf.__version__,
+            "device": ", ".join(d.name for d in gpus) if gpus else "CPU"}
+
+
+def configure(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    if not tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.enable_op_determinism()

@@ -1,0 +1,175 @@
+"""The one process a trial runs in: ``python -m backends.worker [train] RUN_DIR``.
+
+Reads the trial's files, imports exactly one framework, trains, and writes into RUN_DIR:
+history.csv, predictions.npz, metrics.json, the native model, tensorboard/, env.json,
+and DONE last. Framework output goes to RUN_DIR/log.txt, not the terminal.
+
+Other verbs, each in a fresh process for the same reason (TFLearn and Keras 3 cannot
+share one):
+    python -m backends.worker predict RUN_DIR OUT.npz [--role test]
+        reload the saved model and predict one role of the trial's split
+    python -m backends.worker count-params BACKEND SPECS.json
+        print the trainable-parameter count of each (model, input shape) in SPECS.json
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import heads, metrics
+from harness.spec import ModelSpec, TrainingSpec
+from harness.trial import (
+    DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE,
+    TrialConfig, load_split, read_config,
+)
+
+
+def backend_module(name: str):
+    if name not in ("keras", "tflearn"):
+        raise ValueError(f"unknown backend {name!r}; choose keras or tflearn")
+    return importlib.import_module(f"backends.{name}")
+
+
+@contextlib.contextmanager
+def output_to(log_path: Path):
+    """Send this process's stdout and stderr, C-level included, to the log file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log_path, "a", buffering=1) as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _atomic_write(path: Path, write) -> None:
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)
+
+
+def train(run_dir: Path) -> dict:
+    config = read_config(run_dir)
+    for stale in (DONE_FILE, METRICS_FILE):
+        (run_dir / stale).unlink(missing_ok=True)
+    with output_to(run_dir / LOG_FILE):
+        print(f"trial {config.trial_id()} backend={config.backend} round={config.round}", flush=True)
+        backend = backend_module(config.backend)
+        backend.configure(config.training.seed)
+        head = config.model.head
+        _, x_train, age_train, gender_train = load_split(run_dir, config, "train")
+        _, x_val, age_val, gender_val = load_split(run_dir, config, "val")
+        test_ids, x_test, age_test, gender_test = load_split(run_dir, config, "test")
+        print(f"train {len(x_train)} val {len(x_val)} test {len(x_test)} images", flush=True)
+
+        model = backend.build(config.model, config.training, config.preprocessing.shape)
+        history, started = [], [time.perf_counter()]
+
+        def on_epoch(epoch, loss, acc, val_loss, val_acc):
+            now = time.perf_counter()
+            history.append({"epoch": epoch + 1, "loss": _num(loss), "framework_accuracy": _num(acc),
+                            "val_loss": _num(val_loss), "val_framework_accuracy": _num(val_acc),
+                            "seconds": now - started[0],
+                            "images_per_second": len(x_train) / (now - started[0])})
+            started[0] = now
+            if not np.isfinite(history[-1]["loss"]):
+                raise FloatingPointError(f"loss is {history[-1]['loss']} at epoch {epoch + 1}")
+
+        backend.train(model, config.training, x_train, heads.targets(head, age_train, gender_train),
+                      x_val, heads.targets(head, age_val, gender_val), on_epoch,
+                      run_dir / "tensorboard")
+        outputs = backend.predict(model, x_test)
+        backend.save(model, run_dir)
+        environment = {**backend.environment(), "python": platform.python_version(),
+                       "host": platform.node(), "n_params": backend.count_params(model)}
+
+    frame = pd.DataFrame(history)
+    _atomic_write(run_dir / HISTORY_FILE, lambda p: frame.to_csv(p, index=False))
+    _atomic_write(run_dir / PREDICTIONS_FILE, lambda p: _save_npz(
+        p, ids=np.asarray(test_ids, dtype=str), outputs=outputs, age=age_test, gender=gender_test))
+    result = metrics.compute(head, outputs, age_test, gender_test, config.training.loss,
+                             config.threshold)
+    result["train_images_per_second"] = float(frame["images_per_second"].median()) if len(frame) else None
+    result["train_seconds"] = float(frame["seconds"].sum()) if len(frame) else None
+    result["final_framework_val_accuracy"] = (
+        frame["val_framework_accuracy"].iloc[-1] if len(frame) else None)
+    _atomic_write(run_dir / ENV_FILE, lambda p: p.write_text(json.dumps(environment, indent=2)))
+    _atomic_write(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
+    (run_dir / DONE_FILE).write_text(config.trial_id() + "\n")
+    return result
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def predict(run_dir: Path, out: Path, role: str = "test") -> None:
+    config = read_config(run_dir)
+    with output_to(run_dir / LOG_FILE):
+        backend = backend_module(config.backend)
+        model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
+        ids, x, age, gender = load_split(run_dir, config, role)
+        outputs = backend.predict(model, x)
+    _save_npz(out, ids=np.asarray(ids, dtype=str), outputs=outputs, age=age, gender=gender)
+
+
+def count_params(backend_name: str, specs_file: Path) -> list[int]:
+    entries = json.loads(specs_file.read_text())
+    with output_to(Path(os.devnull)):
+        backend = backend_module(backend_name)
+        return [backend.count_params(backend.build(ModelSpec.model_validate(e["model"]), TrainingSpec(),
+                                                   tuple(e["input_shape"])))
+                for e in entries]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in ("train", "predict", "count-params", "-h", "--help"):
+        argv.insert(0, "train")
+    parser = argparse.ArgumentParser(prog="python -m backends.worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("train").add_argument("run_dir", type=Path)
+    p = verbs.add_parser("predict")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--role", default="test", choices=["train", "val", "test"])
+    c = verbs.add_parser("count-params")
+    c.add_argument("backend")
+    c.add_argument("specs", type=Path)
+    args = parser.parse_args(argv)
+    if args.verb == "train":
+        result = train(args.run_dir)
+        print(json.dumps({k: v for k, v in result.items() if not k.endswith("confusion")}))
+    elif args.verb == "predict":
+        predict(args.run_dir, args.out, args.role)
+    else:
+        print(json.dumps(count_params(args.backend, args.specs)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

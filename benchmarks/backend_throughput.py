@@ -1,0 +1,71 @@
+"""Training throughput of the two backends on identical specs and arrays.
+
+Trains the same FCN (the original study's largest) and the same CNN (Levi & Hassner's,
+scaled for CPUs) on both backends, from the same UTKFace cache entry and split, each in
+its own worker process, and prints training images/s (median over epochs after the
+first, which includes graph building) for each backend and the Keras / TFLearn ratio.
+
+    python benchmarks/backend_throughput.py [--images 4000] [--epochs 3] [--size 64]
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness import cache  # noqa: E402
+from harness.datasets import load_utkface  # noqa: E402
+from harness.images import Preprocessing  # noqa: E402
+from harness.spec import ORIGINAL_STUDY, LeviHassner, ModelSpec, TrainingSpec  # noqa: E402
+from harness.splits import SplitSpec, make_splits  # noqa: E402
+from harness.trial import TrialConfig, write_trial  # noqa: E402
+
+SPECS = {
+    "fcn [1024,512,256,128,32]": ORIGINAL_STUDY["fcn_1024"],
+    "levi_hassner (48,128,192) dense 256": LeviHassner(filters=(48, 128, 192), dense=[256, 256]),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--path", default=str(ROOT.parent / "shared/datasets/UTKFace"))
+    parser.add_argument("--images", type=int, default=4000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+
+    table = load_utkface(args.path).table.sample(args.images, random_state=0)
+    prep = Preprocessing(size=args.size)
+    built = cache.build(table["id"], table["path"], prep)
+    manifest = make_splits(table, SplitSpec(protocol="random", val_fraction=0.1))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, arch in SPECS.items():
+            for backend in ("tflearn", "keras"):
+                run_dir = Path(tmp) / f"{backend}-{len(rows)}"
+                config = TrialConfig(backend=backend, model=ModelSpec(architecture=arch),
+                                     training=TrainingSpec(epochs=args.epochs, batch_size=args.batch_size),
+                                     preprocessing=prep, cache_entry=str(built.directory))
+                write_trial(run_dir, config, table, manifest)
+                subprocess.run([sys.executable, "-m", "backends.worker", str(run_dir)], cwd=ROOT,
+                               check=True, stdout=subprocess.DEVNULL)
+                history = pd.read_csv(run_dir / "history.csv")
+                steady = history["images_per_second"].iloc[1:] if len(history) > 1 else history["images_per_second"]
+                rows.append({"model": label, "backend": backend, "images_per_second": steady.median()})
+    frame = pd.DataFrame(rows).pivot(index="model", columns="backend", values="images_per_second")
+    frame["keras / tflearn"] = frame["keras"] / frame["tflearn"]
+    print(f"{args.images} UTKFace images at {args.size}x{args.size}, batch {args.batch_size}, "
+          f"{args.epochs} epochs; training images/s (median of epochs 2..{args.epochs})")
+    print(frame.round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()

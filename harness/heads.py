@@ -1,0 +1,105 @@
+"""Heads as plain data: what each one outputs, what it is trained on, how it is read.
+
+Every head's output is a concatenation of dense "parts" (units, activation); both
+backends build exactly these parts, and the loss is a sum of one loss per part. Reading
+an output back into 10-dim age/gender scores happens here, once, for both backends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.labels import N_AGE, N_GENDER, N_JOINT, to_joint, to_two_hot
+
+
+@dataclass(frozen=True)
+class Part:
+    units: int
+    activation: str        # "softmax" or "linear"
+    default_loss: str
+    fixed_loss: bool = False   # True: the part's loss is part of the head's definition
+
+
+HEADS: dict[str, tuple[Part, ...]] = {
+    # The sound unified model: an 8-way and a 2-way softmax, one loss each.
+    "two_heads": (Part(N_AGE, "softmax", "categorical_crossentropy"),
+                  Part(N_GENDER, "softmax", "categorical_crossentropy")),
+    # The original study's model: one softmax over the 2-hot target (which sums to 2).
+    "softmax10": (Part(N_AGE + N_GENDER, "softmax", "categorical_crossentropy"),),
+    "joint16": (Part(N_JOINT, "softmax", "categorical_crossentropy"),),
+    # The study's tuple model: 2 linear units fitted to (age_index, gender_index).
+    "tuple_original": (Part(2, "linear", "mean_squared_error"),),
+    # Its sound variant: regress the age index, classify gender.
+    "tuple_sound": (Part(1, "linear", "mean_squared_error", fixed_loss=True),
+                    Part(N_GENDER, "softmax", "categorical_crossentropy", fixed_loss=True)),
+}
+
+
+def parts(head: str) -> tuple[Part, ...]:
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose from {sorted(HEADS)}")
+    return HEADS[head]
+
+
+def output_size(head: str) -> int:
+    return sum(p.units for p in parts(head))
+
+
+def part_losses(head: str, loss: str | None) -> list[str]:
+    """The loss of each part; ``loss`` overrides every part whose loss is not fixed."""
+    chosen = []
+    for part in parts(head):
+        if loss is not None and part.fixed_loss and loss != part.default_loss:
+            raise ValueError(f"head {head!r} fixes its losses (mean_squared_error on age, "
+                             f"categorical_crossentropy on gender); loss={loss!r} is not allowed")
+        chosen.append(part.default_loss if loss is None or part.fixed_loss else loss)
+    return chosen
+
+
+def targets(head: str, age, gender) -> np.ndarray:
+    """Training targets for ``head`` from label indices."""
+    age, gender = np.asarray(age, dtype=int), np.asarray(gender, dtype=int)
+    if head in ("two_heads", "softmax10"):
+        return to_two_hot(age, gender)
+    if head == "joint16":
+        return np.eye(N_JOINT, dtype=np.float32)[to_joint(age, gender)]
+    if head == "tuple_original":
+        return np.stack([age, gender], axis=-1).astype(np.float32)
+    if head == "tuple_sound":
+        return np.concatenate([age[:, None].astype(np.float32),
+                               np.eye(N_GENDER, dtype=np.float32)[gender]], axis=-1)
+    raise ValueError(f"unknown head {head!r}")
+
+
+def _one_hot_rounded(values: np.ndarray, n: int) -> np.ndarray:
+    """Regressed indices -> one-hot of the nearest valid index; NaN stays NaN."""
+    out = np.zeros(values.shape + (n,), dtype=np.float64)
+    finite = np.isfinite(values)
+    index = np.clip(np.rint(np.where(finite, values, 0)), 0, n - 1).astype(int)
+    np.put_along_axis(out, index[..., None], 1.0, axis=-1)
+    out[~finite] = np.nan
+    return out
+
+
+def scores(head: str, outputs) -> np.ndarray:
+    """Model outputs -> (N, 10) scores: 8 age then 2 gender, each part summing to 1."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if outputs.ndim != 2 or outputs.shape[1] != output_size(head):
+        raise ValueError(f"head {head!r} outputs {output_size(head)} values per image, "
+                         f"got shape {outputs.shape}")
+    if head == "two_heads":
+        return outputs.copy()
+    if head == "softmax10":
+        # Renormalise each part so its top share is comparable to the other heads'.
+        age, gender = outputs[:, :N_AGE], outputs[:, N_AGE:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.concatenate([age / age.sum(1, keepdims=True),
+                                   gender / gender.sum(1, keepdims=True)], axis=1)
+    if head == "joint16":
+        grid = outputs.reshape(-1, N_GENDER, N_AGE)      # joint = gender * 8 + age
+        return np.concatenate([grid.sum(axis=1), grid.sum(axis=2)], axis=1)
+    if head == "tuple_original":
+        return np.concatenate([_one_hot_rounded(outputs[:, 0], N_AGE),
+                               _one_hot_rounded(outputs[:, 1], N_GENDER)], axis=1)
+    return np.concatenate([_one_hot_rounded(outputs[:, 0], N_AGE), outputs[:, 1:]], axis=1)

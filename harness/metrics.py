@@ -1,0 +1,47 @@
+"""Metrics from saved predictions only: the same code scores every backend.
+
+Never a framework's own "accuracy": the study's tuple model reported 96 % from
+TFLearn's argmax-over-2-units metric; these numbers are what the labels say.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+from harness import heads, losses
+from harness.labels import N_AGE, N_GENDER, decode_batch
+
+
+def _argmax_or_invalid(part: np.ndarray) -> np.ndarray:
+    """Row-wise argmax; -1 where the row has a NaN/inf (never counts as right)."""
+    finite = np.isfinite(part).all(axis=1)
+    return np.where(finite, np.argmax(np.where(np.isfinite(part), part, -np.inf), axis=1), -1)
+
+
+def compute(head: str, outputs, age, gender, loss: str | None = None,
+            threshold: float = 0.0) -> dict:
+    """All metrics for one set of test predictions (raw model outputs and true labels)."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    age, gender = np.asarray(age, dtype=int), np.asarray(gender, dtype=int)
+    scores = heads.scores(head, outputs)
+    pred_age = _argmax_or_invalid(scores[:, :N_AGE])
+    pred_gender = _argmax_or_invalid(scores[:, N_AGE:])
+    age_ok, gender_ok = pred_age == age, pred_gender == gender
+    with np.errstate(invalid="ignore"):
+        rounded = np.where(np.isfinite(scores), scores >= 0.5, False)
+    exact = (rounded == heads.targets("two_heads", age, gender).astype(bool)).all(axis=1)
+    per_sample = losses.per_sample(np, head, loss, heads.targets(head, age, gender), outputs)
+    valid = (pred_age >= 0) & (pred_gender >= 0)
+    return {
+        "n": int(len(age)),
+        "gender_accuracy": float(gender_ok.mean()),
+        "age_exact_accuracy": float(age_ok.mean()),
+        "age_one_off_accuracy": float(((np.abs(pred_age - age) <= 1) & (pred_age >= 0)).mean()),
+        "joint_accuracy": float((age_ok & gender_ok).mean()),
+        "two_hot_exact_match": float(exact.mean()),
+        "loss": float(np.mean(per_sample)) if np.isfinite(per_sample).all() else float("nan"),
+        "undefined": int(sum(not d.defined for d in decode_batch(scores, threshold))),
+        "age_confusion": confusion_matrix(age[valid], pred_age[valid], labels=range(N_AGE)).tolist(),
+        "gender_confusion": confusion_matrix(gender[valid], pred_gender[valid],
+                                             labels=range(N_GENDER)).tolist(),
+    }

@@ -1,0 +1,106 @@
+"""Framework-neutral model and training specs: plain, JSON/YAML-serializable data.
+
+A backend's only job is to translate these; nothing here knows a framework. Invalid
+values fail validation here, before any process imports TensorFlow.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+Activation = Literal["relu", "tanh", "sigmoid", "elu", "softplus", "linear"]
+Initializer = Literal["glorot_uniform", "glorot_normal", "he_normal", "he_uniform",
+                      "truncated_normal"]
+HeadName = Literal["two_heads", "softmax10", "joint16", "tuple_original", "tuple_sound"]
+LossName = Literal["categorical_crossentropy", "mean_squared_error", "hinge", "squared_hinge"]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Regularizer(_Spec):
+    """Weight penalty or constraint on every kernel (never on biases)."""
+
+    kind: Literal["none", "l2", "l1_l2", "max_norm"] = "none"
+    l1: float = Field(0.0, ge=0.0, description="l1_l2: coefficient of sum |w|")
+    l2: float = Field(0.001, ge=0.0, description="l2, l1_l2: coefficient of sum w^2")
+    max_norm: float = Field(3.0, gt=0.0, description="max_norm: bound on each unit's incoming-weight norm")
+
+
+class FCN(_Spec):
+    """Fully connected trunk: flatten, then one dense layer per width."""
+
+    type: Literal["fcn"] = "fcn"
+    widths: list[PositiveInt] = Field(min_length=1)
+    activation: Activation = "relu"
+    # Fraction of units DROPPED after each layer (Keras' convention). TFLearn's
+    # ``dropout(x, 0.8)`` keeps 80 %: the study's "dropout 0.8" is 0.2 here.
+    dropout: Rate | list[Rate] = 0.0
+    regularizer: Regularizer = Regularizer()
+    initializer: Initializer = "glorot_uniform"
+
+    @model_validator(mode="after")
+    def _dropout_per_layer(self):
+        if isinstance(self.dropout, list) and len(self.dropout) != len(self.widths):
+            raise ValueError(f"dropout has {len(self.dropout)} values for {len(self.widths)} layers")
+        return self
+
+    def dropouts(self) -> list[float]:
+        return self.dropout if isinstance(self.dropout, list) else [self.dropout] * len(self.widths)
+
+
+class LeviHassner(_Spec):
+    """Levi & Hassner 2015: three conv blocks (ReLU, max-pool 3/2, LRN), two dense + dropout.
+
+    Defaults are the paper's (227x227 input); shrink ``filters``/``dense`` for CPUs.
+    """
+
+    type: Literal["levi_hassner"] = "levi_hassner"
+    filters: tuple[PositiveInt, PositiveInt, PositiveInt] = (96, 256, 384)
+    kernels: tuple[PositiveInt, PositiveInt, PositiveInt] = (7, 5, 3)
+    first_stride: PositiveInt = 4
+    dense: list[PositiveInt] = [512, 512]
+    dropout: Rate = 0.5
+    regularizer: Regularizer = Regularizer()
+    initializer: Initializer = "glorot_uniform"
+
+
+class SmallCNN(_Spec):
+    """A small modern CNN: (conv 3x3, batch norm, ReLU, max-pool 2) blocks, global average pool."""
+
+    type: Literal["small_cnn"] = "small_cnn"
+    filters: list[PositiveInt] = Field(default=[32, 64, 128], min_length=1)
+    dense: list[PositiveInt] = []
+    dropout: Rate = 0.0
+    regularizer: Regularizer = Regularizer()
+    initializer: Initializer = "he_normal"
+
+
+Architecture = Annotated[Union[FCN, LeviHassner, SmallCNN], Field(discriminator="type")]
+
+
+class ModelSpec(_Spec):
+    architecture: Architecture
+    head: HeadName = "two_heads"
+
+
+class TrainingSpec(_Spec):
+    optimizer: Literal["sgd", "adam", "rmsprop", "adadelta"] = "adam"
+    learning_rate: float = Field(0.001, gt=0.0, le=10.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
+    loss: LossName | None = Field(None, description="None: the head's own default")
+    batch_size: PositiveInt = 64
+    epochs: PositiveInt = 10
+    seed: int = 0
+
+
+# The study's networks, exactly as written there (head added by ModelSpec).
+ORIGINAL_STUDY = {
+    "fcn_1024": FCN(widths=[1024, 512, 256, 128, 32]),
+    "fcn_64": FCN(widths=[64, 32, 32, 16, 16]),
+    "fcn_128": FCN(widths=[128, 32, 32, 16, 16]),
+    "tuple_fcn": FCN(widths=[32, 32, 16, 16, 10]),
+}

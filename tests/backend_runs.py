@@ -1,0 +1,39 @@
+"""Helpers for tests that start real worker processes (one framework per process)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import cache
+from harness.images import Preprocessing
+from harness.spec import FCN, ModelSpec, TrainingSpec
+from harness.splits import SplitSpec, make_splits
+from harness.trial import TrialConfig, write_trial
+
+ROOT = Path(__file__).resolve().parents[1]
+PREP = Preprocessing(size=24)
+
+
+def worker(*args, check=True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "backends.worker", *map(str, args)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if check and result.returncode:
+        raise AssertionError(f"worker {args} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_trial(run_dir: Path, table, cache_dir: Path, backend: str, head: str = "two_heads",
+               architecture=None, training: TrainingSpec | None = None) -> Path:
+    built = cache.build(table["id"], table["path"], PREP, cache_dir=cache_dir)
+    manifest = make_splits(table, SplitSpec(protocol="random", val_fraction=0.2, seed=0))
+    config = TrialConfig(
+        backend=backend, preprocessing=PREP, cache_entry=str(built.directory),
+        model=ModelSpec(architecture=architecture or FCN(widths=[64, 32]), head=head),
+        training=training or TrainingSpec(epochs=2, batch_size=32, seed=7))
+    return write_trial(run_dir, config, table, manifest)
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())

@@ -1,0 +1,189 @@
+"""Both backends, trained for real in worker processes on a few hundred UTKFace faces."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from harness import heads
+from harness.spec import (
+    FCN, ORIGINAL_STUDY, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec,
+)
+from harness.trial import TrialConfig
+from tests.backend_runs import ROOT, make_trial, metrics_of, worker
+
+BACKENDS = ["keras", "tflearn"]
+
+
+@pytest.fixture(scope="module")
+def trials(tmp_path_factory, utkface_sample):
+    """One finished 2-epoch run of every head on both backends."""
+    base = tmp_path_factory.mktemp("trials")
+    runs = {}
+    for backend in BACKENDS:
+        for head in heads.HEADS:
+            run_dir = make_trial(base / f"{backend}_{head}", utkface_sample, base / "cache",
+                                 backend, head)
+            worker(run_dir)
+            runs[backend, head] = run_dir
+    return runs
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("head", list(heads.HEADS))
+def test_every_head_trains_on_both_backends(trials, backend, head):
+    run_dir = trials[backend, head]
+    for name in ("history.csv", "predictions.npz", "metrics.json", "env.json", "log.txt",
+                 "DONE", "splits.csv", "config.json"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tensorboard").rglob("*")), "no TensorBoard logs"
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    assert np.isfinite(history[["loss", "val_loss", "seconds"]].to_numpy()).all()
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["framework"] == backend and env["device"] == "CPU"
+    predictions = np.load(run_dir / "predictions.npz")
+    outputs = predictions["outputs"]
+    assert outputs.shape == (len(predictions["age"]), heads.output_size(head))
+    start = 0
+    for part in heads.parts(head):
+        if part.activation == "softmax":
+            np.testing.assert_allclose(outputs[:, start:start + part.units].sum(1), 1, atol=1e-5)
+        start += part.units
+    result = metrics_of(run_dir)
+    assert result["n"] == len(outputs) > 50
+    for key in ("gender_accuracy", "age_exact_accuracy", "age_one_off_accuracy", "joint_accuracy"):
+        assert 0.0 <= result[key] <= 1.0
+    assert result["age_exact_accuracy"] <= result["age_one_off_accuracy"]
+    assert np.array(result["age_confusion"]).sum() == result["n"]
+    # The framework's chatter is in the log, not on the terminal.
+    assert "epoch" in (run_dir / "log.txt").read_text().lower()
+
+
+def test_metrics_are_recomputable_from_the_predictions(trials):
+    from harness import metrics
+    run_dir = trials["tflearn", "joint16"]
+    saved = np.load(run_dir / "predictions.npz")
+    again = metrics.compute("joint16", saved["outputs"], saved["age"], saved["gender"])
+    assert again == {k: v for k, v in metrics_of(run_dir).items() if k in again}
+
+
+def test_worker_keeps_framework_output_off_the_terminal(tmp_path, utkface_sample):
+    run_dir = make_trial(tmp_path / "run", utkface_sample, tmp_path / "cache", "tflearn")
+    result = worker(run_dir)
+    assert "Training Step" not in result.stdout + result.stderr
+    assert "Training Step" in (run_dir / "log.txt").read_text()
+
+
+def shipped_architectures():
+    return [*ORIGINAL_STUDY.values(), LeviHassner(), SmallCNN(),
+            LeviHassner(filters=(24, 64, 96), dense=[128, 128]), SmallCNN(filters=[16, 32], dense=[32]),
+            FCN(widths=[32, 16], regularizer=Regularizer(kind="l1_l2", l1=1e-4))]
+
+
+def test_parameter_counts_match_for_every_shipped_architecture(tmp_path):
+    entries = [{"model": ModelSpec(architecture=arch, head=head).model_dump(mode="json"),
+                "input_shape": [227, 227, 3] if arch == LeviHassner() else [64, 64, 3]}
+               for arch in shipped_architectures() for head in heads.HEADS]
+    specs = tmp_path / "specs.json"
+    specs.write_text(json.dumps(entries))
+    counts = {b: json.loads(worker("count-params", b, specs).stdout.strip().splitlines()[-1])
+              for b in BACKENDS}
+    assert counts["keras"] == counts["tflearn"]
+    assert len(set(counts["keras"])) > 10 and min(counts["keras"]) > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_same_backend_same_metrics(tmp_path, trials, utkface_sample, backend):
+    again = make_trial(tmp_path / "again", utkface_sample, tmp_path / "cache", backend)
+    worker(again)
+    first = np.load(trials[backend, "two_heads"] / "predictions.npz")["outputs"]
+    np.testing.assert_array_equal(np.load(again / "predictions.npz")["outputs"], first)
+    assert metrics_of(again)["joint_accuracy"] == metrics_of(trials[backend, "two_heads"])["joint_accuracy"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_saved_model_reloads_to_the_same_probabilities(tmp_path, trials, backend):
+    run_dir = trials[backend, "two_heads"]
+    worker("predict", run_dir, tmp_path / "reloaded.npz")
+    reloaded = np.load(tmp_path / "reloaded.npz")
+    saved = np.load(run_dir / "predictions.npz")
+    assert (reloaded["ids"] == saved["ids"]).all()
+    np.testing.assert_allclose(reloaded["outputs"], saved["outputs"], atol=1e-5, rtol=0)
+
+
+def test_keras_model_loads_in_safe_mode(trials):
+    # A fresh process with only Keras: safe_mode=True refuses arbitrary code, so this
+    # also proves the custom LRN layer is registered rather than a lambda.
+    code = ("import keras, backends.keras; "
+            f"m = keras.saving.load_model({str(trials['keras', 'two_heads'] / 'model.keras')!r}, "
+            "compile=False, safe_mode=True); print(m.count_params())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip().splitlines()[-1]) > 0
+
+
+def test_harness_catches_the_tuple_accuracy_artifact(tmp_path, utkface_sample):
+    """The study's tuple model: the framework's argmax 'accuracy' looks excellent.
+
+    On a 2-unit (age_index, gender_index) output, argmax just asks whether the age index
+    beats the gender index, true for nearly every face; the harness scores the labels.
+    """
+    for backend in BACKENDS:
+        run_dir = make_trial(tmp_path / backend, utkface_sample, tmp_path / "cache", backend,
+                             "tuple_original", ORIGINAL_STUDY["tuple_fcn"],
+                             TrainingSpec(epochs=15, batch_size=32, loss="mean_squared_error"))
+        worker(run_dir)
+        framework = pd.read_csv(run_dir / "history.csv")["val_framework_accuracy"].iloc[-1]
+        harness = metrics_of(run_dir)["joint_accuracy"]
+        assert framework > 0.75, (backend, framework)
+        assert framework - harness > 0.4, (backend, framework, harness)
+
+
+def test_max_norm_is_enforced_by_tflearn_clipping(tmp_path, utkface_sample):
+    arch = FCN(widths=[64, 32], regularizer=Regularizer(kind="max_norm", max_norm=0.3))
+    run_dir = make_trial(tmp_path / "run", utkface_sample, tmp_path / "cache", "tflearn",
+                         architecture=arch, training=TrainingSpec(epochs=1, learning_rate=0.05))
+    worker(run_dir)
+    code = f"""
+import numpy as np, tensorflow as tf
+reader = tf.train.load_checkpoint({str(run_dir / 'model.tflearn')!r})
+norms = [np.linalg.norm(reader.get_tensor(name), axis=0).max()
+         for name in reader.get_variable_to_shape_map() if name.endswith('/W')]
+print(len(norms), max(norms))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    count, largest = out.stdout.split()
+    assert int(count) == 4 and float(largest) <= 0.3 + 1e-5
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda: FCN(widths=[64, 0]), "widths"),
+    (lambda: FCN(widths=[8], dropout=1.0), "dropout"),
+    (lambda: FCN(widths=[8, 4], dropout=[0.1]), "dropout has 1 values for 2 layers"),
+    (lambda: TrainingSpec(optimizer="adamw"), "optimizer"),
+    (lambda: TrainingSpec(epochs=-1), "epochs"),
+    (lambda: ModelSpec(architecture={"type": "rnn"}), "type"),
+    (lambda: ModelSpec(architecture=FCN(widths=[8]), head="softmax3"), "head"),
+    (lambda: Regularizer(kind="max_norm", max_norm=0), "max_norm"),
+    (lambda: TrialConfig(backend="pytorch", model=ModelSpec(architecture=FCN(widths=[8])),
+                         cache_entry="x"), "backend"),
+    (lambda: TrialConfig(backend="keras", model=ModelSpec(architecture=FCN(widths=[8]), head="tuple_sound"),
+                         training=TrainingSpec(loss="hinge"), cache_entry="x"), "fixes its losses"),
+])
+def test_invalid_specs_stop_before_training(bad, match):
+    with pytest.raises((ValidationError, ValueError), match=match):
+        bad()
+
+
+def test_worker_rejects_a_bad_config_without_training(tmp_path, utkface_sample):
+    run_dir = make_trial(tmp_path / "run", utkface_sample, tmp_path / "cache", "keras")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["training"]["learning_rate"] = -1
+    (run_dir / "config.json").write_text(json.dumps(config))
+    result = worker(run_dir, check=False)
+    assert result.returncode != 0 and "learning_rate" in result.stderr
+    assert not (run_dir / "history.csv").exists()
