@@ -16,10 +16,11 @@ $(VENV)/.setup-stamp: setup.py
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+# The quickstart experiment: both backends, the study's FCN vs a small CNN, one
+# UTKFace fold; resumable, and it ends by writing results/quickstart/report.md.
 run: setup
 	$(PY) -m harness data summary --dataset utkface --path $(DATA)
-	$(PY) -m harness data plot-splits --dataset utkface --path $(DATA) \
-		--protocol stratified_kfold --folds 5 --out $(RESULTS)/data/utkface_splits
+	$(PY) -m harness run experiments/quickstart.yaml --data $(DATA) --results $(RESULTS)
 
 test: setup
 	$(PY) -m pytest -q tests

@@ -27,7 +27,9 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "test": ["pytest>=8"],
+        "ray": ["ray>=2.9"],
+        # Tests cover the Ray executor on a local instance, so they need Ray too.
+        "test": ["pytest>=8", "ray>=2.9"],
     },
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )

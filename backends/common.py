@@ -4,6 +4,12 @@ No framework is imported here: each backend imports this beside its own framewor
 """
 from __future__ import annotations
 
+import os
+
+# Set by the runner so that N parallel workers share the cores instead of each
+# starting one TensorFlow thread per core.
+THREADS_ENV = "HARNESS_THREADS"
+
 # Local response normalisation of Levi & Hassner (AlexNet's): size 5 -> radius 2.
 LRN = {"depth_radius": 2, "bias": 1.0, "alpha": 1e-4, "beta": 0.75}
 # TFLearn's batch-norm defaults; Keras is set to match (its own are 0.99 / 1e-3).
@@ -19,3 +25,8 @@ PREDICT_BATCH = 256
 def kernel_axes(ndim: int) -> list[int]:
     """Axes of one output unit's incoming weights (all but the last): max-norm's axes."""
     return list(range(ndim - 1))
+
+
+def thread_limit() -> int | None:
+    value = os.environ.get(THREADS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None

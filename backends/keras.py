@@ -18,7 +18,7 @@ from keras import layers  # noqa: E402
 
 from backends.common import (  # noqa: E402
     ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
-    TRUNCATED_NORMAL_STDDEV, kernel_axes,
+    TRUNCATED_NORMAL_STDDEV, kernel_axes, thread_limit,
 )
 from harness import heads, losses  # noqa: E402
 from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
@@ -171,6 +171,10 @@ def environment() -> dict:
 
 
 def configure(seed: int) -> None:
+    threads = thread_limit()
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
     keras.utils.set_random_seed(seed)
     if not tf.config.list_physical_devices("GPU"):
         # Same seed -> same metrics on CPU. On a GPU some kernels have no

@@ -20,7 +20,7 @@ import tensorflow.experimental.numpy as tnp  # noqa: E402
 
 from backends.common import (  # noqa: E402
     ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
-    TRUNCATED_NORMAL_STDDEV, kernel_axes,
+    TRUNCATED_NORMAL_STDDEV, kernel_axes, thread_limit,
 )
 from harness import heads, losses  # noqa: E402
 from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
@@ -125,7 +125,10 @@ def _optimizer(training: TrainingSpec):
 
 
 def _session_config():
-    return v1.ConfigProto(allow_soft_placement=True, gpu_options=v1.GPUOptions(allow_growth=True))
+    threads = thread_limit() or 0   # 0: TensorFlow's default, every core
+    return v1.ConfigProto(allow_soft_placement=True, gpu_options=v1.GPUOptions(allow_growth=True),
+                          intra_op_parallelism_threads=threads,
+                          inter_op_parallelism_threads=min(2, threads) if threads else 0)
 
 
 def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...]) -> Model:

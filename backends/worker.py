@@ -34,6 +34,9 @@ from harness.trial import (
 )
 
 
+VAL_CURVES = ("gender_accuracy", "age_exact_accuracy", "joint_accuracy")
+
+
 def backend_module(name: str):
     if name not in ("keras", "tflearn"):
         raise ValueError(f"unknown backend {name!r}; choose keras or tflearn")
@@ -85,13 +88,18 @@ def train(run_dir: Path) -> dict:
 
         def on_epoch(epoch, loss, acc, val_loss, val_acc):
             now = time.perf_counter()
-            history.append({"epoch": epoch + 1, "loss": _num(loss), "framework_accuracy": _num(acc),
-                            "val_loss": _num(val_loss), "val_framework_accuracy": _num(val_acc),
-                            "seconds": now - started[0],
-                            "images_per_second": len(x_train) / (now - started[0])})
-            started[0] = now
-            if not np.isfinite(history[-1]["loss"]):
-                raise FloatingPointError(f"loss is {history[-1]['loss']} at epoch {epoch + 1}")
+            row = {"epoch": epoch + 1, "loss": _num(loss), "framework_accuracy": _num(acc),
+                   "val_loss": _num(val_loss), "val_framework_accuracy": _num(val_acc),
+                   "seconds": now - started[0], "images_per_second": len(x_train) / (now - started[0])}
+            if not np.isfinite(row["loss"]):
+                raise FloatingPointError(f"loss is {row['loss']} at epoch {epoch + 1}")
+            if len(x_val):
+                # Learning curves in the harness's own measures, from real predictions.
+                scored = metrics.compute(head, backend.predict(model, x_val), age_val, gender_val,
+                                         config.training.loss)
+                row.update({f"val_{key}": scored[key] for key in VAL_CURVES})
+            history.append(row)
+            started[0] = time.perf_counter()
 
         backend.train(model, config.training, x_train, heads.targets(head, age_train, gender_train),
                       x_val, heads.targets(head, age_val, gender_val), on_epoch,

@@ -1,4 +1,4 @@
-"""Command line: ``harness data summary | plot-splits | cache``."""
+"""Command line: ``harness run | report | data summary | data plot-splits | data cache``."""
 from __future__ import annotations
 
 import argparse
@@ -88,9 +88,59 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from harness import experiments, runner
+    from harness.executors import LocalExecutor, RayExecutor
+
+    overrides = {"data.path": args.data} if args.data else {}
+    experiment = experiments.load(args.experiment, overrides)
+    results = Path(args.results) / experiment.name
+    if args.dry_run:
+        prepared = runner.prepare(experiment, results)
+        done = sum((Path(results) / "trials" / t.trial_id / "DONE").is_file() for t in prepared.trials)
+        print(f"{len(prepared.trials)} trials ({done} already done) in {results}")
+        for trial in prepared.trials:
+            c = trial.config
+            print(f"  {trial.trial_id}  {c.backend:8s} round {c.round}  {trial.model_name:20s} "
+                  f"head={c.model.head} opt={c.training.optimizer} lr={c.training.learning_rate} "
+                  f"epochs={c.training.epochs} batch={c.training.batch_size}")
+        return 0
+    executor = (RayExecutor(args.ray_address, args.workers) if args.executor == "ray"
+                else LocalExecutor(args.workers))
+    counts = runner.run(experiment, results, executor)
+    print(f"{experiment.name}: {counts['completed']} completed, {counts['failed']} failed, "
+          f"{counts['already_done']} already done; results in {results}")
+    if not args.no_report:
+        from harness.report import write_report
+        print(f"report: {write_report(results)}")
+    return 1 if counts["failed"] else 0
+
+
+def cmd_report(args) -> int:
+    from harness.report import write_report
+
+    print(f"report: {write_report(args.results_dir)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run an experiment's trials (resumable)")
+    run.add_argument("experiment", help="experiment YAML file")
+    run.add_argument("--results", default="results", help="results root (default: results)")
+    run.add_argument("--workers", type=int, default=1, help="trials at once")
+    run.add_argument("--executor", choices=["local", "ray"], default="local")
+    run.add_argument("--ray-address", default=None, help="Ray cluster (default: a local instance)")
+    run.add_argument("--data", help="override the experiment's data.path")
+    run.add_argument("--dry-run", action="store_true", help="list the trials, train nothing")
+    run.add_argument("--no-report", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    report = commands.add_parser("report", help="tables and plots from stored results")
+    report.add_argument("results_dir")
+    report.set_defaults(func=cmd_report)
+
     data = commands.add_parser("data", help="inspect and prepare datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)
 
@@ -126,6 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, ValueError, OSError) as err:
+    except (DatasetError, ValueError, OSError, RuntimeError) as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2

@@ -18,6 +18,12 @@ def _argmax_or_invalid(part: np.ndarray) -> np.ndarray:
     return np.where(finite, np.argmax(np.where(np.isfinite(part), part, -np.inf), axis=1), -1)
 
 
+def _confusion(true: np.ndarray, pred: np.ndarray, n: int) -> list[list[int]]:
+    if len(true) == 0:   # every output was NaN: nothing to tabulate
+        return np.zeros((n, n), dtype=int).tolist()
+    return confusion_matrix(true, pred, labels=range(n)).tolist()
+
+
 def compute(head: str, outputs, age, gender, loss: str | None = None,
             threshold: float = 0.0) -> dict:
     """All metrics for one set of test predictions (raw model outputs and true labels)."""
@@ -41,7 +47,6 @@ def compute(head: str, outputs, age, gender, loss: str | None = None,
         "two_hot_exact_match": float(exact.mean()),
         "loss": float(np.mean(per_sample)) if np.isfinite(per_sample).all() else float("nan"),
         "undefined": int(sum(not d.defined for d in decode_batch(scores, threshold))),
-        "age_confusion": confusion_matrix(age[valid], pred_age[valid], labels=range(N_AGE)).tolist(),
-        "gender_confusion": confusion_matrix(gender[valid], pred_gender[valid],
-                                             labels=range(N_GENDER)).tolist(),
+        "age_confusion": _confusion(age[valid], pred_age[valid], N_AGE),
+        "gender_confusion": _confusion(gender[valid], pred_gender[valid], N_GENDER),
     }

@@ -187,3 +187,10 @@ def test_worker_rejects_a_bad_config_without_training(tmp_path, utkface_sample):
     result = worker(run_dir, check=False)
     assert result.returncode != 0 and "learning_rate" in result.stderr
     assert not (run_dir / "history.csv").exists()
+
+
+def test_metrics_of_all_nan_outputs_count_as_wrong_and_undefined():
+    from harness import metrics
+    result = metrics.compute("two_heads", np.full((4, 10), np.nan), [0, 1, 2, 3], [0, 1, 0, 1])
+    assert result["joint_accuracy"] == 0.0 and result["undefined"] == 4
+    assert np.array(result["age_confusion"]).sum() == 0

@@ -1,0 +1,226 @@
+"""``harness report RESULTS_DIR``: tables, plots and report.md / report.html from stored results.
+
+Reads only the results index and the trial directories; never trains. Rows and columns
+are sorted so that regenerating a report from the same results gives identical tables.
+"""
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.labels import N_AGE, age_label
+from harness.results import read_index, trial_dir
+from harness.splits import SplitManifest
+from harness.trial import HISTORY_FILE, METRICS_FILE
+
+METRICS = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
+           ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint"), ("loss", "loss")]
+REFERENCE = pd.DataFrame([
+    {"source": "Levi & Hassner 2015 (CNN per task)", "dataset": "Adience, 5 subject-disjoint folds",
+     "gender": "86.8 ± 1.4", "age exact": "50.7 ± 5.1", "age 1-off": "84.7 ± 2.2"},
+])
+
+
+def trials_frame(results_dir: Path) -> pd.DataFrame:
+    """One row per completed trial: its configuration columns and its metrics."""
+    rows = []
+    for record in read_index(results_dir).values():
+        if record["status"] != "completed":
+            continue
+        metrics_path = trial_dir(results_dir, record["trial_id"]) / METRICS_FILE
+        metrics = json.loads(metrics_path.read_text())
+        training = record["config"]["training"]
+        rows.append({
+            "trial_id": record["trial_id"], "backend": record["backend"], "round": record["round"],
+            "model_name": record["model_name"], "head": record["config"]["model"]["head"],
+            "optimizer": training["optimizer"], "learning_rate": training["learning_rate"],
+            "loss_fn": training["loss"] or "default", "batch_size": training["batch_size"],
+            "epochs": training["epochs"], "seed": training["seed"],
+            "images_per_second": metrics.get("train_images_per_second"),
+            **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
+        })
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["configuration"] = frame.apply(_describe, axis=1)
+    return frame.sort_values(["configuration", "backend", "round"]).reset_index(drop=True)
+
+
+def _describe(row) -> str:
+    loss = "" if row["loss_fn"] == "default" else f" loss={row['loss_fn']}"
+    return (f"{row['model_name']} [{row['head']}] {row['optimizer']} lr={row['learning_rate']}{loss} "
+            f"batch={row['batch_size']} epochs={row['epochs']} seed={row['seed']}")
+
+
+def _mean_std(values: pd.Series, scale: float) -> str:
+    values = values.dropna() * scale
+    if values.empty:
+        return "—"
+    return f"{values.mean():.1f} ± {values.std(ddof=0):.1f}" if len(values) > 1 else f"{values.mean():.1f}"
+
+
+def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration, per backend: each metric as mean ± std over rounds (accuracies in %)."""
+    rows = []
+    for configuration, group in frame.groupby("configuration", sort=True):
+        row = {"configuration": configuration}
+        for backend, part in group.groupby("backend", sort=True):
+            for key, label in METRICS:
+                row[f"{backend} {label}"] = _mean_std(part[key], 1.0 if key == "loss" else 100.0)
+            row[f"{backend} images/s"] = f"{part['images_per_second'].mean():.0f}"
+            row[f"{backend} rounds"] = len(part)
+            row[f"_{backend}_joint"] = part["joint_accuracy"].mean()
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for backend in sorted(frame["backend"].unique()):
+        key = f"_{backend}_joint"
+        if key in table:
+            best = table[key].idxmax()
+            table[f"{backend} best"] = ["★" if i == best else "" for i in table.index]
+            table = table.drop(columns=key)
+    return table
+
+
+def _plots(frame: pd.DataFrame, results_dir: Path, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.plots import plot_split_balance
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    summary = frame.groupby(["configuration", "backend"])["joint_accuracy"].agg(["mean", "std"]).unstack()
+    fig, axis = plt.subplots(figsize=(10, 1.5 + 0.9 * len(summary)))
+    summary["mean"].plot.barh(xerr=summary["std"].fillna(0), ax=axis)
+    for container in axis.containers:
+        if hasattr(container, "datavalues"):
+            axis.bar_label(container, fmt="%.3f", fontsize=8, padding=3)
+    axis.set_yticks(range(len(summary)), [textwrap.fill(c, 40) for c in summary.index], fontsize=8)
+    axis.set_xlim(0, 1)
+    axis.set_ylabel("")
+    axis.set_xlabel("joint accuracy on the test split (age group and gender both right)")
+    axis.set_title("Grid results by backend (mean ± std over rounds)")
+    fig.tight_layout()
+    written.append(out / "grid_joint_accuracy.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    for n, (configuration, group) in enumerate(frame.groupby("configuration", sort=True)):
+        fig, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
+        for backend, part in group.groupby("backend", sort=True):
+            histories = [pd.read_csv(trial_dir(results_dir, t) / HISTORY_FILE) for t in part["trial_id"]]
+            mean = pd.concat(histories).groupby("epoch").mean(numeric_only=True)
+            for column, style in (("loss", "-"), ("val_loss", "--")):
+                loss_axis.plot(mean.index, mean[column], style, label=f"{backend} {column}")
+            for column, style in (("val_joint_accuracy", "-"), ("val_gender_accuracy", "--"),
+                                  ("val_age_exact_accuracy", ":")):
+                if column in mean:
+                    acc_axis.plot(mean.index, mean[column], style, label=f"{backend} {column[4:]}")
+        loss_axis.set_title("training (solid) and validation (dashed) loss")
+        acc_axis.set_title("validation accuracy (harness metrics)")
+        for axis in (loss_axis, acc_axis):
+            axis.set_xlabel("epoch")
+            axis.legend(fontsize=7)
+        fig.suptitle(configuration, fontsize=9)
+        fig.tight_layout()
+        written.append(out / f"learning_curves_{n}.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
+        fig, axes = plt.subplots(1, group["backend"].nunique(), figsize=(5.5 * group["backend"].nunique(), 4.5),
+                                 squeeze=False)
+        for axis, (backend, part) in zip(axes[0], group.groupby("backend", sort=True)):
+            matrix = sum(np.array(json.loads((trial_dir(results_dir, t) / METRICS_FILE).read_text())
+                                  ["age_confusion"]) for t in part["trial_id"])
+            axis.imshow(matrix, cmap="Blues")
+            labels = [age_label(i) for i in range(N_AGE)]
+            axis.set_xticks(range(N_AGE), labels, rotation=45, fontsize=7)
+            axis.set_yticks(range(N_AGE), labels, fontsize=7)
+            axis.set_xlabel("predicted age group")
+            axis.set_ylabel("true age group")
+            axis.set_title(f"{backend}: age confusion (all rounds)")
+            for (i, j), value in np.ndenumerate(matrix):
+                axis.text(j, i, str(value), ha="center", va="center", fontsize=6)
+        fig.tight_layout()
+        written.append(out / f"age_confusion_{n}.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
+    splits = results_dir / "splits"
+    if (splits / "splits.csv").is_file():
+        table = pd.read_csv(splits / "table.csv", dtype={"id": str})
+        manifest = SplitManifest.load(splits)
+        ran = set(frame["round"])
+        manifest.assignments = manifest.assignments[manifest.assignments["round"].isin(ran)]
+        written += plot_split_balance(table, manifest, out / "splits")
+    return written
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def write_report(results_dir: str | Path) -> Path:
+    results_dir = Path(results_dir)
+    index = read_index(results_dir)
+    if not index:
+        raise ValueError(f"{results_dir}: no results index (run the experiment first)")
+    frame = trials_frame(results_dir)
+    tables, plots = results_dir / "tables", results_dir / "plots"
+    for stale in (tables, plots):   # everything shown is regenerated from the trials
+        shutil.rmtree(stale, ignore_errors=True)
+    tables.mkdir()
+    failed = pd.DataFrame([{"trial_id": r["trial_id"], "model_name": r["model_name"], "backend": r["backend"],
+                            "round": r["round"], "error": r["error"]}
+                           for r in index.values() if r["status"] == "failed"],
+                          columns=["trial_id", "model_name", "backend", "round", "error"]
+                          ).sort_values("trial_id")
+    failed.to_csv(tables / "failed.csv", index=False)
+    REFERENCE.to_csv(tables / "reference.csv", index=False)
+    name = json.loads((results_dir / "experiment.json").read_text())["name"] \
+        if (results_dir / "experiment.json").is_file() else results_dir.name
+    lines = [f"# Report: {name}", ""]
+    images = []
+    if not frame.empty:
+        comparison = comparison_table(frame)
+        frame.drop(columns="configuration").to_csv(tables / "trials.csv", index=False)
+        comparison.to_csv(tables / "comparison.csv", index=False)
+        images = _plots(frame, results_dir, plots)
+        lines += ["## Frameworks side by side",
+                  "Accuracies in % (mean ± std over rounds), from each model's saved test predictions; "
+                  "★ marks each backend's best configuration by joint accuracy.", "",
+                  _markdown_table(comparison), ""]
+    lines += ["## Reference", "Measured on a different dataset than ours unless the dataset column says so.", "",
+              _markdown_table(REFERENCE), ""]
+    if len(failed):
+        lines += ["## Failed trials", "", _markdown_table(failed), ""]
+    lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(results_dir)})" for p in images]
+    markdown = "\n".join(lines) + "\n"
+    (results_dir / "report.md").write_text(markdown)
+    (results_dir / "report.html").write_text(_html(name, frame, failed, images, results_dir))
+    return results_dir / "report.md"
+
+
+def _html(name, frame, failed, images, results_dir) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>",
+             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+             "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style></head><body>",
+             f"<h1>Report: {html.escape(name)}</h1>"]
+    if not frame.empty:
+        parts += ["<h2>Frameworks side by side</h2>", comparison_table(frame).to_html(index=False)]
+    parts += ["<h2>Reference</h2>", REFERENCE.to_html(index=False)]
+    if len(failed):
+        parts += ["<h2>Failed trials</h2>", failed.to_html(index=False)]
+    parts += ["<h2>Plots</h2>"] + [f"<p><img src='{p.relative_to(results_dir)}'></p>" for p in images]
+    return "\n".join(parts + ["</body></html>"]) + "\n"

@@ -1,0 +1,179 @@
+"""Experiment files, grid expansion, the runner (resume, failures, workers, Ray) and reports."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import experiments
+from harness.experiments import ExperimentError
+from harness.results import read_index
+from tests.conftest import UTKFACE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "utkface", "path": str(UTKFACE), "limit": 300},
+    "preprocessing": {"size": 16},
+    "split": {"protocol": "random", "val_fraction": 0.2},
+    "backends": ["keras", "tflearn"],
+    "grid": {"models": [{"name": "fcn", "architecture": {"type": "fcn", "widths": [32]}}],
+             "training": {"epochs": 2, "batch_size": 32}},
+    "time_limit_s": 300,
+}
+
+
+def write(tmp_path, experiment, name="exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(experiment))
+    return path
+
+
+def harness_cli(*args, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HARNESS_CACHE": kwargs.pop("cache")}
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900, **kwargs)
+
+
+def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
+    experiment = {**TINY, "grid": {
+        "models": [{"name": "a", "architecture": {"type": "fcn", "widths": [8]}},
+                   {"name": "b", "architecture": {"type": "small_cnn", "filters": [4]}}],
+        "training": {"optimizer": ["adam", "sgd"], "learning_rate": [0.1, 0.01], "epochs": 1}},
+        "include": [{"model": "a", "training": {"optimizer": "rmsprop", "epochs": 3}}],
+        "exclude": [{"model": "b", "training": {"optimizer": "sgd"}}]}
+    loaded = experiments.load(write(tmp_path, experiment))
+    trials = experiments.expand(loaded, rounds=[0, 1], cache_entry="/x")
+    # (2 models x 2 optimizers x 2 rates) - 2 excluded + 1 included = 7; x 2 backends x 2 rounds
+    assert len(trials) == 7 * 2 * 2
+    assert not [t for t in trials if t.model_name == "b" and t.config.training.optimizer == "sgd"]
+    assert [t for t in trials if t.config.training.optimizer == "rmsprop"]
+    assert len({t.trial_id for t in trials}) == len(trials)
+    again = experiments.expand(experiments.load(write(tmp_path, experiment, "copy.yaml")), [0, 1], "/elsewhere")
+    assert [t.trial_id for t in again] == [t.trial_id for t in trials]
+
+
+@pytest.mark.parametrize("change,key,allowed", [
+    ({"unknown_key": 1}, "unknown_key", "Extra inputs are not permitted"),
+    ({"time_limit_s": "soon"}, "time_limit_s", "integer"),
+    ({"grid": {"models": [{"name": "a", "architecture": {"type": "fcn", "widths": [8, 0]}}]}},
+     "grid.models.0.architecture.fcn.widths.1", "greater than 0"),
+    ({"grid": {"models": [{"name": "a", "architecture": {"type": "fcn", "widths": [8]}}],
+               "training": {"optimizer": ["adam", "adamw"]}}}, "optimizer", "'sgd', 'adam'"),
+    ({"grid": {"models": [{"name": "a", "architecture": {"type": "fcn", "widths": [8]}}],
+               "training": {"epochs": -1}}}, "epochs", "greater than 0"),
+    ({"backends": ["keras", "caffe"]}, "backends.1", "'keras' or 'tflearn'"),
+    ({"preprocessing": {"size": 16, "colour": "rgb"}}, "preprocessing.colour", "not permitted"),
+])
+def test_invalid_experiments_name_file_key_and_what_is_allowed(tmp_path, change, key, allowed):
+    path = write(tmp_path, {**TINY, **change})
+    with pytest.raises(ExperimentError) as err:
+        experiments.load(path)
+    message = str(err.value)
+    assert str(path) in message and key in message and allowed in message
+
+
+def test_a_backend_that_is_not_installed_is_refused(tmp_path, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(experiments, "find_spec", lambda name: None if name == "tflearn" else real(name))
+    with pytest.raises(ExperimentError, match="'tflearn' is not installed"):
+        experiments.load(write(tmp_path, TINY))
+
+
+def test_shipped_experiments_are_valid():
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        experiments.load(path)
+
+
+def test_dry_run_lists_trials_without_training(tmp_path):
+    result = harness_cli("run", write(tmp_path, TINY), "--results", tmp_path / "r", "--dry-run",
+                         cache=str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    assert "2 trials (0 already done)" in result.stdout
+    assert not list((tmp_path / "r" / "tiny").glob("trials/*/history.csv"))
+
+
+def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path):
+    experiment = {**TINY, "backends": ["keras"], "grid": {
+        "models": [{"name": "tuple", "architecture": {"type": "fcn", "widths": [32], "activation": "linear"},
+                    "head": "tuple_original"}],
+        # A linear net under SGD at lr 10 grows ~1000x a step to an inf/NaN loss; lr 0.001 trains.
+        "training": {"optimizer": "sgd", "learning_rate": [0.001, 10.0], "epochs": 3}}}
+    result = harness_cli("run", write(tmp_path, experiment), "--results", tmp_path / "r",
+                         cache=str(tmp_path / "cache"))
+    assert result.returncode == 1, result.stderr
+    records = list(read_index(tmp_path / "r" / "tiny").values())
+    by_status = {r["status"]: r for r in records}
+    assert len(records) == 2 and set(by_status) == {"completed", "failed"}
+    failed = by_status["failed"]
+    assert failed["config"]["training"]["learning_rate"] == 10.0
+    assert "loss is nan" in failed["error"].lower() or "loss is inf" in failed["error"].lower()
+    assert failed["log_tail"]
+    assert (tmp_path / "r" / "tiny" / "report.md").read_text().count("Failed trials") == 1
+
+
+def test_resume_after_kill_9_of_the_runner(tmp_path):
+    experiment = {**TINY, "grid": {**TINY["grid"], "training": {"epochs": [2, 3], "batch_size": 32}}}
+    path, results = write(tmp_path, experiment), tmp_path / "r"
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
+    runner = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--results", str(results)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = results / "tiny" / "trials"
+    deadline = time.time() + 300
+    # Kill once one trial is complete and another is mid-training.
+    while time.time() < deadline:
+        done = list(trials.glob("*/DONE"))
+        started = [d for d in trials.glob("*") if (d / "log.txt").is_file() and not (d / "DONE").exists()]
+        if done and started:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the runner never got one trial done and another started")
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    first_done = {d.parent.name: d.stat().st_mtime_ns for d in trials.glob("*/DONE")}
+    time.sleep(3)   # an orphaned worker would finish its 2-epoch trial in this time
+    assert {d.parent.name for d in trials.glob("*/DONE")} == set(first_done), "a worker outlived the runner"
+    result = harness_cli("run", path, "--results", results, cache=str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    index_lines = [json.loads(line) for line in (results / "tiny" / "index.jsonl").read_text().splitlines()]
+    completed = [r["trial_id"] for r in index_lines if r["status"] == "completed"]
+    assert len(completed) == len(set(completed)) == 4
+    for trial_id, mtime in first_done.items():
+        assert (trials / trial_id / "DONE").stat().st_mtime_ns == mtime, "a completed trial ran again"
+    assert f"{len(first_done)} already done" in result.stdout
+
+
+def test_report_is_regenerated_identically(tmp_path):
+    results = tmp_path / "r"
+    assert harness_cli("run", write(tmp_path, TINY), "--results", results, "--workers", "2",
+                       cache=str(tmp_path / "cache")).returncode == 0
+    run_dir = results / "tiny"
+    tables = {p.name: p.read_bytes() for p in (run_dir / "tables").glob("*.csv")}
+    report = (run_dir / "report.md").read_text()
+    assert harness_cli("report", run_dir, cache=str(tmp_path / "cache")).returncode == 0
+    assert {p.name: p.read_bytes() for p in (run_dir / "tables").glob("*.csv")} == tables
+    assert (run_dir / "report.md").read_text() == report
+    comparison = (run_dir / "tables" / "comparison.csv").read_text()
+    assert "keras gender" in comparison and "tflearn gender" in comparison
+    assert "Levi & Hassner" in report and "86.8 ± 1.4" in report
+    for png in ("grid_joint_accuracy.png", "learning_curves_0.png", "age_confusion_0.png"):
+        assert (run_dir / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "report.html").read_text().count("<img") >= 3
+
+
+def test_ray_executor_on_a_local_instance(tmp_path):
+    experiment = {**TINY, "backends": ["keras"]}
+    result = harness_cli("run", write(tmp_path, experiment), "--results", tmp_path / "r",
+                         "--executor", "ray", "--workers", "1", cache=str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = list(read_index(tmp_path / "r" / "tiny").values())
+    assert [r["status"] for r in records] == ["completed"]
+    assert records[0]["metrics"]["n"] > 50
