@@ -24,6 +24,10 @@ setup(
         "keras>=3.0",
         "tflearn==0.5.0",
         "tensorboard>=2.16",
+        # Face detection and 5-point alignment for `harness predict`: prebuilt dlib, and
+        # the landmark model shipped as a package (no download at run time).
+        "dlib-bin>=19.24",
+        "face-recognition-models>=0.3.0",
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16"],

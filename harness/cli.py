@@ -1,4 +1,4 @@
-"""Command line: ``harness run | report | data summary | data plot-splits | data cache``."""
+"""Command line: ``harness run | report | predict | data summary | data plot-splits | data cache``."""
 from __future__ import annotations
 
 import argparse
@@ -123,6 +123,53 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    import csv
+
+    from harness.predict import Predictor, classify, image_files
+
+    predictor = Predictor(args.model)
+    files = image_files(args.images)
+    if not files:
+        raise ValueError(f"no images found in {' '.join(args.images)}")
+    results, failed = [], 0
+    for path in files:
+        faces = classify(predictor, path, args.threshold, args.min_age)
+        failed += any(r.error for r in faces)
+        results += faces
+        if not args.json:
+            _print_faces(path, faces, stream=sys.stderr if any(r.error for r in faces) else sys.stdout)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    if args.csv:
+        rows = [r.to_dict() for r in results]
+        for row in rows:
+            for key in ("age_probabilities", "gender_probabilities"):
+                row.update({f"p {k}": v for k, v in row.pop(key).items()})
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print_faces(path, faces, stream) -> None:
+    print(path, file=stream)
+    for r in faces:
+        where = f"face {r.face} at {r.box}: " if r.box else ""
+        detail = ""
+        if r.age_group:
+            detail = (f"  [age {r.age_group} p={r.age_probabilities[r.age_group]:.2f}, "
+                      f"{r.gender} p={r.gender_probabilities[r.gender]:.2f}]")
+        gate = ""
+        if r.gate:
+            mass = "" if r.adult_probability is None else f" (p adult {r.adult_probability:.2f})"
+            gate = f"  gate: {r.gate}{mass}"
+        print(f"  {where}{r.sentence}{detail}{gate}", file=stream)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="list the trials, train nothing")
     run.add_argument("--no-report", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    predict = commands.add_parser("predict", help="classify the faces in photos with a trained run")
+    predict.add_argument("--model", required=True, help="a finished trial directory (RUN_DIR)")
+    predict.add_argument("images", nargs="+", help="image files or directories")
+    predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.add_argument("--csv", help="also write one row per face to this CSV")
+    predict.add_argument("--min-age", type=float, help="age gate: allow / deny / undefined per face")
+    predict.add_argument("--threshold", type=float,
+                         help="confidence below which a face is Undefined (default: none), "
+                              "and the adult probability --min-age needs to allow (default 0.5)")
+    predict.set_defaults(func=cmd_predict)
 
     report = commands.add_parser("report", help="tables and plots from stored results")
     report.add_argument("results_dir")

@@ -14,17 +14,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness import heads
+from harness.gate import DEFAULT_GATE_THRESHOLD, gate_rates
 from harness.labels import N_AGE, age_label
 from harness.results import read_index, trial_dir
 from harness.splits import SplitManifest
-from harness.trial import HISTORY_FILE, METRICS_FILE
+from harness.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE
 
 METRICS = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
            ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint"), ("loss", "loss")]
+GATE_AGE = 18
 REFERENCE = pd.DataFrame([
     {"source": "Levi & Hassner 2015 (CNN per task)", "dataset": "Adience, 5 subject-disjoint folds",
      "gender": "86.8 ± 1.4", "age exact": "50.7 ± 5.1", "age 1-off": "84.7 ± 2.2"},
 ])
+
+
+def _gate_columns(run_dir: Path, head: str) -> dict:
+    """The age gate at 18 on this trial's test predictions, where exact ages are known."""
+    labels = pd.read_csv(run_dir / LABELS_FILE, dtype={"id": str}).set_index("id")
+    saved = np.load(run_dir / PREDICTIONS_FILE)
+    ages = labels.loc[saved["ids"], "age"].to_numpy(dtype=float)
+    if np.isnan(ages).any():
+        return {}
+    rates = gate_rates(heads.scores(head, saved["outputs"]), ages, GATE_AGE)
+    return {"gate_far": rates["false_accept_rate"], "gate_frr": rates["false_reject_rate"]}
 
 
 def trials_frame(results_dir: Path) -> pd.DataFrame:
@@ -44,6 +58,7 @@ def trials_frame(results_dir: Path) -> pd.DataFrame:
             "epochs": training["epochs"], "seed": training["seed"],
             "images_per_second": metrics.get("train_images_per_second"),
             **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
+            **_gate_columns(trial_dir(results_dir, record["trial_id"]), record["config"]["model"]["head"]),
         })
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -85,6 +100,18 @@ def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
             table[f"{backend} best"] = ["★" if i == best else "" for i in table.index]
             table = table.drop(columns=key)
     return table
+
+
+def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration and backend: false-accept / false-reject rates of the gate at 18."""
+    if "gate_far" not in frame or frame["gate_far"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for (configuration, backend), part in frame.groupby(["configuration", "backend"], sort=True):
+        rows.append({"configuration": configuration, "backend": backend,
+                     "false accept % (under 18 let in)": _mean_std(part["gate_far"], 100.0),
+                     "false reject % (18+ refused)": _mean_std(part["gate_frr"], 100.0)})
+    return pd.DataFrame(rows)
 
 
 def _plots(frame: pd.DataFrame, results_dir: Path, out: Path) -> list[Path]:
@@ -201,6 +228,13 @@ def write_report(results_dir: str | Path) -> Path:
                   "Accuracies in % (mean ± std over rounds), from each model's saved test predictions; "
                   "★ marks each backend's best configuration by joint accuracy.", "",
                   _markdown_table(comparison), ""]
+        gates = gate_table(frame)
+        if len(gates):
+            gates.to_csv(tables / "age_gate.csv", index=False)
+            lines += [f"## Age gate at {GATE_AGE}",
+                      f"`allow` needs the probability of groups starting at {GATE_AGE} or later to reach "
+                      f"{DEFAULT_GATE_THRESHOLD}; (15, 20) counts as under {GATE_AGE}. Rates on the test "
+                      "split, against the exact ages.", "", _markdown_table(gates), ""]
     lines += ["## Reference", "Measured on a different dataset than ours unless the dataset column says so.", "",
               _markdown_table(REFERENCE), ""]
     if len(failed):
@@ -219,6 +253,8 @@ def _html(name, frame, failed, images, results_dir) -> str:
              f"<h1>Report: {html.escape(name)}</h1>"]
     if not frame.empty:
         parts += ["<h2>Frameworks side by side</h2>", comparison_table(frame).to_html(index=False)]
+        if len(gate_table(frame)):
+            parts += [f"<h2>Age gate at {GATE_AGE}</h2>", gate_table(frame).to_html(index=False)]
     parts += ["<h2>Reference</h2>", REFERENCE.to_html(index=False)]
     if len(failed):
         parts += ["<h2>Failed trials</h2>", failed.to_html(index=False)]

