@@ -153,7 +153,11 @@ def train(model: keras.Model, training: TrainingSpec, x_train, y_train, x_val, y
 
 
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=PREDICT_BATCH, verbose=0))
+    # Calling the model directly: Model.predict builds a data pipeline per call, which
+    # costs ~0.1 s and dominated predicting one photo's faces at a time.
+    chunks = [np.asarray(model(x[i:i + PREDICT_BATCH], training=False))
+              for i in range(0, len(x), PREDICT_BATCH)]
+    return np.concatenate(chunks) if chunks else np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
 
 
 def save(model: keras.Model, directory: Path) -> None:

@@ -30,7 +30,7 @@ from harness import heads, metrics
 from harness.spec import ModelSpec, TrainingSpec
 from harness.trial import (
     DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE,
-    TrialConfig, load_split, read_config,
+    load_split, read_config,
 )
 
 

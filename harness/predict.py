@@ -50,11 +50,11 @@ class Predictor:
             raise ValueError(f"{self.run_dir}: not a finished run (no {DONE_FILE}); train it first")
         self.config = read_config(self.run_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from importlib import import_module
+        from backends.worker import backend_module
 
         # The one place outside a worker that imports a framework: this process
         # serves one run, so one backend.
-        self.backend = import_module(f"backends.{self.config.backend}")
+        self.backend = backend_module(self.config.backend)
         self.model = self.backend.load(self.run_dir, self.config.model, self.config.training,
                                        self.config.preprocessing.shape)
 

@@ -28,7 +28,7 @@ def load_utkface(root: str | Path) -> UnifiedDataset:
             dropped.add(SOURCE, path, None, "malformed file name",
                         "expected [age]_[gender 0|1]_[race 0-4]_[datetime].jpg.chip.jpg")
             continue
-        age, gender, race = int(match.group(1)), int(match.group(2)), int(match.group(3))
+        age, gender = int(match.group(1)), int(match.group(2))
         records.append({
             "id": f"{SOURCE}:{path.name}", "path": str(path), "age_group": age_to_group(age),
             "gender": gender, "subject": None, "source": SOURCE, "age": float(age),
