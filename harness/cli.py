@@ -93,6 +93,8 @@ def cmd_run(args) -> int:
     from harness.executors import LocalExecutor, RayExecutor
 
     overrides = {"data.path": args.data} if args.data else {}
+    if args.strict:
+        overrides["data.strict"] = True
     experiment = experiments.load(args.experiment, overrides)
     results = Path(args.results) / experiment.name
     if args.dry_run:
@@ -181,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-address", default=None, help="Ray cluster (default: a local instance)")
     run.add_argument("--data", help="override the experiment's data.path")
     run.add_argument("--dry-run", action="store_true", help="list the trials, train nothing")
+    run.add_argument("--strict", action="store_true",
+                     help="stop at an unreadable image (default: skip it and list it)")
     run.add_argument("--no-report", action="store_true")
     run.set_defaults(func=cmd_run)
 

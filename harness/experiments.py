@@ -35,6 +35,7 @@ class DataSpec(_Strict):
     metadata: Literal["per_fold", "original"] = "per_fold"
     noncanonical: Literal["map", "drop"] = "map"
     limit: PositiveInt | None = Field(None, description="stratified subsample of this many images")
+    strict: bool = Field(False, description="stop at an unreadable image instead of skipping it")
 
 
 class NamedModel(_Strict):

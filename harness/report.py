@@ -239,6 +239,11 @@ def write_report(results_dir: str | Path) -> Path:
               _markdown_table(REFERENCE), ""]
     if len(failed):
         lines += ["## Failed trials", "", _markdown_table(failed), ""]
+    skipped_file = results_dir / "skipped_images.csv"
+    skipped = pd.read_csv(skipped_file) if skipped_file.is_file() and skipped_file.stat().st_size > 1 else None
+    if skipped is not None and len(skipped):
+        lines += ["## Skipped images", f"{len(skipped)} images could not be decoded and took no part "
+                  "(all listed in skipped_images.csv):", "", _markdown_table(skipped.head(20)), ""]
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(results_dir)})" for p in images]
     markdown = "\n".join(lines) + "\n"
     (results_dir / "report.md").write_text(markdown)

@@ -55,7 +55,7 @@ def prepare(experiment: Experiment, results_dir: Path, workers: int | None = Non
     (results_dir / EXPERIMENT_FILE).write_text(experiment.model_dump_json(indent=2))
     table = load_table(experiment)
     built = cache.build(table["id"], table["path"], experiment.preprocessing, workers=workers,
-                        progress=True)
+                        strict=experiment.data.strict, progress=True)
     # Images that cannot be decoded leave the experiment here, listed, before any split.
     usable = table[table["id"].isin(set(built.valid_ids()))].reset_index(drop=True)
     manifest = make_splits(usable, experiment.split)

@@ -177,3 +177,22 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     records = list(read_index(tmp_path / "r" / "tiny").values())
     assert [r["status"] for r in records] == ["completed"]
     assert records[0]["metrics"]["n"] > 50
+
+
+def test_unreadable_images_are_listed_or_fatal_with_strict(tmp_path, utkface_sample):
+    rows = ["path,age,gender"] + [f"{p},{int(a)},{g}" for p, a, g in
+                                 utkface_sample[["path", "age", "gender"]].head(40).itertuples(index=False)]
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    rows.append(f"{tmp_path / 'broken.jpg'},30,f")
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    experiment = {**TINY, "data": {"dataset": "csv", "path": str(tmp_path / "faces.csv")},
+                  "split": {"protocol": "random", "val_fraction": 0.0, "stratify": False}}
+    path = write(tmp_path, experiment)
+    lenient = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(tmp_path / "c"))
+    assert lenient.returncode == 0, lenient.stderr
+    skipped = (tmp_path / "r" / "tiny" / "skipped_images.csv").read_text()
+    assert "broken.jpg" in skipped and "cannot decode" in skipped
+    assert "broken" not in (tmp_path / "r" / "tiny" / "splits" / "splits.csv").read_text()
+    strict = harness_cli("run", path, "--results", tmp_path / "r2", "--dry-run", "--strict",
+                         cache=str(tmp_path / "c"))
+    assert strict.returncode == 2 and "broken.jpg" in strict.stderr
