@@ -30,7 +30,7 @@ from harness import heads, metrics
 from harness.spec import ModelSpec, TrainingSpec
 from harness.trial import (
     DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE,
-    load_split, read_config,
+    load_splits, read_config,
 )
 
 
@@ -78,9 +78,10 @@ def train(run_dir: Path) -> dict:
         backend = backend_module(config.backend)
         backend.configure(config.training.seed)
         head = config.model.head
-        _, x_train, age_train, gender_train = load_split(run_dir, config, "train")
-        _, x_val, age_val, gender_val = load_split(run_dir, config, "val")
-        test_ids, x_test, age_test, gender_test = load_split(run_dir, config, "test")
+        splits = load_splits(run_dir, config)
+        _, x_train, age_train, gender_train = splits["train"]
+        _, x_val, age_val, gender_val = splits["val"]
+        test_ids, x_test, age_test, gender_test = splits["test"]
         print(f"train {len(x_train)} val {len(x_val)} test {len(x_test)} images", flush=True)
 
         model = backend.build(config.model, config.training, config.preprocessing.shape)
@@ -139,7 +140,7 @@ def predict(run_dir: Path, out: Path, role: str = "test") -> None:
     with output_to(run_dir / LOG_FILE):
         backend = backend_module(config.backend)
         model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
-        ids, x, age, gender = load_split(run_dir, config, role)
+        ids, x, age, gender = load_splits(run_dir, config, [role])[role]
         outputs = backend.predict(model, x)
     _save_npz(out, ids=np.asarray(ids, dtype=str), outputs=outputs, age=age, gender=gender)
 

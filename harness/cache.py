@@ -70,7 +70,7 @@ class CachedArrays:
         skipped = pd.DataFrame(index["skipped"], columns=["id", "path", "reason"])
         ids = np.asarray(index["ids"], dtype=object)
         valid = np.ones(len(ids), dtype=bool)
-        valid[[i for i in index["skipped_rows"]]] = False
+        valid[index["skipped_rows"]] = False
         images = np.load(directory / IMAGES_FILE, mmap_mode="r")
         return cls(directory, ids, images, valid, skipped, Preprocessing(**index["prep"]))
 

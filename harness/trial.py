@@ -69,17 +69,21 @@ def read_config(run_dir: str | Path) -> TrialConfig:
     return TrialConfig.model_validate_json(path.read_text())
 
 
-def load_split(run_dir: str | Path, config: TrialConfig, role: str):
-    """-> ids, float images, age indices, gender indices for one role of the trial's round.
+def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val", "test")) -> dict:
+    """role -> (ids, float images, age indices, gender indices) for the trial's round.
 
     Images the cache had to skip are left out here, so labels and images stay paired.
+    The cache index, manifest and labels are read once for all roles.
     """
     run_dir = Path(run_dir)
     cached = CachedArrays.open(Path(config.cache_entry))
     manifest = SplitManifest.load(run_dir)
     labels = pd.read_csv(run_dir / LABELS_FILE, dtype={"id": str}).set_index("id")
     usable = set(cached.valid_ids())
-    ids = [i for i in manifest.ids(config.round, role) if i in usable]
-    x = cached.arrays(ids) if ids else np.zeros((0,) + config.preprocessing.shape, np.float32)
-    rows = labels.loc[ids]
-    return ids, x, rows["age_group"].to_numpy(int), rows["gender"].to_numpy(int)
+    splits = {}
+    for role in roles:
+        ids = [i for i in manifest.ids(config.round, role) if i in usable]
+        x = cached.arrays(ids) if ids else np.zeros((0,) + config.preprocessing.shape, np.float32)
+        rows = labels.loc[ids]
+        splits[role] = (ids, x, rows["age_group"].to_numpy(int), rows["gender"].to_numpy(int))
+    return splits
