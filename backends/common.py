@@ -27,6 +27,25 @@ def kernel_axes(ndim: int) -> list[int]:
     return list(range(ndim - 1))
 
 
-def thread_limit() -> int | None:
+def thread_counts() -> tuple[int, int]:
+    """(intra-op, inter-op) TensorFlow threads for this worker; 0 means TensorFlow's default."""
     value = os.environ.get(THREADS_ENV, "")
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    threads = int(value) if value.isdigit() else 0
+    return threads, min(2, threads)
+
+
+def device() -> str:
+    """The device TensorFlow trains on here: the GPUs it sees, else the CPU."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return ", ".join(d.name for d in gpus) if gpus else "CPU"
+
+
+def deterministic_on_cpu() -> None:
+    """Same seed -> same metrics on CPU. On a GPU some kernels have no deterministic
+    variant, and speed matters more there."""
+    import tensorflow as tf
+
+    if device() == "CPU":
+        tf.config.experimental.enable_op_determinism()

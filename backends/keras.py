@@ -18,7 +18,7 @@ from keras import layers  # noqa: E402
 
 from backends.common import (  # noqa: E402
     ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
-    TRUNCATED_NORMAL_STDDEV, kernel_axes, thread_limit,
+    TRUNCATED_NORMAL_STDDEV, deterministic_on_cpu, device, kernel_axes, thread_counts,
 )
 from harness import heads, losses  # noqa: E402
 from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
@@ -169,18 +169,14 @@ def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) 
 
 
 def environment() -> dict:
-    gpus = tf.config.list_physical_devices("GPU")
     return {"framework": "keras", "keras": keras.__version__, "tensorflow": tf.__version__,
-            "device": ", ".join(d.name for d in gpus) if gpus else "CPU"}
+            "device": device()}
 
 
 def configure(seed: int) -> None:
-    threads = thread_limit()
-    if threads:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    intra, inter = thread_counts()
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     keras.utils.set_random_seed(seed)
-    if not tf.config.list_physical_devices("GPU"):
-        # Same seed -> same metrics on CPU. On a GPU some kernels have no
-        # deterministic variant, and speed matters more there.
-        tf.config.experimental.enable_op_determinism()
+    deterministic_on_cpu()

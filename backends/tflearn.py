@@ -20,7 +20,7 @@ import tensorflow.experimental.numpy as tnp  # noqa: E402
 
 from backends.common import (  # noqa: E402
     ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
-    TRUNCATED_NORMAL_STDDEV, kernel_axes, thread_limit,
+    TRUNCATED_NORMAL_STDDEV, deterministic_on_cpu, device, kernel_axes, thread_counts,
 )
 from harness import heads, losses  # noqa: E402
 from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
@@ -125,10 +125,9 @@ def _optimizer(training: TrainingSpec):
 
 
 def _session_config():
-    threads = thread_limit() or 0   # 0: TensorFlow's default, every core
+    intra, inter = thread_counts()
     return v1.ConfigProto(allow_soft_placement=True, gpu_options=v1.GPUOptions(allow_growth=True),
-                          intra_op_parallelism_threads=threads,
-                          inter_op_parallelism_threads=min(2, threads) if threads else 0)
+                          intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
 
 
 def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...]) -> Model:
@@ -204,11 +203,10 @@ def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) 
 
 
 def environment() -> dict:
-    gpus = tf.config.list_physical_devices("GPU")
     from importlib.metadata import version
 
     return {"framework": "tflearn", "tflearn": version("tflearn"), "tensorflow": tf.__version__,
-            "device": ", ".join(d.name for d in gpus) if gpus else "CPU"}
+            "device": device()}
 
 
 def configure(seed: int) -> None:
@@ -216,5 +214,4 @@ def configure(seed: int) -> None:
 
     random.seed(seed)
     np.random.seed(seed)
-    if not tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.enable_op_determinism()
+    deterministic_on_cpu()

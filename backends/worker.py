@@ -29,7 +29,7 @@ import pandas as pd
 from harness import heads, metrics
 from harness.spec import ModelSpec, TrainingSpec
 from harness.trial import (
-    DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE,
+    BACKENDS, DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE,
     load_splits, read_config,
 )
 
@@ -38,8 +38,8 @@ VAL_CURVES = ("gender_accuracy", "age_exact_accuracy", "joint_accuracy")
 
 
 def backend_module(name: str):
-    if name not in ("keras", "tflearn"):
-        raise ValueError(f"unknown backend {name!r}; choose keras or tflearn")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
     return importlib.import_module(f"backends.{name}")
 
 

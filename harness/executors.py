@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-THREADS_ENV = "HARNESS_THREADS"   # read by backends.common.thread_limit
+THREADS_ENV = "HARNESS_THREADS"   # read by backends.common.thread_counts
 
 
 @dataclass
