@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import os
 
-# Set by the runner so that N parallel workers share the cores instead of each
-# starting one TensorFlow thread per core.
+# Set by the worker from the trial's config (its ``threads``), so that a trial computes
+# the same numbers whatever else runs beside it; unset (predict) means TF's default.
 THREADS_ENV = "HARNESS_THREADS"
 
 # Local response normalisation of Levi & Hassner (AlexNet's): size 5 -> radius 2.

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from backends.common import THREADS_ENV, thread_counts
 from harness import heads, metrics
 from harness.spec import ModelSpec, TrainingSpec
 from harness.trial import (
@@ -74,7 +75,11 @@ def train(run_dir: Path) -> dict:
     for stale in (DONE_FILE, METRICS_FILE):
         (run_dir / stale).unlink(missing_ok=True)
     with output_to(run_dir / LOG_FILE):
-        print(f"trial {config.trial_id()} backend={config.backend} round={config.round}", flush=True)
+        print(f"trial {config.trial_id()} backend={config.backend} round={config.round} "
+              f"threads={config.threads}", flush=True)
+        # The thread count is the trial's, not the machine's or the executor's: the same
+        # count on the same CPU gives bit-identical results however many trials run at once.
+        os.environ[THREADS_ENV] = str(config.threads)
         backend = backend_module(config.backend)
         backend.configure(config.training.seed)
         head = config.model.head
@@ -107,8 +112,11 @@ def train(run_dir: Path) -> dict:
                       run_dir / "tensorboard")
         outputs = backend.predict(model, x_test)
         backend.save(model, run_dir)
+        intra, inter = thread_counts()
         environment = {**backend.environment(), "python": platform.python_version(),
-                       "host": platform.node(), "n_params": backend.count_params(model)}
+                       "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+                       "threads": {"intra_op": intra, "inter_op": inter},
+                       "n_params": backend.count_params(model)}
 
     frame = pd.DataFrame(history)
     _atomic_write(run_dir / HISTORY_FILE, lambda p: frame.to_csv(p, index=False))
@@ -124,6 +132,16 @@ def train(run_dir: Path) -> dict:
     _atomic_write(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
     (run_dir / DONE_FILE).write_text(config.trial_id() + "\n")
     return result
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _num(value) -> float:

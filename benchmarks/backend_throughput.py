@@ -10,6 +10,7 @@ first, which includes graph building) for each backend and the Keras / TFLearn r
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from harness.datasets import load_utkface  # noqa: E402
 from harness.images import Preprocessing  # noqa: E402
 from harness.spec import ORIGINAL_STUDY, LeviHassner, ModelSpec, TrainingSpec  # noqa: E402
 from harness.splits import SplitSpec, make_splits  # noqa: E402
-from harness.trial import TrialConfig, write_trial  # noqa: E402
+from harness.trial import TrialConfig, data_fingerprint, write_trial  # noqa: E402
 
 SPECS = {
     "fcn [1024,512,256,128,32]": ORIGINAL_STUDY["fcn_1024"],
@@ -53,7 +54,9 @@ def main() -> None:
                 run_dir = Path(tmp) / f"{backend}-{len(rows)}"
                 config = TrialConfig(backend=backend, model=ModelSpec(architecture=arch),
                                      training=TrainingSpec(epochs=args.epochs, batch_size=args.batch_size),
-                                     preprocessing=prep, cache_entry=str(built.directory))
+                                     preprocessing=prep, cache_entry=str(built.directory),
+                                     threads=os.cpu_count() or 1,
+                                     data_fingerprint=data_fingerprint(built.directory.name, manifest, 0, table))
                 write_trial(run_dir, config, table, manifest)
                 subprocess.run([sys.executable, "-m", "backends.worker", str(run_dir)], cwd=ROOT,
                                check=True, stdout=subprocess.DEVNULL)

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from harness.images import ImageError, Preprocessing, load_image, to_float
+from harness.processes import pid_alive, quiet_child
 
 CACHE_ENV = "HARNESS_CACHE"
 IMAGES_FILE, INDEX_FILE = "images.npy", "index.json"
@@ -111,11 +112,21 @@ def _decode_into(images_file: str, start: int, paths: list[str], prep_json: str)
             target[start + offset] = load_image(path, prep)
         except ImageError as err:
             failures.append((start + offset, str(err)))
+        except Exception as err:   # one bad item never takes the build down
+            failures.append((start + offset, f"cannot process: {type(err).__name__}: {err}"))
     # No flush: msync per chunk costs a quarter of the build rate, and the pages reach
     # every reader through the page cache anyway. Unmapping now keeps this worker's
     # resident memory from growing chunk after chunk.
     del target
     return failures
+
+
+def lookup(ids: Sequence[str], paths: Sequence[str], prep: Preprocessing,
+           cache_dir: str | Path | None = None) -> CachedArrays | None:
+    """The existing entry for these images, or None; never builds or writes anything."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    entry = cache_dir / fingerprint(list(ids), [str(p) for p in paths], prep)
+    return CachedArrays.open(entry) if (entry / INDEX_FILE).is_file() else None
 
 
 def build(
@@ -143,8 +154,25 @@ def build(
     return cached
 
 
+STAGING_MARK = ".building-"
+
+
+def remove_stale_staging(cache_dir: Path) -> list[Path]:
+    """Delete staging folders whose building process is gone (killed mid-build)."""
+    removed = []
+    for staging in cache_dir.glob(f"*{STAGING_MARK}*"):
+        pid_text = staging.name.split(STAGING_MARK, 1)[1].split("-", 1)[0]
+        if staging.is_dir() and not (pid_text.isdigit() and pid_alive(int(pid_text))):
+            shutil.rmtree(staging, ignore_errors=True)
+            removed.append(staging)
+    return removed
+
+
 def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, progress: bool) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=entry.name + ".building-", dir=entry.parent))
+    remove_stale_staging(entry.parent)
+    # The builder's pid is in the name, so a later build can tell a dead build's
+    # leftovers from one still running in another process.
+    staging = Path(tempfile.mkdtemp(prefix=f"{entry.name}{STAGING_MARK}{os.getpid()}-", dir=entry.parent))
     try:
         images_file = staging / IMAGES_FILE
         np.lib.format.open_memmap(images_file, mode="w+", dtype=np.uint8,
@@ -175,7 +203,9 @@ def _run_chunks(images_file: str, paths: list[str], prep_json: str, workers: int
     # Forking a process that already runs TensorFlow's thread pools can deadlock the
     # children, so such callers pay for spawn; everyone else gets cheap forks.
     context = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    # The children die with this process (even on kill -9) and leave Ctrl-C to it.
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_child)
+    try:
         futures = [pool.submit(_decode_into, images_file, s, paths[s:s + CHUNK], prep_json)
                    for s in starts]
         done = as_completed(futures)
@@ -184,4 +214,9 @@ def _run_chunks(images_file: str, paths: list[str], prep_json: str, workers: int
             done = tqdm(done, total=len(futures), desc="caching images", unit="chunk")
         for future in done:
             failures.extend(future.result())
+    except BaseException:
+        # Interrupted: drop the queued chunks instead of decoding them all first.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return failures

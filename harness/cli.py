@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -37,7 +40,12 @@ def _split_spec(args) -> SplitSpec:
                      val_fraction=args.val_fraction, seed=args.seed)
 
 
+SHOWN_PER_REASON = 20
+
+
 def cmd_summary(args) -> int:
+    import pandas as pd
+
     data = _load(args)
     table, dropped = data.crosstab(), data.dropped_by_reason()
     if args.json:
@@ -45,6 +53,8 @@ def cmd_summary(args) -> int:
             "dataset": args.dataset, "path": args.path, "images": int(len(data.table)),
             "age_x_gender": {g: {a: int(v) for a, v in row.items()} for g, row in table.iterrows()},
             "dropped": {reason: int(n) for reason, n in dropped.items()},
+            "dropped_rows": [{k: (None if pd.isna(v) else int(v) if k == "line" else v) for k, v in row.items()}
+                             for row in data.dropped.to_dict("records")],
             "notes": data.notes,
         }, indent=2))
         return 0
@@ -53,6 +63,12 @@ def cmd_summary(args) -> int:
     print(f"\nDropped rows: {int(dropped.sum())}")
     for reason, n in dropped.items():
         print(f"  {n:6d}  {reason}")
+        rows = data.dropped[data.dropped["reason"] == reason]
+        for row in rows.head(SHOWN_PER_REASON).itertuples():
+            where = row.file if pd.isna(row.line) else f"{row.file}:{int(row.line)}"
+            print(f"          {where}" + (f"  ({row.detail})" if row.detail else ""))
+        if len(rows) > SHOWN_PER_REASON:
+            print(f"          ... and {len(rows) - SHOWN_PER_REASON} more (all with --json)")
     for key, value in data.notes.get("non_canonical_ages", {}).get("counts", {}).items():
         print(f"  non-canonical age {key!r}: {value} ({data.notes['non_canonical_ages']['action']})")
     return 0
@@ -88,28 +104,79 @@ def cmd_cache(args) -> int:
     return 0
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached the runner; a BaseException so no handler swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    # The first signal stops the run; further ones are ignored so that the clean-up
+    # (killing workers) is not itself interrupted and no traceback is printed.
+    for handled in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(handled, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def cmd_run(args) -> int:
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _run(args)
+    except Interrupted as stop:
+        print(f"\nharness: interrupted by {stop}: running trials were stopped and nothing was recorded "
+              "for them; finished trials are kept. Run the same command again to resume.",
+              file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        for handled, handler in previous.items():
+            signal.signal(handled, handler)
+
+
+def _run(args) -> int:
     from harness import experiments, runner
     from harness.executors import LocalExecutor, RayExecutor
+    from harness.paths import child_path
 
     overrides = {"data.path": args.data} if args.data else {}
     if args.strict:
         overrides["data.strict"] = True
     experiment = experiments.load(args.experiment, overrides)
-    results = Path(args.results) / experiment.name
+    root = Path(args.results)
+    results = child_path(root, experiment.name, "experiment name")
+    if args.new:
+        results = runner.new_results_dir(experiment, root)
+    if not args.overwrite:
+        runner.check_results_dir(experiment, results)
+    try:
+        prepared = runner.prepare(experiment, dry_run=args.dry_run)
+    except experiments.ExperimentError as err:
+        raise experiments.ExperimentError(f"{args.experiment}: {err}") from None
+    threads = experiment.resolved_threads()
     if args.dry_run:
-        prepared = runner.prepare(experiment, results)
-        done = sum((Path(results) / "trials" / t.trial_id / "DONE").is_file() for t in prepared.trials)
-        print(f"{len(prepared.trials)} trials ({done} already done) in {results}")
+        done = sum((results / "trials" / t.trial_id / "DONE").is_file() for t in prepared.trials)
+        print(f"{len(prepared.trials)} trials ({done} already done) in {results}, "
+              f"{threads} threads each (dry run: nothing written)")
         for trial in prepared.trials:
             c = trial.config
             print(f"  {trial.trial_id}  {c.backend:8s} round {c.round}  {trial.model_name:20s} "
                   f"head={c.model.head} opt={c.training.optimizer} lr={c.training.learning_rate} "
                   f"epochs={c.training.epochs} batch={c.training.batch_size}")
+        for row in prepared.skipped_images.itertuples():
+            print(f"  would skip image {row.path}: {row.reason}")
+        if len(prepared.dropped_rows):
+            print(f"  {len(prepared.dropped_rows)} dataset rows left out by the adapter "
+                  "(see harness data summary)")
         return 0
-    executor = (RayExecutor(args.ray_address, args.workers) if args.executor == "ray"
-                else LocalExecutor(args.workers))
-    counts = runner.run(experiment, results, executor)
+    cores = os.cpu_count() or 1
+    if args.executor == "local" and args.workers * threads > cores:
+        print(f"note: {args.workers} workers x {threads} threads each is more than this machine's "
+              f"{cores} cores: the numbers stay the same, each trial runs slower", file=sys.stderr)
+    if args.overwrite:
+        runner.discard_results(results)
+    executor = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers)
+    counts = runner.run(experiment, results, executor, prepared=prepared)
     print(f"{experiment.name}: {counts['completed']} completed, {counts['failed']} failed, "
           f"{counts['already_done']} already done; results in {results}")
     if not args.no_report:
@@ -172,6 +239,26 @@ def _print_faces(path, faces, stream) -> None:
         print(f"  {where}{r.sentence}{detail}{gate}", file=stream)
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a probability), got {text}")
+    return value
+
+
+def _age(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an age in years, got {text!r}") from None
+    if not math.isfinite(value) or not 0.0 <= value <= 150.0:
+        raise argparse.ArgumentTypeError(f"must be an age in years between 0 and 150, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -186,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true",
                      help="stop at an unreadable image (default: skip it and list it)")
     run.add_argument("--no-report", action="store_true")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--new", action="store_true",
+                       help="if the results directory holds a different experiment, use NAME-2, NAME-3, ...")
+    where.add_argument("--overwrite", action="store_true",
+                       help="if the results directory holds a different experiment, discard its results")
     run.set_defaults(func=cmd_run)
 
     predict = commands.add_parser("predict", help="classify the faces in photos with a trained run")
@@ -193,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files or directories")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.add_argument("--csv", help="also write one row per face to this CSV")
-    predict.add_argument("--min-age", type=float, help="age gate: allow / deny / undefined per face")
-    predict.add_argument("--threshold", type=float,
+    predict.add_argument("--min-age", type=_age, help="age gate: allow / deny / undefined per face")
+    predict.add_argument("--threshold", type=_probability,
                          help="confidence below which a face is Undefined (default: none), "
                               "and the adult probability --min-age needs to allow (default 0.5)")
     predict.set_defaults(func=cmd_predict)

@@ -1,22 +1,33 @@
 """Where a trial's worker process runs: a local process pool or Ray tasks.
 
 An executor only starts ``python -m backends.worker RUN_DIR`` somewhere that sees the
-files and reports how it ended; the runner decides everything else.
+files and reports how it ended; the runner decides everything else. A trial's thread
+count is in its config (the worker applies it), never derived from how many trials run
+at once, so ``--workers`` changes how long a grid takes and nothing it measures.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.processes import die_with_parent
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-THREADS_ENV = "HARNESS_THREADS"   # read by backends.common.thread_counts
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    run_dir: str
+    time_limit_s: float
+    threads: int          # the trial's own thread count: what the executor reserves
 
 
 @dataclass
@@ -26,57 +37,110 @@ class Outcome:
     stderr_tail: str
 
 
-def _die_with_parent() -> None:
+class Stopped(Exception):
+    """The executor was stopped before this job's worker started."""
+
+
+def _worker_child() -> None:
     # A worker must not outlive a runner killed with -9: an orphan could still be
-    # writing into a trial directory that the restarted runner is redoing.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    # writing into a trial directory that the restarted runner is redoing. Its own
+    # session keeps the terminal's Ctrl-C for the runner, which stops workers itself.
+    die_with_parent()
     os.setsid()
 
 
-def run_worker(run_dir: str, time_limit_s: float, threads: int | None) -> Outcome:
-    """Run one trial's worker to completion (or the time limit) on this machine."""
+def run_worker(run_dir: str, time_limit_s: float, on_start=None) -> Outcome:
+    """Run one trial's worker to completion (or the time limit) on this machine.
+
+    ``on_start(process)`` is called once the process exists (the local executor keeps
+    it so it can kill it on an interrupt) and may raise :class:`Stopped` to cancel.
+    """
     env = dict(os.environ)
-    if threads:
-        env[THREADS_ENV] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     start = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "backends.worker", run_dir], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=_die_with_parent)
+                               preexec_fn=_worker_child)
+    if on_start is not None:
+        on_start(process)
     try:
         _, stderr = process.communicate(timeout=time_limit_s)
         code = process.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        _kill_group(process)
         _, stderr = process.communicate()
         code = None
     return Outcome(code, time.monotonic() - start, (stderr or "")[-4000:])
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 class LocalExecutor:
-    """N trials at once on this machine, each worker given cores / N threads."""
+    """N trials at once on this machine; each worker uses its trial's own thread count."""
 
     def __init__(self, workers: int = 1):
         self.workers = max(1, workers)
-        self.threads = max(1, (os.cpu_count() or 1) // self.workers)
+        self._live: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
 
-    def map_unordered(self, jobs: list[tuple[str, str, float]]):
-        """jobs: (key, run_dir, time_limit_s) -> yields (key, Outcome) as they finish."""
-        with ThreadPoolExecutor(self.workers) as pool:
-            pending: dict[Future, str] = {
-                pool.submit(run_worker, run_dir, limit, self.threads): key
-                for key, run_dir, limit in jobs}
+    def _run(self, job: Job) -> Outcome:
+        def register(process):
+            with self._lock:
+                if self._stopping:
+                    _kill_group(process)
+                    process.wait()
+                    raise Stopped(job.key)
+                self._live.add(process)
+
+        with self._lock:
+            if self._stopping:
+                raise Stopped(job.key)
+        try:
+            return run_worker(job.run_dir, job.time_limit_s, on_start=register)
+        finally:
+            with self._lock:
+                self._live = {p for p in self._live if p.poll() is None}
+
+    def map_unordered(self, jobs: list[Job]):
+        """Yields (key, Outcome) as jobs finish. :meth:`stop` ends it early."""
+        pool = ThreadPoolExecutor(self.workers)
+        pending: dict[Future, str] = {pool.submit(self._run, job): job.key for job in jobs}
+        try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield pending.pop(future), future.result()
+                    key = pending.pop(future)
+                    yield key, future.result()
+        finally:
+            if pending:
+                self.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def stop(self) -> None:
+        """Start no more workers and kill the running ones (with their process groups)."""
+        with self._lock:
+            self._stopping = True
+            live = list(self._live)
+        for process in live:
+            _kill_group(process)
+        for process in live:
+            process.wait()
 
 
 class RayExecutor:
-    """The same workers as Ray tasks, on a cluster that sees the results directory."""
+    """The same workers as Ray tasks, on a cluster that sees the results directory.
 
-    def __init__(self, address: str | None = None, workers: int | None = None):
+    Each task reserves as many CPUs as its trial has threads, so Ray packs trials onto
+    nodes without changing what any of them computes.
+    """
+
+    def __init__(self, address: str | None = None):
         try:
             import ray
         except ImportError:
@@ -85,14 +149,23 @@ class RayExecutor:
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      num_cpus=None if address else (os.cpu_count() or 1))
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.cpus_per_trial = max(1, cpus // max(1, workers or cpus))
-        self.remote = ray.remote(num_cpus=self.cpus_per_trial)(run_worker)
+        self.cpus = int(self.ray.cluster_resources().get("CPU", 1))
+        self._refs: dict = {}
 
-    def map_unordered(self, jobs):
-        refs = {self.remote.remote(run_dir, limit, self.cpus_per_trial): key
-                for key, run_dir, limit in jobs}
-        while refs:
-            done, _ = self.ray.wait(list(refs), num_returns=1)
-            for ref in done:
-                yield refs.pop(ref), self.ray.get(ref)
+    def map_unordered(self, jobs: list[Job]):
+        remote = self.ray.remote(run_worker)
+        self._refs = {remote.options(num_cpus=min(job.threads, self.cpus)).remote(job.run_dir, job.time_limit_s): job.key
+                      for job in jobs}
+        try:
+            while self._refs:
+                done, _ = self.ray.wait(list(self._refs), num_returns=1)
+                for ref in done:
+                    yield self._refs.pop(ref), self.ray.get(ref)
+        finally:
+            if self._refs:
+                self.stop()
+
+    def stop(self) -> None:
+        for ref in list(self._refs):
+            self.ray.cancel(ref, force=True)
+        self._refs = {}

@@ -6,15 +6,21 @@ Each trial's id is a hash of its fully resolved config, so it is the same in eve
 """
 from __future__ import annotations
 
+import os
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError,
+    field_validator, model_validator,
+)
 from sklearn.model_selection import ParameterGrid
 
+from harness.heads import part_losses
 from harness.images import Preprocessing
+from harness.labels import N_JOINT
 from harness.spec import Architecture, HeadName, ModelSpec, TrainingSpec
 from harness.splits import SplitSpec
 from harness.trial import BACKENDS, TrialConfig
@@ -28,6 +34,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TRAINING_KEYS = tuple(TrainingSpec.model_fields)
+ADIENCE_FOLDS = 5
+
+
+def _path_name(name: str) -> str:
+    """A name that becomes a folder: it must stay inside its parent folder."""
+    if name in (".", "..") or name.startswith("."):
+        raise ValueError(f"{name!r} would not stay inside its parent folder (names may not start with '.')")
+    return name
+
+
+PathName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$"),
+                     AfterValidator(_path_name)]
+
+
 class DataSpec(_Strict):
     dataset: Literal["adience", "utkface", "csv"]
     path: str
@@ -37,9 +58,17 @@ class DataSpec(_Strict):
     limit: PositiveInt | None = Field(None, description="stratified subsample of this many images")
     strict: bool = Field(False, description="stop at an unreadable image instead of skipping it")
 
+    @field_validator("limit")
+    @classmethod
+    def _room_for_every_class(cls, value):
+        if value is not None and value < N_JOINT:
+            raise ValueError(f"must be at least {N_JOINT}, one image per age-group x gender class "
+                             f"(a stratified subsample needs each class); got {value}")
+        return value
+
 
 class NamedModel(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PathName
     architecture: Architecture
     head: HeadName = "two_heads"
 
@@ -47,10 +76,17 @@ class NamedModel(_Strict):
         return ModelSpec(architecture=self.architecture, head=self.head)
 
 
+def _training_keys(training: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(training) - set(TRAINING_KEYS))
+    if unknown:
+        raise ValueError(f"unknown training key(s) {unknown}; allowed: {list(TRAINING_KEYS)}")
+    return training
+
+
 class Grid(_Strict):
     models: list[NamedModel] = Field(min_length=1)
     # Each training key takes one value or a list of values; lists are crossed.
-    training: dict[str, Any] = {}
+    training: Annotated[dict[str, Any], AfterValidator(_training_keys)] = {}
 
     @model_validator(mode="after")
     def _unique_names(self):
@@ -60,18 +96,34 @@ class Grid(_Strict):
         return self
 
 
+class Include(_Strict):
+    """An extra combination: a grid model with these training values."""
+
+    model: str
+    training: Annotated[dict[str, Any], AfterValidator(_training_keys)] = {}
+
+
+class Exclude(_Strict):
+    """A pattern of combinations to drop: every key given must match."""
+
+    model: str | None = None
+    training: Annotated[dict[str, Any], AfterValidator(_training_keys)] = {}
+
+
 class Experiment(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PathName
     description: str = ""
     data: DataSpec
     preprocessing: Preprocessing = Preprocessing()
     split: SplitSpec = SplitSpec()
-    rounds: list[int] | None = Field(None, description="rounds (folds) to run; default all")
+    rounds: list[NonNegativeInt] | None = Field(None, min_length=1, description="rounds (folds) to run; default all")
     backends: list[Literal["keras", "tflearn"]] = Field(default=list(BACKENDS), min_length=1)
     grid: Grid
-    include: list[dict[str, Any]] = []
-    exclude: list[dict[str, Any]] = []
+    include: list[Include] = []
+    exclude: list[Exclude] = []
     threshold: float = Field(0.0, ge=0.0, le=1.0)
+    threads: PositiveInt | None = Field(
+        None, le=1024, description="framework threads per trial; default: this machine's cores")
     time_limit_s: PositiveInt = 3600
 
     @model_validator(mode="after")
@@ -81,24 +133,75 @@ class Experiment(_Strict):
                 raise ValueError(f"backend {backend!r} is not installed in this environment")
         return self
 
+    @model_validator(mode="after")
+    def _rounds_exist(self):
+        available = split_rounds(self.split)
+        bad = sorted(set(self.rounds or []) - set(available))
+        if bad:
+            raise ValueError(f"rounds: {bad} do not exist; split protocol {self.split.protocol!r} "
+                             f"has rounds {available}")
+        return self
+
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+def split_rounds(split: SplitSpec) -> list[int]:
+    """The rounds a split protocol makes, known before any data is read."""
+    if split.protocol == "random":
+        return [0]
+    return list(range(ADIENCE_FOLDS if split.protocol == "adience_folds" else split.folds))
+
 
 def _format_errors(path: Path, err: ValidationError) -> str:
     lines = [f"{path}: invalid experiment"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         allowed = e.get("ctx", {}).get("expected")
-        lines.append(f"  {key}: {e['msg']}" + (f" (allowed: {allowed})" if allowed else ""))
+        message = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {message}" + (f" (allowed: {allowed})" if allowed else ""))
     return "\n".join(lines)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    f"in the mapping starting on line {node.start_mark.line + 1}", node.start_mark,
+                    f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _read_yaml(path: Path):
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ExperimentError(f"{path}: experiment file not found") from None
+    except IsADirectoryError:
+        raise ExperimentError(f"{path}: is a directory; expected an experiment YAML file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ExperimentError(f"{path}: not a text file (byte {err.start} is not UTF-8); "
+                              "expected an experiment YAML file") from None
+    if "\0" in text:
+        raise ExperimentError(f"{path}: not a text file (it contains NUL bytes); "
+                              "expected an experiment YAML file")
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        raise ExperimentError(f"{path}: not valid YAML: {err}") from None
 
 
 def load(path: str | Path, overrides: dict | None = None) -> Experiment:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ExperimentError(f"{path}: experiment file not found") from None
-    except yaml.YAMLError as err:
-        raise ExperimentError(f"{path}: not valid YAML: {err}") from None
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ExperimentError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
@@ -109,7 +212,7 @@ def load(path: str | Path, overrides: dict | None = None) -> Experiment:
         node[leaf] = value
     try:
         experiment = Experiment.model_validate(raw)
-        _expand_specs(experiment)   # catches bad training values before anything runs
+        _expand_specs(experiment)   # catches bad combinations before anything runs
     except ValidationError as err:
         raise ExperimentError(_format_errors(path, err)) from None
     except ValueError as err:
@@ -122,31 +225,57 @@ def _training_grid(experiment: Experiment) -> list[dict]:
     return list(ParameterGrid(training)) if training else [{}]
 
 
-def _matches(combo: dict, pattern: dict) -> bool:
-    for key, value in pattern.items():
-        if key == "training":
-            if any(combo["training"].get(k) != v for k, v in value.items()):
-                return False
-        elif combo.get(key) != value:
-            return False
-    return True
+def _matches(combo: dict, pattern: Exclude) -> bool:
+    if pattern.model is not None and combo["model"] != pattern.model:
+        return False
+    return all(combo["training"].get(k, TrainingSpec.model_fields[k].default) == v
+               for k, v in pattern.training.items())
+
+
+def _grid_values(combos: list[dict], key: str) -> list:
+    values = {repr(c["training"].get(key, TrainingSpec.model_fields[key].default)) for c in combos}
+    return sorted(values)
 
 
 def _expand_specs(experiment: Experiment) -> list[dict]:
-    """-> list of {model (name), training (dict)} combinations after include/exclude."""
-    names = {m.name for m in experiment.grid.models}
+    """-> list of {model (name), training (dict)} combinations after include/exclude.
+
+    Every include and exclude must refer to something real: an include names a grid
+    model, and an exclude that matches nothing (a misspelled value, say) is an error,
+    as is an exclude list that leaves nothing to run.
+    """
+    models = {m.name: m for m in experiment.grid.models}
     combos = [{"model": m.name, "training": t} for m in experiment.grid.models
               for t in _training_grid(experiment)]
-    for extra in experiment.include:
-        if extra.get("model") not in names:
-            raise ValueError(f"include: model {extra.get('model')!r} is not one of {sorted(names)}")
-        combos.append({"model": extra["model"], "training": dict(extra.get("training", {}))})
+    for n, extra in enumerate(experiment.include):
+        if extra.model not in models:
+            raise ValueError(f"include.{n}.model: {extra.model!r} is not a grid model "
+                             f"(allowed: {sorted(models)})")
+        combos.append({"model": extra.model, "training": dict(extra.training)})
+    for n, pattern in enumerate(experiment.exclude):
+        if pattern.model is not None and pattern.model not in models:
+            raise ValueError(f"exclude.{n}.model: {pattern.model!r} is not a grid model "
+                             f"(allowed: {sorted(models)})")
+        if not any(_matches(c, pattern) for c in combos):
+            values = "; ".join(f"training.{k} has {_grid_values(combos, k)}" for k in pattern.training)
+            raise ValueError(f"exclude.{n}: matches no combination of the grid, so it would exclude "
+                             f"nothing ({values or 'check the model name'})")
+    total = len(combos)
     combos = [c for c in combos if not any(_matches(c, p) for p in experiment.exclude)]
+    if not combos:
+        raise ValueError(f"exclude: removes all {total} combinations of the grid; nothing would run")
     for combo in combos:
+        where = f"model {combo['model']!r} with training {combo['training']}"
         try:
-            TrainingSpec(**combo["training"])
+            training = TrainingSpec(**combo["training"])
         except ValidationError as err:
-            raise ValueError(f"grid.training: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
+            first = err.errors()[0]
+            raise ValueError(f"grid.training.{'.'.join(map(str, first['loc']))}: "
+                             f"{first['msg']} ({where})") from None
+        try:
+            part_losses(models[combo["model"]].head, training.loss)
+        except ValueError as err:
+            raise ValueError(f"training.loss: {err} ({where})") from None
     return combos
 
 
@@ -160,18 +289,24 @@ class Trial(BaseModel):
     config: TrialConfig
 
 
-def expand(experiment: Experiment, rounds: list[int], cache_entry: str) -> list[Trial]:
-    """Every trial of the experiment, in a stable order, duplicates removed."""
+def expand(experiment: Experiment, data_fingerprints: dict[int, str], cache_entry: str) -> list[Trial]:
+    """Every trial of the experiment, in a stable order, duplicates removed.
+
+    ``data_fingerprints``: round -> identity of the data that round reads (see
+    :func:`harness.trial.data_fingerprint`); the rounds to run are its keys.
+    """
+    threads = experiment.resolved_threads()
     models = {m.name: m for m in experiment.grid.models}
     trials, seen = [], set()
     for combo in _expand_specs(experiment):
         for backend in experiment.backends:
-            for round_ in rounds:
+            for round_, fingerprint in sorted(data_fingerprints.items()):
                 config = TrialConfig(
                     backend=backend, model=models[combo["model"]].spec(),
                     training=TrainingSpec(**combo["training"]),
                     preprocessing=experiment.preprocessing, round=round_,
-                    threshold=experiment.threshold, cache_entry=cache_entry)
+                    threshold=experiment.threshold, threads=threads,
+                    data_fingerprint=fingerprint, cache_entry=cache_entry)
                 trial_id = config.trial_id()
                 if trial_id not in seen:
                     seen.add(trial_id)

@@ -1,11 +1,19 @@
 """The age gate: allow, deny or undefined for "only people aged A or over".
 
-Rule: ``allow`` only when the probability mass on age groups whose *lower bound* is at
-least A reaches the threshold. A group that straddles A counts as under A: with A = 18,
-(15, 20) counts as under 18, so a face the model places in 15-20 is refused rather than
-let in. This errs toward refusing adults near the boundary (false rejects) to keep
-false accepts of minors down. ``undefined`` when there is no usable prediction (no face,
-too small, or an output that is not a valid 2-hot).
+Rule (the README states it once, the same way): a face is ``allow``-ed only when both
+
+1. the probability mass on the age groups whose *lower bound* is at least A reaches the
+   threshold (default 0.5), and
+2. the age group the face is labelled with (the most likely one, the group in its
+   sentence) is itself such a group.
+
+A group that straddles A counts as under A: at A = 18, (15, 20) is under 18. So a face
+whose sentence says 15-20 is always refused, even when the adult groups together hold
+more than the threshold (0.45 on 15-20 against 0.30 + 0.25 on two adult groups): the
+gate never lets in someone it describes as a minor. This errs toward refusing adults
+near the boundary (false rejects) to keep false accepts of minors down. ``undefined``
+when there is no usable prediction (no face, too small, or an output that is not a
+valid 2-hot, or under the decode threshold).
 """
 from __future__ import annotations
 
@@ -25,9 +33,10 @@ def gate(scores, decoded: Decoded, min_age: float, threshold: float = DEFAULT_GA
     """-> (decision, probability mass on groups at or above ``min_age``)."""
     if not decoded.defined:
         return "undefined", None
+    adult = adult_groups(min_age)
     age = np.asarray(scores, dtype=np.float64)[:N_AGE]
-    mass = float(age[adult_groups(min_age)].sum() / age.sum())
-    return ("allow" if mass >= threshold else "deny"), mass
+    mass = float(age[adult].sum() / age.sum())
+    return ("allow" if mass >= threshold and adult[decoded.age] else "deny"), mass
 
 
 def gate_rates(scores, exact_ages, min_age: float = 18,

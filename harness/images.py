@@ -6,6 +6,8 @@ small, and scaling to [0, 1] happens per batch in :func:`to_float`.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -40,32 +42,105 @@ class ImageError(ValueError):
     """An image file that cannot be decoded; the message says why."""
 
 
+# Pillow's own guard against decompression bombs warns above its limit and raises only
+# above twice that; the harness refuses anything above one limit, as a listed skip.
+MAX_PIXELS_ENV = "HARNESS_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 89_478_485   # Pillow's default: 0.25 GiB of 24-bit pixels
+
+
+def max_pixels() -> int:
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    if not value.isdigit() or int(value) <= 0:
+        raise ImageError(f"{MAX_PIXELS_ENV} must be a positive whole number of pixels, got {value!r}")
+    return int(value)
+
+
 def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
-    """Open and fully decode an image as upright RGB; raise :class:`ImageError` if unusable."""
+    """Open and fully decode an image as upright 8-bit RGB; raise :class:`ImageError` if unusable.
+
+    Every failure, whatever the decoder raises, becomes an :class:`ImageError` naming the
+    reason, so one bad file is one listed skip and never a crash of the batch.
+    """
     path = Path(path)
+    limit = max_pixels()
     try:
         if path.stat().st_size == 0:
             raise ImageError("empty file")
-        with Image.open(path) as image:
-            if draft_size and image.format == "JPEG":
-                # Let libjpeg decode at a reduced scale when the target is much
-                # smaller: the largest single speed-up available for JPEG faces.
-                image.draft("RGB", (draft_size, draft_size))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                background = Image.new("RGB", image.size, (255, 255, 255))
-                background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
-                return background
-            return image.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = limit
+            with Image.open(path) as image:
+                _check_size(image.size, limit)
+                if draft_size and image.format == "JPEG":
+                    # Let libjpeg decode at a reduced scale when the target is much
+                    # smaller: the largest single speed-up available for JPEG faces.
+                    image.draft("RGB", (draft_size, draft_size))
+                image.load()
+                return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError("file not found") from None
+    except IsADirectoryError:
+        raise ImageError("a directory, not an image file") from None
     except Image.UnidentifiedImageError:
         raise ImageError("not a recognised image format") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"cannot decode: {err}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageError(f"too large to decode safely (the limit is {limit:,} pixels; raise "
+                         f"{MAX_PIXELS_ENV} to allow more): {err}") from None
+    except MemoryError:
+        raise ImageError("too large to decode in the memory available") from None
+    except Exception as err:   # decoders raise many types; none may take a batch down
+        raise ImageError(f"cannot decode: {type(err).__name__}: {err}") from None
+
+
+def _check_size(size: tuple[int, int], limit: int) -> None:
+    width, height = size
+    if width * height > limit:
+        raise ImageError(f"too large to decode safely (the limit is {limit:,} pixels; raise "
+                         f"{MAX_PIXELS_ENV} to allow more): {width}x{height} = {width * height:,} pixels")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode Pillow opens -> 8-bit RGB, scaled by the range of the mode's samples.
+
+    Pillow's own ``convert("RGB")`` clips 16- and 32-bit samples at 255, which turns a
+    16-bit photo almost white. Here integer images are scaled by their bit depth
+    (``I;16*``: 65535; ``I``: the smallest of 8, 16 or 31 bits (signed 32) that holds the
+    maximum, since 16-bit files also open as ``I``), float images in [0, 1] by 255 and
+    any other float range by its own minimum and maximum. Transparency is flattened
+    onto white.
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return Image.fromarray(_scale_to_8bit(np.asarray(image), mode)).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _scale_to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
+    samples = samples.astype(np.float64)
+    finite = samples[np.isfinite(samples)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if mode == "F" and not (low >= 0.0 and high <= 1.0):
+        span = high - low
+        scaled = (samples - low) / span * 255.0 if span > 0 else np.zeros_like(samples)
+    elif mode == "F":
+        scaled = samples * 255.0
+    elif low < 0:
+        span = high - low
+        scaled = (samples - low) / span * 255.0 if span > 0 else np.zeros_like(samples)
+    else:
+        depth = 65535.0 if mode.startswith("I;16") else next(
+            (d for d in (255.0, 65535.0) if high <= d), 2147483647.0)
+        scaled = samples * (255.0 / depth)
+    return np.clip(np.nan_to_num(np.rint(scaled)), 0, 255).astype(np.uint8)
 
 
 def center_crop(image: Image.Image, fraction: float) -> Image.Image:

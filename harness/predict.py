@@ -7,6 +7,7 @@ One unreadable photo is reported and the others go on.
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,28 +42,68 @@ class FaceResult:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
+LOG_NAME = "predict-log.txt"
+
+
 class Predictor:
-    """A trained run's model with the run's preprocessing; loads its backend once."""
+    """A trained run's model with the run's preprocessing; loads its backend once.
+
+    Framework output (TensorFlow's C++ start-up lines, TFLearn's deprecation notes) goes
+    to ``RUN_DIR/predict-log.txt`` (or a temporary file when the run is read-only), not
+    the terminal, as in the worker.
+    """
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
+        if not self.run_dir.exists():
+            raise ValueError(f"--model {self.run_dir}: no such run directory")
+        if not self.run_dir.is_dir():
+            raise ValueError(f"--model {self.run_dir}: not a directory; give a trial directory (RUN_DIR)")
         if not (self.run_dir / DONE_FILE).is_file():
-            raise ValueError(f"{self.run_dir}: not a finished run (no {DONE_FILE}); train it first")
+            raise ValueError(f"--model {self.run_dir}: not a finished run (no {DONE_FILE}); train it first")
         self.config = read_config(self.run_dir)
+        self.log = _log_file(self.run_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from backends.worker import backend_module
+        from backends.worker import backend_module, output_to
 
-        # The one place outside a worker that imports a framework: this process
-        # serves one run, so one backend.
-        self.backend = backend_module(self.config.backend)
-        self.model = self.backend.load(self.run_dir, self.config.model, self.config.training,
-                                       self.config.preprocessing.shape)
+        self._quiet = lambda: output_to(self.log)
+        with self._quiet():
+            # The one place outside a worker that imports a framework: this process
+            # serves one run, so one backend.
+            self.backend = backend_module(self.config.backend)
+            model_file = self.run_dir / self.backend.MODEL_FILE
+            try:
+                self.model = self.backend.load(self.run_dir, self.config.model, self.config.training,
+                                               self.config.preprocessing.shape)
+            except Exception as err:
+                # The framework's own words are often wrong here (Keras says "File not
+                # found" for a truncated file): they go to the log, and the user is told
+                # which file is at fault and what to do.
+                print(f"loading {model_file} failed: {type(err).__name__}: {err}", flush=True)
+                present = sorted(self.run_dir.glob(model_file.name + "*"))
+                if not present:
+                    raise ValueError(f"{model_file}: missing; the run has no saved model") from None
+                size = sum(p.stat().st_size for p in present)
+                raise ValueError(f"{model_file}: cannot be loaded by {self.config.backend}: damaged or "
+                                 f"incomplete ({size:,} bytes); restore it or train the run again "
+                                 f"(details in {self.log})") from None
 
     def scores(self, chips) -> np.ndarray:
         """Aligned face chips -> (N, 10) age/gender scores."""
         prep = self.config.preprocessing
         batch = np.stack([transform(chip, prep) for chip in chips])
-        return heads.scores(self.config.model.head, self.backend.predict(self.model, to_float(batch, prep)))
+        with self._quiet():
+            outputs = self.backend.predict(self.model, to_float(batch, prep))
+        return heads.scores(self.config.model.head, outputs)
+
+
+def _log_file(run_dir: Path) -> Path:
+    path = run_dir / LOG_NAME
+    try:
+        with open(path, "w"):   # this invocation's chatter only
+            return path
+    except OSError:
+        return Path(tempfile.gettempdir()) / f"harness-{LOG_NAME}"
 
 
 def image_files(paths) -> list[Path]:
@@ -77,12 +118,20 @@ def image_files(paths) -> list[Path]:
 
 def classify(predictor: Predictor, path: Path, threshold: float | None = None,
              min_age: float | None = None) -> list[FaceResult]:
-    decode_threshold = threshold or 0.0
-    gate_threshold = DEFAULT_GATE_THRESHOLD if threshold is None else threshold
+    """Every face in one photo; a photo that cannot be processed is one error result."""
     try:
-        image = open_image(path)
+        return _classify(predictor, path, threshold, min_age)
     except ImageError as err:
         return [FaceResult(str(path), None, None, f"error: {err}", error=str(err))]
+    except Exception as err:   # one bad photo never takes the batch down
+        reason = f"cannot process: {type(err).__name__}: {err}"
+        return [FaceResult(str(path), None, None, f"error: {reason}", error=reason)]
+
+
+def _classify(predictor, path, threshold, min_age) -> list[FaceResult]:
+    decode_threshold = threshold or 0.0
+    gate_threshold = DEFAULT_GATE_THRESHOLD if threshold is None else threshold
+    image = open_image(path)
     faces = find_faces(image)
     if not faces:
         result = undefined("no face found")

@@ -9,6 +9,7 @@ import html
 import json
 import shutil
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 from harness import heads
 from harness.gate import DEFAULT_GATE_THRESHOLD, gate_rates
 from harness.labels import N_AGE, age_label
-from harness.results import read_index, trial_dir
+from harness.results import INDEX_FILE, current_trials, read_index, trial_dir
 from harness.splits import SplitManifest
 from harness.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE
 
@@ -30,41 +31,118 @@ REFERENCE = pd.DataFrame([
 ])
 
 
+class DamagedTrial(Exception):
+    """A trial whose files cannot be read; ``file`` and ``reason`` say which and why."""
+
+    def __init__(self, file: Path, reason: str):
+        super().__init__(f"{file}: {reason}")
+        self.file, self.reason = file, reason
+
+
+@dataclass
+class TrialFiles:
+    """What the report reads of one trial, read once and checked."""
+
+    metrics: dict
+    history: pd.DataFrame
+    gate: dict
+
+
+REQUIRED_METRICS = [key for key, _ in METRICS] + ["undefined", "age_confusion"]
+REQUIRED_HISTORY = ["epoch", "loss", "val_loss"]
+
+
+def _read(path: Path, reader):
+    if not path.is_file():
+        raise DamagedTrial(path, "missing")
+    try:
+        return reader(path)
+    except Exception as err:   # whatever the file holds, one trial never stops the report
+        raise DamagedTrial(path, f"unreadable: {type(err).__name__}: {str(err)[:200]}") from None
+
+
+def _read_trial(run_dir: Path, head: str) -> TrialFiles:
+    metrics = _read(run_dir / METRICS_FILE, lambda p: json.loads(p.read_text()))
+    missing = [k for k in REQUIRED_METRICS if not isinstance(metrics, dict) or k not in metrics]
+    if missing:
+        raise DamagedTrial(run_dir / METRICS_FILE, f"lacks {missing}")
+    history = _read(run_dir / HISTORY_FILE, pd.read_csv)
+    missing = [c for c in REQUIRED_HISTORY if c not in history.columns]
+    if missing:
+        raise DamagedTrial(run_dir / HISTORY_FILE, f"lacks columns {missing}")
+    return TrialFiles(metrics, history, _gate_columns(run_dir, head))
+
+
 def _gate_columns(run_dir: Path, head: str) -> dict:
     """The age gate at 18 on this trial's test predictions, where exact ages are known."""
-    labels = pd.read_csv(run_dir / LABELS_FILE, dtype={"id": str}).set_index("id")
-    saved = np.load(run_dir / PREDICTIONS_FILE)
-    ages = labels.loc[saved["ids"], "age"].to_numpy(dtype=float)
+    labels = _read(run_dir / LABELS_FILE, lambda p: pd.read_csv(p, dtype={"id": str}).set_index("id"))
+    saved = _read(run_dir / PREDICTIONS_FILE, lambda p: dict(np.load(p)))
+    try:
+        ages = labels.loc[saved["ids"], "age"].to_numpy(dtype=float)
+        scores = heads.scores(head, saved["outputs"])
+    except Exception as err:
+        raise DamagedTrial(run_dir / PREDICTIONS_FILE,
+                           f"does not match {LABELS_FILE}: {type(err).__name__}: {err}") from None
     if np.isnan(ages).any():
         return {}
-    rates = gate_rates(heads.scores(head, saved["outputs"]), ages, GATE_AGE)
+    rates = gate_rates(scores, ages, GATE_AGE)
     return {"gate_far": rates["false_accept_rate"], "gate_frr": rates["false_reject_rate"]}
 
 
-def trials_frame(results_dir: Path) -> pd.DataFrame:
-    """One row per completed trial: its configuration columns and its metrics."""
-    rows = []
-    for record in read_index(results_dir).values():
+@dataclass
+class LoadedTrials:
+    frame: pd.DataFrame                  # one row per readable completed trial
+    files: dict[str, TrialFiles]         # trial_id -> what was read
+    damaged: pd.DataFrame                # trial_id, file, reason
+
+
+def load_trials(results_dir: Path) -> LoadedTrials:
+    """Every completed trial of the experiment; damaged ones are listed, not fatal."""
+    rows, files, damaged = [], {}, []
+    for record in experiment_records(results_dir).values():
         if record["status"] != "completed":
             continue
-        metrics_path = trial_dir(results_dir, record["trial_id"]) / METRICS_FILE
-        metrics = json.loads(metrics_path.read_text())
-        training = record["config"]["training"]
+        try:
+            run_dir = trial_dir(results_dir, record["trial_id"])
+            config = record["config"]
+            head, training = config["model"]["head"], config["training"]
+            loaded = _read_trial(run_dir, head)
+        except DamagedTrial as err:
+            damaged.append({"trial_id": record["trial_id"], "file": str(err.file), "reason": err.reason})
+            continue
+        except (KeyError, TypeError, ValueError) as err:
+            damaged.append({"trial_id": str(record.get("trial_id")), "file": str(results_dir / INDEX_FILE),
+                            "reason": f"record unusable: {type(err).__name__}: {err}"})
+            continue
+        metrics = loaded.metrics
+        files[record["trial_id"]] = loaded
         rows.append({
             "trial_id": record["trial_id"], "backend": record["backend"], "round": record["round"],
-            "model_name": record["model_name"], "head": record["config"]["model"]["head"],
+            "model_name": record["model_name"], "head": head,
             "optimizer": training["optimizer"], "learning_rate": training["learning_rate"],
             "loss_fn": training["loss"] or "default", "batch_size": training["batch_size"],
-            "epochs": training["epochs"], "seed": training["seed"],
+            "epochs": training["epochs"], "seed": training["seed"], "threads": config.get("threads"),
             "images_per_second": metrics.get("train_images_per_second"),
             **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
-            **_gate_columns(trial_dir(results_dir, record["trial_id"]), record["config"]["model"]["head"]),
+            **loaded.gate,
         })
     frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame["configuration"] = frame.apply(_describe, axis=1)
-    return frame.sort_values(["configuration", "backend", "round"]).reset_index(drop=True)
+    if not frame.empty:
+        frame["configuration"] = frame.apply(_describe, axis=1)
+        frame = frame.sort_values(["configuration", "backend", "round"]).reset_index(drop=True)
+    damaged_frame = pd.DataFrame(damaged, columns=["trial_id", "file", "reason"]).sort_values("trial_id")
+    return LoadedTrials(frame, files, damaged_frame.reset_index(drop=True))
+
+
+def experiment_records(results_dir: Path) -> dict[str, dict]:
+    """Index records of the trials the experiment is made of now (all, for older results)."""
+    index, current = read_index(results_dir), current_trials(results_dir)
+    return index if current is None else {k: r for k, r in index.items() if k in current}
+
+
+def trials_frame(results_dir: Path) -> pd.DataFrame:
+    """One row per readable completed trial: its configuration columns and its metrics."""
+    return load_trials(results_dir).frame
 
 
 def _describe(row) -> str:
@@ -114,7 +192,7 @@ def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _plots(frame: pd.DataFrame, results_dir: Path, out: Path) -> list[Path]:
+def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,7 +221,7 @@ def _plots(frame: pd.DataFrame, results_dir: Path, out: Path) -> list[Path]:
     for n, (configuration, group) in enumerate(frame.groupby("configuration", sort=True)):
         fig, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
         for backend, part in group.groupby("backend", sort=True):
-            histories = [pd.read_csv(trial_dir(results_dir, t) / HISTORY_FILE) for t in part["trial_id"]]
+            histories = [files[t].history for t in part["trial_id"]]
             mean = pd.concat(histories).groupby("epoch").mean(numeric_only=True)
             for column, style in (("loss", "-"), ("val_loss", "--")):
                 loss_axis.plot(mean.index, mean[column], style, label=f"{backend} {column}")
@@ -165,8 +243,7 @@ def _plots(frame: pd.DataFrame, results_dir: Path, out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, group["backend"].nunique(), figsize=(5.5 * group["backend"].nunique(), 4.5),
                                  squeeze=False)
         for axis, (backend, part) in zip(axes[0], group.groupby("backend", sort=True)):
-            matrix = sum(np.array(json.loads((trial_dir(results_dir, t) / METRICS_FILE).read_text())
-                                  ["age_confusion"]) for t in part["trial_id"])
+            matrix = sum(np.array(files[t].metrics["age_confusion"]) for t in part["trial_id"])
             axis.imshow(matrix, cmap="Blues")
             labels = [age_label(i) for i in range(N_AGE)]
             axis.set_xticks(range(N_AGE), labels, rotation=45, fontsize=7)
@@ -200,10 +277,12 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 def write_report(results_dir: str | Path) -> Path:
     results_dir = Path(results_dir)
-    index = read_index(results_dir)
-    if not index:
+    if not read_index(results_dir):
         raise ValueError(f"{results_dir}: no results index (run the experiment first)")
-    frame = trials_frame(results_dir)
+    index = experiment_records(results_dir)
+    earlier = len(read_index(results_dir)) - len(index)
+    loaded = load_trials(results_dir)
+    frame, damaged = loaded.frame, loaded.damaged
     tables, plots = results_dir / "tables", results_dir / "plots"
     for stale in (tables, plots):   # everything shown is regenerated from the trials
         shutil.rmtree(stale, ignore_errors=True)
@@ -215,43 +294,75 @@ def write_report(results_dir: str | Path) -> Path:
                           ).sort_values("trial_id")
     failed.to_csv(tables / "failed.csv", index=False)
     REFERENCE.to_csv(tables / "reference.csv", index=False)
-    name = json.loads((results_dir / "experiment.json").read_text())["name"] \
-        if (results_dir / "experiment.json").is_file() else results_dir.name
+    damaged.to_csv(tables / "damaged.csv", index=False)
+    name = _experiment_name(results_dir)
     lines = [f"# Report: {name}", ""]
     images = []
     if not frame.empty:
         comparison = comparison_table(frame)
         frame.drop(columns="configuration").to_csv(tables / "trials.csv", index=False)
         comparison.to_csv(tables / "comparison.csv", index=False)
-        images = _plots(frame, results_dir, plots)
+        images = _plots(frame, loaded.files, results_dir, plots)
         lines += ["## Frameworks side by side",
                   "Accuracies in % (mean ± std over rounds), from each model's saved test predictions; "
-                  "★ marks each backend's best configuration by joint accuracy.", "",
+                  "★ marks each backend's best configuration by joint accuracy. " + _threads_note(frame), "",
                   _markdown_table(comparison), ""]
         gates = gate_table(frame)
         if len(gates):
             gates.to_csv(tables / "age_gate.csv", index=False)
             lines += [f"## Age gate at {GATE_AGE}",
                       f"`allow` needs the probability of groups starting at {GATE_AGE} or later to reach "
-                      f"{DEFAULT_GATE_THRESHOLD}; (15, 20) counts as under {GATE_AGE}. Rates on the test "
+                      f"{DEFAULT_GATE_THRESHOLD}, and the face's own (most likely) group to start at "
+                      f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. Rates on the test "
                       "split, against the exact ages.", "", _markdown_table(gates), ""]
+    if earlier:
+        lines += [f"{earlier} earlier trial(s) in the index are not part of the experiment as last run "
+                  "(their data or configuration has changed since) and are not shown.", ""]
     lines += ["## Reference", "Measured on a different dataset than ours unless the dataset column says so.", "",
               _markdown_table(REFERENCE), ""]
     if len(failed):
         lines += ["## Failed trials", "", _markdown_table(failed), ""]
+    if len(damaged):
+        lines += ["## Damaged trials", f"{len(damaged)} completed trials have files that cannot be read; "
+                  "they are left out of every table and plot above (listed in tables/damaged.csv). "
+                  "Delete a damaged trial's folder and run the experiment again to redo it.", "",
+                  _markdown_table(damaged), ""]
     skipped_file = results_dir / "skipped_images.csv"
     skipped = pd.read_csv(skipped_file) if skipped_file.is_file() and skipped_file.stat().st_size > 1 else None
     if skipped is not None and len(skipped):
         lines += ["## Skipped images", f"{len(skipped)} images could not be decoded and took no part "
                   "(all listed in skipped_images.csv):", "", _markdown_table(skipped.head(20)), ""]
+    dropped_file = results_dir / "dropped_rows.csv"
+    dropped = pd.read_csv(dropped_file) if dropped_file.is_file() and dropped_file.stat().st_size > 1 else None
+    if dropped is not None and len(dropped):
+        lines += ["## Dropped dataset rows", f"{len(dropped)} rows of the dataset were left out by its adapter "
+                  "(all listed in dropped_rows.csv):", "",
+                  _markdown_table(dropped.groupby("reason").size().rename("rows").reset_index()), "",
+                  _markdown_table(dropped.head(20).fillna("")), ""]
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(results_dir)})" for p in images]
     markdown = "\n".join(lines) + "\n"
     (results_dir / "report.md").write_text(markdown)
-    (results_dir / "report.html").write_text(_html(name, frame, failed, images, results_dir))
+    (results_dir / "report.html").write_text(_html(name, frame, failed, damaged, images, results_dir))
     return results_dir / "report.md"
 
 
-def _html(name, frame, failed, images, results_dir) -> str:
+def _experiment_name(results_dir: Path) -> str:
+    try:
+        return json.loads((results_dir / "experiment.json").read_text())["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return results_dir.name
+
+
+def _threads_note(frame: pd.DataFrame) -> str:
+    counts = sorted({int(t) for t in frame["threads"].dropna()})
+    if not counts:
+        return ""
+    return (f"Each trial ran with {' or '.join(map(str, counts))} framework thread(s), fixed by the "
+            "experiment (`threads`) and recorded in each trial's env.json: on the same CPU the same "
+            "count gives the same numbers, whatever `--workers` was.")
+
+
+def _html(name, frame, failed, damaged, images, results_dir) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style></head><body>",
@@ -263,5 +374,7 @@ def _html(name, frame, failed, images, results_dir) -> str:
     parts += ["<h2>Reference</h2>", REFERENCE.to_html(index=False)]
     if len(failed):
         parts += ["<h2>Failed trials</h2>", failed.to_html(index=False)]
+    if len(damaged):
+        parts += ["<h2>Damaged trials</h2>", damaged.to_html(index=False)]
     parts += ["<h2>Plots</h2>"] + [f"<p><img src='{p.relative_to(results_dir)}'></p>" for p in images]
     return "\n".join(parts + ["</body></html>"]) + "\n"

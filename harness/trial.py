@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.cache import CachedArrays
 from harness.heads import part_losses
@@ -39,6 +39,8 @@ class TrialConfig(BaseModel):
     preprocessing: Preprocessing = Preprocessing()
     round: int = Field(0, ge=0)
     threshold: float = Field(0.0, ge=0.0, le=1.0, description="decode confidence for Undefined")
+    threads: int = Field(ge=1, le=1024, description="framework threads; the same count gives the same numbers")
+    data_fingerprint: str = Field(min_length=1, description="what the trial reads: see data_fingerprint()")
     cache_entry: str = Field(description="directory of the array-cache entry the worker reads")
 
     @model_validator(mode="after")
@@ -50,6 +52,25 @@ class TrialConfig(BaseModel):
         """Short hash of the result-deciding config (not where the arrays live)."""
         payload = self.model_dump(mode="json", exclude={"cache_entry"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def data_fingerprint(cache_key: str, manifest: SplitManifest, round_: int, table: pd.DataFrame) -> str:
+    """Identity of the data one round of a trial reads.
+
+    ``cache_key`` already covers every image file (id, path, size, mtime) and the
+    preprocessing; adding the ids of each role with their labels covers the dataset's
+    labels, ``limit``, the split protocol, its folds, seed and validation share. Any
+    change to those gives new trial ids, so no earlier result is taken for a new one.
+    """
+    labels = table.set_index("id")[["age_group", "gender", "age"]]
+    digest = hashlib.sha256(f"cache {cache_key}\n".encode())
+    for role in ("train", "val", "test"):
+        ids = sorted(manifest.ids(round_, role))
+        rows = labels.loc[ids]
+        digest.update(f"role {role} {len(ids)}\n".encode())
+        for image_id, age_group, gender, age in zip(ids, rows["age_group"], rows["gender"], rows["age"]):
+            digest.update(f"{image_id}\0{age_group}\0{gender}\0{age}\n".encode())
+    return digest.hexdigest()[:20]
 
 
 def write_trial(run_dir: str | Path, config: TrialConfig, table: pd.DataFrame,
@@ -64,9 +85,20 @@ def write_trial(run_dir: str | Path, config: TrialConfig, table: pd.DataFrame,
     return run_dir
 
 
+class TrialFileError(ValueError):
+    """A trial directory whose files are missing or damaged; names the file."""
+
+
 def read_config(run_dir: str | Path) -> TrialConfig:
     path = Path(run_dir) / CONFIG_FILE
-    return TrialConfig.model_validate_json(path.read_text())
+    try:
+        return TrialConfig.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise TrialFileError(f"{path}: missing (is {Path(run_dir)} a trial directory?)") from None
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}"
+                             for e in err.errors()[:5])
+        raise TrialFileError(f"{path}: not a valid trial config ({problems})") from None
 
 
 def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val", "test")) -> dict:

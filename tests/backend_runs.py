@@ -10,7 +10,7 @@ from harness import cache
 from harness.images import Preprocessing
 from harness.spec import FCN, ModelSpec, TrainingSpec
 from harness.splits import SplitSpec, make_splits
-from harness.trial import TrialConfig, write_trial
+from harness.trial import TrialConfig, data_fingerprint, write_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 PREP = Preprocessing(size=24)
@@ -29,7 +29,8 @@ def make_trial(run_dir: Path, table, cache_dir: Path, backend: str, head: str = 
     built = cache.build(table["id"], table["path"], PREP, cache_dir=cache_dir)
     manifest = make_splits(table, SplitSpec(protocol="random", val_fraction=0.2, seed=0))
     config = TrialConfig(
-        backend=backend, preprocessing=PREP, cache_entry=str(built.directory),
+        backend=backend, preprocessing=PREP, cache_entry=str(built.directory), threads=2,
+        data_fingerprint=data_fingerprint(built.directory.name, manifest, 0, table),
         model=ModelSpec(architecture=architecture or FCN(widths=[64, 32]), head=head),
         training=training or TrainingSpec(epochs=2, batch_size=32, seed=7))
     return write_trial(run_dir, config, table, manifest)

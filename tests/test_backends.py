@@ -170,9 +170,10 @@ print(len(norms), max(norms))
     (lambda: ModelSpec(architecture=FCN(widths=[8]), head="softmax3"), "head"),
     (lambda: Regularizer(kind="max_norm", max_norm=0), "max_norm"),
     (lambda: TrialConfig(backend="pytorch", model=ModelSpec(architecture=FCN(widths=[8])),
-                         cache_entry="x"), "backend"),
+                         threads=1, data_fingerprint="d", cache_entry="x"), "backend"),
     (lambda: TrialConfig(backend="keras", model=ModelSpec(architecture=FCN(widths=[8]), head="tuple_sound"),
-                         training=TrainingSpec(loss="hinge"), cache_entry="x"), "fixes its losses"),
+                         training=TrainingSpec(loss="hinge"), threads=1, data_fingerprint="d",
+                         cache_entry="x"), "fixes its losses"),
 ])
 def test_invalid_specs_stop_before_training(bad, match):
     with pytest.raises((ValidationError, ValueError), match=match):

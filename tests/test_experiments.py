@@ -1,6 +1,7 @@
 """Experiment files, grid expansion, the runner (resume, failures, workers, Ray) and reports."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,13 +50,14 @@ def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
         "include": [{"model": "a", "training": {"optimizer": "rmsprop", "epochs": 3}}],
         "exclude": [{"model": "b", "training": {"optimizer": "sgd"}}]}
     loaded = experiments.load(write(tmp_path, experiment))
-    trials = experiments.expand(loaded, rounds=[0, 1], cache_entry="/x")
+    trials = experiments.expand(loaded, {0: "data0", 1: "data1"}, cache_entry="/x")
     # (2 models x 2 optimizers x 2 rates) - 2 excluded + 1 included = 7; x 2 backends x 2 rounds
     assert len(trials) == 7 * 2 * 2
     assert not [t for t in trials if t.model_name == "b" and t.config.training.optimizer == "sgd"]
     assert [t for t in trials if t.config.training.optimizer == "rmsprop"]
     assert len({t.trial_id for t in trials}) == len(trials)
-    again = experiments.expand(experiments.load(write(tmp_path, experiment, "copy.yaml")), [0, 1], "/elsewhere")
+    again = experiments.expand(experiments.load(write(tmp_path, experiment, "copy.yaml")),
+                               {0: "data0", 1: "data1"}, "/elsewhere")
     assert [t.trial_id for t in again] == [t.trial_id for t in trials]
 
 
@@ -190,9 +192,120 @@ def test_unreadable_images_are_listed_or_fatal_with_strict(tmp_path, utkface_sam
     path = write(tmp_path, experiment)
     lenient = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(tmp_path / "c"))
     assert lenient.returncode == 0, lenient.stderr
-    skipped = (tmp_path / "r" / "tiny" / "skipped_images.csv").read_text()
-    assert "broken.jpg" in skipped and "cannot decode" in skipped
-    assert "broken" not in (tmp_path / "r" / "tiny" / "splits" / "splits.csv").read_text()
+    assert f"would skip image {tmp_path / 'broken.jpg'}: cannot decode" in lenient.stdout
+    from harness import runner
+    prepared = runner.prepare(experiments.load(path), dry_run=True)
+    assert list(prepared.skipped_images["path"]) == [str(tmp_path / "broken.jpg")]
+    assert not prepared.manifest.assignments["id"].str.contains("broken").any()
     strict = harness_cli("run", path, "--results", tmp_path / "r2", "--dry-run", "--strict",
                          cache=str(tmp_path / "c"))
     assert strict.returncode == 2 and "broken.jpg" in strict.stderr
+
+
+# --- names that become paths stay inside their parent ------------------------------------
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_an_experiment_name_that_leaves_the_results_folder_is_refused(tmp_path, name):
+    results = tmp_path / "nested" / "results"
+    result = harness_cli("run", write(tmp_path, {**TINY, "name": name}), "--results", results, "--dry-run",
+                         cache=str(tmp_path / "cache"))
+    assert result.returncode == 2 and "name" in result.stderr and "inside" in result.stderr
+    assert not (tmp_path / "nested").exists()
+
+
+def test_trial_ids_and_dataset_rows_cannot_leave_their_folder(tmp_path):
+    from harness.datasets import load_adience
+    from harness.results import trial_dir
+    from tests.conftest import ADIENCE
+
+    for bad in ("../x", "..", "a/b", "/etc"):
+        with pytest.raises(ValueError, match="would not stay inside"):
+            trial_dir(tmp_path, bad)
+    metadata = tmp_path / "adience"
+    shutil.copytree(ADIENCE, metadata)
+    fold_file = metadata / "original_txt_files" / "fold_0_data.txt"
+    lines = fold_file.read_text().splitlines()
+    fields = lines[1].split("\t")
+    lines[1] = "\t".join(["../../../escape"] + fields[1:])
+    fold_file.write_text("\n".join(lines) + "\n")
+    data = load_adience(metadata, images=tmp_path / "images", metadata="original")
+    assert not any("escape" in p for p in data.table["path"])
+    assert "path leaves the image folder" in set(data.dropped["reason"])
+
+
+# --- everything about an experiment file is checked before anything runs -----------------
+
+MODEL = {"name": "m", "architecture": {"type": "fcn", "widths": [8]}}
+
+
+@pytest.mark.parametrize("change,key,allowed", [
+    ({"include": [{"model": "fcn", "training": [1, 2]}]}, "include.0.training", "valid dictionary"),
+    ({"include": [{"model": "nope"}]}, "include.0.model", "'fcn'"),
+    ({"exclude": [{"model": "fcn", "trainig": {"epochs": 2}}]}, "exclude.0.trainig", "not permitted"),
+    ({"exclude": [{"training": {"optimiser": "sgd"}}]}, "exclude.0.training", "'optimizer'"),
+    ({"exclude": [{"training": {"epochs": 7}}]}, "exclude.0", "training.epochs has ['2']"),
+    ({"exclude": [{"model": "fcn"}]}, "exclude", "removes all 1 combinations"),
+    ({"grid": {"models": [{**MODEL, "head": "tuple_sound"}], "training": {"loss": "hinge"}}},
+     "training.loss", "fixes its losses"),
+    ({"rounds": [-1]}, "rounds.0", "greater than or equal to 0"),
+    ({"rounds": [1]}, "rounds", "has rounds [0]"),
+    ({"split": {"protocol": "stratified_kfold", "folds": 3}, "rounds": [3]}, "rounds", "[0, 1, 2]"),
+    ({"data": {"dataset": "utkface", "path": str(UTKFACE), "limit": 5}}, "data.limit", "at least 16"),
+    ({"threads": 0}, "threads", "greater than 0"),
+])
+def test_bad_combinations_are_caught_on_load_with_file_key_and_what_is_allowed(tmp_path, change, key, allowed):
+    path = write(tmp_path, {**TINY, **change})
+    with pytest.raises(ExperimentError) as err:
+        experiments.load(path)
+    message = str(err.value)
+    assert str(path) in message and key in message and allowed in message, message
+    assert "pydantic" not in message and "Traceback" not in message
+
+
+def test_a_duplicate_yaml_key_is_refused_with_its_lines(tmp_path):
+    text = yaml.safe_dump(TINY) + "time_limit_s: 10\n"
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ExperimentError, match=r"'time_limit_s' appears twice \(first on line \d+\)") as err:
+        experiments.load(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_binary_file_is_refused_as_not_text(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ExperimentError, match="not a text file.*expected an experiment YAML file"):
+        experiments.load(path)
+
+
+def test_bad_experiment_files_fail_on_the_command_line_without_a_traceback(tmp_path):
+    path = write(tmp_path, {**TINY, "include": [{"model": "fcn", "training": [1, 2]}]})
+    result = harness_cli("run", path, "--results", tmp_path / "r", cache=str(tmp_path / "cache"))
+    assert result.returncode == 2 and "include.0.training" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "r").exists()
+
+
+def test_adience_with_every_image_missing_says_so(tmp_path):
+    from tests.conftest import ADIENCE
+
+    experiment = {**TINY, "data": {"dataset": "adience", "path": str(ADIENCE), "images": str(tmp_path / "none")},
+                  "split": {"protocol": "adience_folds"}}
+    result = harness_cli("run", write(tmp_path, experiment), "--results", tmp_path / "r", "--dry-run",
+                         cache=str(tmp_path / "cache"))
+    assert result.returncode == 2
+    assert "all 16156 images were not found under" in result.stderr and str(tmp_path / "none") in result.stderr
+    assert "aligned/" in result.stderr
+
+
+def test_data_summary_names_the_malformed_files(tmp_path, utkface_sample):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for path in utkface_sample["path"].iloc[:5]:
+        (folder / Path(path).name).symlink_to(path)
+    (folder / "61_1_20170109142408075.jpg.chip.jpg").symlink_to(utkface_sample["path"].iloc[6])
+    text = harness_cli("data", "summary", "--dataset", "utkface", "--path", folder, cache=str(tmp_path / "c"))
+    assert text.returncode == 0 and "61_1_20170109142408075.jpg.chip.jpg" in text.stdout
+    as_json = harness_cli("data", "summary", "--dataset", "utkface", "--path", folder, "--json",
+                          cache=str(tmp_path / "c"))
+    [row] = json.loads(as_json.stdout)["dropped_rows"]
+    assert row["file"].endswith("61_1_20170109142408075.jpg.chip.jpg") and row["reason"] == "malformed file name"

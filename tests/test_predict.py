@@ -137,6 +137,9 @@ def test_15_to_20_counts_as_under_18():
     ([0, 0, 0, 0.45, 0.55, 0, 0, 0], 0.5, ("allow", 0.55)),
     ([0, 0, 0, 0.45, 0.55, 0, 0, 0], 0.6, ("deny", 0.55)),
     ([0.1, 0.1, 0.1, 0.3, 0.2, 0.1, 0.05, 0.05], 0.5, ("deny", 0.4)),
+    # The adult groups hold 0.55 together, but the face is labelled 15-20: refused,
+    # so the gate never lets in someone its own sentence calls a minor.
+    ([0, 0, 0, 0.45, 0.30, 0.25, 0, 0], 0.5, ("deny", 0.55)),
 ])
 def test_allow_needs_the_adult_mass_to_reach_the_threshold(age_probs, threshold, expected):
     row = scores(age_probs)
@@ -154,3 +157,79 @@ def test_gate_rates_against_exact_ages():
     rates = gate_rates(rows, [30, 16, 10, 19], 18)
     # The 16-year-old predicted 25-32 is a false accept; the 19-year-old predicted 15-20 a false reject.
     assert rates["false_accept_rate"] == 0.5 and rates["false_reject_rate"] == 0.5
+
+
+# --- bad arguments and damaged runs are named, not dumped ---------------------------------
+
+@pytest.mark.parametrize("args,message", [
+    (["--threshold", "-1"], "--threshold: must be between 0 and 1"),
+    (["--threshold", "1.5"], "--threshold: must be between 0 and 1"),
+    (["--min-age", "nan"], "--min-age: must be an age in years"),
+    (["--min-age", "-3"], "--min-age: must be an age in years"),
+    (["--min-age", "inf"], "--min-age: must be an age in years"),
+])
+def test_out_of_range_options_are_rejected(models, photos, args, message):
+    result = predict("--model", models["keras"], photos / "face0.jpg", *args)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_missing_and_damaged_runs_name_the_file_and_the_problem(models, photos, tmp_path):
+    import shutil
+
+    missing = predict("--model", tmp_path / "nope", photos / "face0.jpg")
+    assert missing.returncode == 2 and "no such run directory" in missing.stderr
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(models["keras"], truncated)
+    model_file = truncated / "model.keras"
+    model_file.write_bytes(model_file.read_bytes()[:2000])
+    result = predict("--model", truncated, photos / "face0.jpg")
+    assert result.returncode == 2 and f"{model_file}: cannot be loaded" in result.stderr, result.stderr
+    assert "File not found" not in result.stderr and "Traceback" not in result.stderr
+
+    bad_config = tmp_path / "bad_config"
+    shutil.copytree(models["keras"], bad_config)
+    config = json.loads((bad_config / "config.json").read_text())
+    config["training"]["epochs"] = "many"
+    (bad_config / "config.json").write_text(json.dumps(config))
+    result = predict("--model", bad_config, photos / "face0.jpg")
+    assert result.returncode == 2
+    assert f"{bad_config / 'config.json'}: not a valid trial config (training.epochs" in result.stderr
+    assert "pydantic" not in result.stderr
+
+
+def test_a_decompression_bomb_in_a_batch_is_one_error_line(models, photos, tmp_path):
+    from tests.test_hostile_images import BOMB_SIDE, png_chunk
+    import struct
+    import zlib
+
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    (folder / "face0.jpg").write_bytes((photos / "face0.jpg").read_bytes())
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(b"\0" * (BOMB_SIDE + 1)) for _ in range(BOMB_SIDE)) + compressor.flush()
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", BOMB_SIDE, BOMB_SIDE, 8, 0, 0, 0, 0)) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b""))
+    out = tmp_path / "faces.csv"
+    result = predict("--model", models["keras"], folder, "--csv", out)
+    assert result.returncode == 1 and "bomb.png" in result.stderr and "too large" in result.stderr
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
+    assert rows["face0.jpg"]["age_group"] and "too large" in rows["bomb.png"]["error"]
+
+
+@pytest.mark.parametrize("backend", ["keras", "tflearn"])
+def test_the_terminal_shows_results_only_and_chatter_goes_to_the_log(models, photos, backend):
+    result = predict("--model", models[backend], photos / "face0.jpg", "--min-age", "18")
+    assert result.returncode == 0
+    assert result.stderr == "", result.stderr          # no TensorFlow or TFLearn start-up lines
+    assert result.stdout.startswith(str(photos / "face0.jpg"))
+    assert (models[backend] / "predict-log.txt").is_file()
+
+
+def test_no_face_the_sentence_calls_a_minor_is_let_in(models, photos):
+    for backend in ("keras", "tflearn"):
+        result = predict("--model", models[backend], photos, "--json", "--min-age", "18")
+        for face in json.loads(result.stdout):
+            if face["gate"] == "allow":
+                low = int(face["age_group"].strip("()").split(",")[0])
+                assert low >= 18, face

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness.datasets.table import DatasetError, Dropped, UnifiedDataset, make_table
+from harness.paths import child_path
 from harness.labels import N_AGE, N_GENDER, parse_adience_age, parse_gender
 
 SOURCE = "adience"
@@ -101,6 +102,9 @@ def _per_fold_records(root: Path, images: Path, image_dir: str, reader: _Reader)
             continue
         user, name = rel.split("/", 1)
         name = name.replace(IMAGE_PREFIX["aligned"], IMAGE_PREFIX[image_dir], 1)
+        if not _inside(images, image_dir, user, name):
+            reader.bad(file, line, "path leaves the image folder", rel)
+            continue
         records.append(_record(images, image_dir, user, name, entry["age"], entry["gender"],
                                entry["fold"]))
     return records
@@ -139,8 +143,20 @@ def _original_records(root: Path, images: Path, image_dir: str, reader: _Reader,
                     reader.dropped.add(SOURCE, file, line_no, "non-canonical age", age_text)
                     continue
             name = f"{IMAGE_PREFIX[image_dir]}.{face_id}.{original}"
+            if not _inside(images, image_dir, user, name):
+                reader.bad(file, line_no, "path leaves the image folder", f"{user}/{name}")
+                continue
             records.append(_record(images, image_dir, user, name, parsed.group, gender, fold))
     return records
+
+
+def _inside(images: Path, image_dir: str, user: str, name: str) -> bool:
+    """A metadata row names a file directly inside ``<images>/<image_dir>/<user>/``."""
+    try:
+        child_path(child_path(images / image_dir, user, "user id"), name, "image name")
+    except ValueError:
+        return False
+    return True
 
 
 def _record(images: Path, image_dir: str, user: str, name: str, age: int, gender: int, fold: int):
