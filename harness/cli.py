@@ -138,6 +138,7 @@ def _run(args) -> int:
     from harness import experiments, runner
     from harness.executors import LocalExecutor, RayExecutor
     from harness.paths import child_path
+    from harness.results import trial_dir
 
     overrides = {"data.path": args.data} if args.data else {}
     if args.strict:
@@ -155,7 +156,7 @@ def _run(args) -> int:
         raise experiments.ExperimentError(f"{args.experiment}: {err}") from None
     threads = experiment.resolved_threads()
     if args.dry_run:
-        done = sum((results / "trials" / t.trial_id / "DONE").is_file() for t in prepared.trials)
+        done = sum(runner.finished(trial_dir(results, t.trial_id), t.trial_id) for t in prepared.trials)
         print(f"{len(prepared.trials)} trials ({done} already done) in {results}, "
               f"{threads} threads each (dry run: nothing written)")
         for trial in prepared.trials:
@@ -173,7 +174,7 @@ def _run(args) -> int:
     if args.executor == "local" and args.workers * threads > cores:
         print(f"note: {args.workers} workers x {threads} threads each is more than this machine's "
               f"{cores} cores: the numbers stay the same, each trial runs slower", file=sys.stderr)
-    if args.overwrite:
+    if args.overwrite and runner.experiment_changes(experiment, results):
         runner.discard_results(results)
     executor = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers)
     counts = runner.run(experiment, results, executor, prepared=prepared)
@@ -330,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:   # `harness run` handles its own; this is every other command
+        print("\nharness: interrupted", file=sys.stderr)
+        return 130
     except (DatasetError, ValueError, OSError, RuntimeError) as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2

@@ -200,6 +200,14 @@ def save_prepared(experiment: Experiment, prepared: Prepared, results_dir: Path)
                   lambda p: p.write_text(json.dumps(sorted(t.trial_id for t in prepared.trials), indent=0)))
 
 
+def finished(run_dir: Path, trial_id: str) -> bool:
+    """DONE exists and names this very trial (the worker writes the id it trained)."""
+    try:
+        return (run_dir / DONE_FILE).read_text().strip() == trial_id
+    except OSError:
+        return False
+
+
 def _record(trial: Trial, status: str, seconds: float, run_dir: Path, error: str | None = None) -> dict:
     metrics = {}
     if (run_dir / METRICS_FILE).is_file():
@@ -241,7 +249,7 @@ def run(experiment: Experiment, results_dir: str | Path, executor, progress: boo
     todo, counts = [], {"completed": 0, "failed": 0, "already_done": 0}
     for trial in prepared.trials:
         run_dir = trial_dir(results_dir, trial.trial_id)
-        if (run_dir / DONE_FILE).is_file():
+        if finished(run_dir, trial.trial_id):
             if index.get(trial.trial_id, {}).get("status") != "completed":
                 # Finished, but the runner died before recording it: record, never rerun.
                 append_record(results_dir, _record(trial, "completed", 0.0, run_dir))

@@ -143,6 +143,16 @@ def test_trials_from_data_changed_on_disk_are_retrained_and_left_out_of_the_repo
     assert "1 earlier trial(s)" in (tmp_path / "r" / "tiny" / "report.md").read_text()
 
 
+def test_a_trial_folder_finished_for_another_config_is_trained_again(finished, tmp_path):
+    results = copy_results(finished, tmp_path)
+    first, second = sorted(read_index(results))
+    (results / "trials" / first / "DONE").write_text("0123456789ab\n")   # copied in from elsewhere
+    again = harness_cli("run", finished["yaml"], "--results", tmp_path / "r", cache=finished["cache"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 completed, 0 failed, 1 already done" in again.stdout
+    assert (results / "trials" / first / "DONE").read_text().strip() == first
+
+
 # --- 2. a dry run, or a run that fails validation, writes nothing -------------------------
 
 def test_a_dry_run_writes_nothing(finished, tmp_path):
