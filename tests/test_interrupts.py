@@ -85,9 +85,9 @@ def test_the_first_signal_stops_the_run_within_seconds(tmp_path, how, code):
         os.killpg(runner.pid, signal.SIGINT)     # what a terminal sends: the whole group
     else:
         runner.send_signal(signal.SIGTERM)
-    started = time.time()
-    stdout, stderr = runner.communicate(timeout=30)
-    assert time.time() - started < 15, "the runner took too long to stop"
+    # Without the fix it trained the whole queue (minutes); a hang past this is a failure,
+    # not a measurement (no timed assertions on shared machines).
+    stdout, stderr = runner.communicate(timeout=60)
     assert runner.returncode == code, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     assert stderr.count("Run the same command again to resume") == 1

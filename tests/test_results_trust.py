@@ -88,7 +88,8 @@ def test_trial_ids_change_with_every_part_of_the_data(tmp_path, utkface_sample, 
 def test_a_changed_experiment_is_refused_then_run_anew_or_overwritten(finished, tmp_path):
     results = copy_results(finished, tmp_path)
     before = tree(results)
-    changed = {**KERAS_TWO, "data": {**KERAS_TWO["data"], "limit": 250}, "split": {**KERAS_TWO["split"], "seed": 1}}
+    changed = {**KERAS_TWO, "data": {**KERAS_TWO["data"], "limit": 250}, "split": {**KERAS_TWO["split"], "seed": 1},
+               "grid": {**KERAS_TWO["grid"], "training": {"epochs": 1, "batch_size": 32}}}
     path = write(tmp_path, changed)
     refused = harness_cli("run", path, "--results", tmp_path / "r", cache=finished["cache"])
     assert refused.returncode == 2
@@ -105,15 +106,15 @@ def test_a_changed_experiment_is_refused_then_run_anew_or_overwritten(finished, 
     # --new: a fresh directory beside it, every trial trained again.
     fresh = harness_cli("run", path, "--results", tmp_path / "r", "--new", cache=finished["cache"])
     assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert "2 completed, 0 failed, 0 already done" in fresh.stdout
+    assert "1 completed, 0 failed, 0 already done" in fresh.stdout
     new_ids = set(read_index(tmp_path / "r" / "tiny-2"))
-    assert len(new_ids) == 2 and not new_ids & set(read_index(results))
+    assert len(new_ids) == 1 and not new_ids & set(read_index(results))
     assert tree(results) == before
 
     # --overwrite: the old results are discarded, the new experiment trained in their place.
     over = harness_cli("run", path, "--results", tmp_path / "r", "--overwrite", cache=finished["cache"])
     assert over.returncode == 0, over.stderr[-3000:]
-    assert "2 completed, 0 failed, 0 already done" in over.stdout
+    assert "1 completed, 0 failed, 0 already done" in over.stdout
     assert set(read_index(results)) == new_ids
     assert json.loads((results / "experiment.json").read_text())["data"]["limit"] == 250
 
