@@ -6,7 +6,7 @@ nothing, and any change to a file or a parameter builds a new entry. Entries are
 in a temporary folder and renamed into place, so a crash never leaves a half-written
 entry that looks complete.
 
-Workers write straight into the memmap and return only failures: the parent never
+Workers write straight into the memmap and return only skips and notes: the parent never
 holds the images, which keeps a build's memory flat in the number of images.
 """
 from __future__ import annotations
@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.images import ImageError, Preprocessing, load_image, to_float
+from harness.images import ImageError, Preprocessing, load_face, to_float
 from harness.processes import pid_alive, quiet_child
 
 CACHE_ENV = "HARNESS_CACHE"
 IMAGES_FILE, INDEX_FILE = "images.npy", "index.json"
 CHUNK = 128
+SKIPPED, UNALIGNED = "skipped", "unaligned"
 
 
 class CacheError(RuntimeError):
@@ -60,10 +61,11 @@ class CachedArrays:
 
     directory: Path
     ids: np.ndarray
-    images: np.ndarray           # uint8 memmap (N, H, W, C)
+    images: np.ndarray           # memmap: uint8 pixels (N, H, W, C) or float32 descriptors (N, 128)
     valid: np.ndarray            # bool (N,)
     skipped: pd.DataFrame        # id, path, reason for each image that failed
     prep: Preprocessing
+    unaligned: pd.DataFrame      # id, path, reason for each image cached without alignment
 
     @classmethod
     def open(cls, directory: Path) -> "CachedArrays":
@@ -73,7 +75,8 @@ class CachedArrays:
         valid = np.ones(len(ids), dtype=bool)
         valid[index["skipped_rows"]] = False
         images = np.load(directory / IMAGES_FILE, mmap_mode="r")
-        return cls(directory, ids, images, valid, skipped, Preprocessing(**index["prep"]))
+        unaligned = pd.DataFrame(index.get("unaligned", []), columns=["id", "path", "reason"])
+        return cls(directory, ids, images, valid, skipped, Preprocessing(**index["prep"]), unaligned)
 
     def positions(self, ids: Sequence[str]) -> np.ndarray:
         """Row of each requested id; raises on an id that is absent or was skipped."""
@@ -103,22 +106,25 @@ class CachedArrays:
             yield to_float(self.images[rows[start:start + batch_size]], self.prep)
 
 
-def _decode_into(images_file: str, start: int, paths: list[str], prep_json: str) -> list[tuple[int, str]]:
+def _decode_into(images_file: str, start: int, paths: list[str], prep_json: str) -> list[tuple[int, str, str]]:
+    """Decode one chunk into the memmap -> (row, kind, reason) of every skip or note."""
     prep = Preprocessing.model_validate_json(prep_json)
     target = np.load(images_file, mmap_mode="r+")
-    failures = []
+    events = []
     for offset, path in enumerate(paths):
         try:
-            target[start + offset] = load_image(path, prep)
+            target[start + offset], note = load_face(path, prep)
+            if note:
+                events.append((start + offset, UNALIGNED, note))
         except ImageError as err:
-            failures.append((start + offset, str(err)))
+            events.append((start + offset, SKIPPED, str(err)))
         except Exception as err:   # one bad item never takes the build down
-            failures.append((start + offset, f"cannot process: {type(err).__name__}: {err}"))
+            events.append((start + offset, SKIPPED, f"cannot process: {type(err).__name__}: {err}"))
     # No flush: msync per chunk costs a quarter of the build rate, and the pages reach
     # every reader through the page cache anyway. Unmapping now keeps this worker's
     # resident memory from growing chunk after chunk.
     del target
-    return failures
+    return events
 
 
 def lookup(ids: Sequence[str], paths: Sequence[str], prep: Preprocessing,
@@ -175,14 +181,16 @@ def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, pro
     staging = Path(tempfile.mkdtemp(prefix=f"{entry.name}{STAGING_MARK}{os.getpid()}-", dir=entry.parent))
     try:
         images_file = staging / IMAGES_FILE
-        np.lib.format.open_memmap(images_file, mode="w+", dtype=np.uint8,
+        np.lib.format.open_memmap(images_file, mode="w+", dtype=prep.dtype,
                                   shape=(len(ids),) + prep.shape).flush()
-        failures = _run_chunks(str(images_file), paths, prep.model_dump_json(), workers, progress)
-        failures.sort()
+        events = sorted(_run_chunks(str(images_file), paths, prep.model_dump_json(), workers, progress))
+        failures = [(row, why) for row, kind, why in events if kind == SKIPPED]
         index = {
             "ids": ids, "paths": paths, "prep": prep.model_dump(),
             "skipped_rows": [row for row, _ in failures],
             "skipped": [{"id": ids[row], "path": paths[row], "reason": why} for row, why in failures],
+            "unaligned": [{"id": ids[row], "path": paths[row], "reason": why}
+                          for row, kind, why in events if kind == UNALIGNED],
         }
         (staging / INDEX_FILE).write_text(json.dumps(index))
         try:

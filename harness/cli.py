@@ -166,6 +166,9 @@ def _run(args) -> int:
                   f"epochs={c.training.epochs} batch={c.training.batch_size}")
         for row in prepared.skipped_images.itertuples():
             print(f"  would skip image {row.path}: {row.reason}")
+        if len(prepared.unaligned_images):
+            print(f"  {len(prepared.unaligned_images)} images have no face dlib finds and would be used whole "
+                  "(align: dlib)")
         if len(prepared.dropped_rows):
             print(f"  {len(prepared.dropped_rows)} dataset rows left out by the adapter "
                   "(see harness data summary)")
@@ -178,6 +181,9 @@ def _run(args) -> int:
         runner.discard_results(results)
     executor = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers)
     counts = runner.run(experiment, results, executor, prepared=prepared)
+    if len(prepared.unaligned_images):
+        print(f"{len(prepared.unaligned_images)} images had no face dlib finds and were used whole: "
+              f"{results / runner.UNALIGNED_FILE}", file=sys.stderr)
     print(f"{experiment.name}: {counts['completed']} completed, {counts['failed']} failed, "
           f"{counts['already_done']} already done; results in {results}")
     if not args.no_report:

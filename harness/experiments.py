@@ -142,6 +142,17 @@ class Experiment(_Strict):
                              f"has rounds {available}")
         return self
 
+    @model_validator(mode="after")
+    def _architectures_fit_the_input(self):
+        if self.preprocessing.embedding:
+            for n, model in enumerate(self.grid.models):
+                if model.architecture.type != "fcn":
+                    raise ValueError(
+                        f"grid.models.{n}.architecture: {model.architecture.type!r} needs a pixel grid, but "
+                        f"preprocessing.representation {self.preprocessing.representation!r} gives "
+                        f"{self.preprocessing.shape[0]} numbers per face (allowed: fcn)")
+        return self
+
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
 

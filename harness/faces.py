@@ -48,6 +48,31 @@ def _models():
             dlib.shape_predictor(face_recognition_models.pose_predictor_five_point_model_location()))
 
 
+@lru_cache(maxsize=1)
+def _descriptor_model():
+    import dlib
+    import face_recognition_models
+
+    return dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+
+
+# dlib's ResNet reads 150x150 chips aligned with padding 0.25, the padding of CHIP_SIZE
+# chips here: resizing the harness's chip gives it the framing it was trained on.
+DESCRIPTOR_CHIP = 150
+
+
+def embed(chip: Image.Image, jitters: int = 0, flip: bool = False) -> np.ndarray:
+    """dlib's 128-D face descriptor of an aligned chip (float32); with ``flip``, the mean
+    of the face's and its mirror's descriptors. Deterministic for ``jitters=0``."""
+    model = _descriptor_model()
+    chip = chip.convert("RGB").resize((DESCRIPTOR_CHIP, DESCRIPTOR_CHIP), Image.Resampling.BILINEAR)
+    pixels = np.ascontiguousarray(np.asarray(chip, dtype=np.uint8))
+    vectors = [np.asarray(model.compute_face_descriptor(pixels, jitters))]
+    if flip:
+        vectors.append(np.asarray(model.compute_face_descriptor(np.ascontiguousarray(pixels[:, ::-1]), jitters)))
+    return np.mean(vectors, axis=0).astype(np.float32)
+
+
 def find_faces(image: Image.Image, min_side: int = MIN_FACE_SIDE) -> list[Face]:
     """Every face in an upright RGB photo, largest first, each aligned into a chip."""
     dlib, detector, landmarks = _models()
@@ -75,3 +100,8 @@ def find_faces(image: Image.Image, min_side: int = MIN_FACE_SIDE) -> list[Face]:
             face.chip = Image.fromarray(chip)
         faces.append(face)
     return faces
+
+
+def largest_chip(image: Image.Image) -> Image.Image | None:
+    """The aligned chip of the largest face big enough to classify, or None."""
+    return next((face.chip for face in find_faces(image) if face.chip is not None), None)

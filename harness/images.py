@@ -13,7 +13,10 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+EMBEDDING_SIZE = 128
 
 
 class Preprocessing(BaseModel):
@@ -28,14 +31,42 @@ class Preprocessing(BaseModel):
     color: Literal["rgb", "ycbcr", "grayscale"] = "rgb"
     scaling: Literal["minmax", "unit"] = Field(
         "minmax", description="minmax: each image to [0, 1]; unit: divide by 255")
+    align: Literal["none", "dlib"] = Field(
+        "none", description="dlib: detect and align the face exactly as harness predict does")
+    representation: Literal["pixels", "dlib_embedding"] = Field(
+        "pixels", description="dlib_embedding: dlib's 128-D ResNet face descriptor of the aligned face")
+    embedding_jitters: int = Field(0, ge=0, le=100, description="dlib's num_jitters: random re-crops averaged")
+    embedding_flip: bool = Field(False, description="average the descriptor of the face and of its mirror")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embeddings_are_aligned(cls, data):
+        # The descriptor is defined on dlib's aligned chip: an embedding run aligns.
+        if isinstance(data, dict) and data.get("representation") == "dlib_embedding":
+            if data.get("align", "dlib") != "dlib":
+                raise ValueError("representation dlib_embedding is computed on the aligned face: "
+                                 "align must be dlib (or left out)")
+            data = {**data, "align": "dlib"}
+        return data
+
+    @property
+    def embedding(self) -> bool:
+        return self.representation == "dlib_embedding"
 
     @property
     def channels(self) -> int:
         return 1 if self.color == "grayscale" else 3
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
+        if self.embedding:
+            return (EMBEDDING_SIZE,)
         return (self.size, self.size, self.channels)
+
+    @property
+    def dtype(self) -> type:
+        """What the cache stores: uint8 pixels, or float32 descriptors."""
+        return np.float32 if self.embedding else np.uint8
 
 
 class ImageError(ValueError):
@@ -144,6 +175,7 @@ def _scale_to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
 
 
 def center_crop(image: Image.Image, fraction: float) -> Image.Image:
+    """The centred square of ``fraction`` of the shorter side."""
     width, height = image.size
     side = max(1, round(min(width, height) * fraction))
     left, top = (width - side) // 2, (height - side) // 2
@@ -169,14 +201,49 @@ def transform(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+UNALIGNED_NOTE = "no face found: the whole image was used"
+
+
 def load_image(path: str | Path, prep: Preprocessing) -> np.ndarray:
     """Decode a file and apply ``prep``: the single path from file to cached array."""
-    return transform(open_image(path, draft_size=int(np.ceil(prep.size / prep.crop))), prep)
+    return load_face(path, prep)[0]
+
+
+def load_face(path: str | Path, prep: Preprocessing) -> tuple[np.ndarray, str | None]:
+    """-> (array, note). The note says why the face could not be aligned, else None.
+
+    With ``align: dlib`` the photo goes through what ``harness predict`` does to it (the
+    same decode, :func:`harness.faces.find_faces`, the largest usable face's chip), so a
+    model is trained on faces framed exactly as it will see them. Where no face is found
+    the whole image is used (square centre crop, then ``crop``): for already-cropped
+    faces such as UTKFace's that is the face itself.
+    """
+    if prep.align == "none":
+        return transform(open_image(path, draft_size=int(np.ceil(prep.size / prep.crop))), prep), None
+    from harness.faces import largest_chip
+
+    image = open_image(path)   # no draft: exactly the pixels harness predict decodes
+    chip = largest_chip(image)
+    note = None
+    if chip is None:
+        chip, note = center_crop(image, 1.0), UNALIGNED_NOTE
+    return face_array(chip, prep), note
+
+
+def face_array(chip: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """An aligned face chip -> what the model reads: pixels (uint8) or a descriptor (float32)."""
+    if prep.embedding:
+        from harness.faces import embed
+
+        return embed(chip, prep.embedding_jitters, prep.embedding_flip)
+    return transform(chip, prep)
 
 
 def to_float(batch: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """uint8 batch (N, H, W, C) -> float32 in [0, 1] as ``prep.scaling`` says."""
     batch = np.asarray(batch, dtype=np.float32)
+    if prep.embedding:
+        return batch   # descriptors are used as dlib gives them
     if prep.scaling == "unit":
         return batch / 255.0
     axes = tuple(range(1, batch.ndim))

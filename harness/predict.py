@@ -16,7 +16,7 @@ import numpy as np
 from harness import heads
 from harness.faces import find_faces
 from harness.gate import DEFAULT_GATE_THRESHOLD, gate
-from harness.images import ImageError, open_image, to_float, transform
+from harness.images import ImageError, face_array, open_image, to_float
 from harness.labels import AGE_GROUPS, GENDER_WORDS, N_AGE, decode, undefined
 from harness.trial import DONE_FILE, read_config
 
@@ -91,10 +91,16 @@ class Predictor:
     def scores(self, chips) -> np.ndarray:
         """Aligned face chips -> (N, 10) age/gender scores."""
         prep = self.config.preprocessing
-        batch = np.stack([transform(chip, prep) for chip in chips])
+        batch = model_inputs(chips, prep)
         with self._quiet():
             outputs = self.backend.predict(self.model, to_float(batch, prep))
         return heads.scores(self.config.model.head, outputs)
+
+
+def model_inputs(chips, prep) -> np.ndarray:
+    """Aligned face chips -> the batch the model is fed, by the run's own preprocessing
+    (the very function the array cache used in training)."""
+    return np.stack([face_array(chip, prep) for chip in chips])
 
 
 def _log_file(run_dir: Path) -> Path:

@@ -332,6 +332,11 @@ def write_report(results_dir: str | Path) -> Path:
     if skipped is not None and len(skipped):
         lines += ["## Skipped images", f"{len(skipped)} images could not be decoded and took no part "
                   "(all listed in skipped_images.csv):", "", _markdown_table(skipped.head(20)), ""]
+    unaligned_file = results_dir / "unaligned_images.csv"
+    unaligned = pd.read_csv(unaligned_file) if unaligned_file.is_file() and unaligned_file.stat().st_size > 1 else None
+    if unaligned is not None and len(unaligned):
+        lines += ["## Images without a detected face", f"{len(unaligned)} images had no face dlib could find "
+                  "and were used whole, unaligned (all listed in unaligned_images.csv).", ""]
     dropped_file = results_dir / "dropped_rows.csv"
     dropped = pd.read_csv(dropped_file) if dropped_file.is_file() and dropped_file.stat().st_size > 1 else None
     if dropped is not None and len(dropped):

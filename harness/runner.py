@@ -33,6 +33,7 @@ from harness.trial import DONE_FILE, LOG_FILE, METRICS_FILE, data_fingerprint, w
 EXPERIMENT_FILE = "experiment.json"
 SPLITS_DIR = "splits"
 SKIPPED_FILE = "skipped_images.csv"
+UNALIGNED_FILE = "unaligned_images.csv"
 # Keys of an experiment that do not decide any trial's result: changing them in an
 # existing results directory is allowed.
 HARMLESS_KEYS = ("description", "time_limit_s", "data.strict")
@@ -52,6 +53,7 @@ class Prepared:
     trials: list[Trial]
     skipped_images: pd.DataFrame
     dropped_rows: pd.DataFrame       # dataset rows the adapter left out (malformed names, ...)
+    unaligned_images: pd.DataFrame   # align: dlib found no face; the whole image was used
 
 
 def load_dataset(experiment: Experiment) -> datasets.UnifiedDataset:
@@ -121,7 +123,8 @@ def prepare(experiment: Experiment, dry_run: bool = False, workers: int | None =
         raise ExperimentError(f"rounds: {missing} do not exist; the split has rounds {manifest.rounds}")
     fingerprints = {r: data_fingerprint(built.directory.name, manifest, r, usable) for r in rounds}
     trials = expand(experiment, fingerprints, str(built.directory.resolve()))
-    return Prepared(usable, manifest, trials, built.skipped, dataset.dropped)
+    unaligned = built.unaligned[built.unaligned["id"].isin(set(usable["id"]))].reset_index(drop=True)
+    return Prepared(usable, manifest, trials, built.skipped, dataset.dropped, unaligned)
 
 
 def _flatten(value, prefix="") -> dict:
@@ -194,6 +197,7 @@ def save_prepared(experiment: Experiment, prepared: Prepared, results_dir: Path)
     _write_atomic(results_dir / SPLITS_DIR / "table.csv", lambda p: prepared.table.to_csv(p, index=False))
     _write_atomic(results_dir / SKIPPED_FILE, lambda p: prepared.skipped_images.to_csv(p, index=False))
     _write_atomic(results_dir / DROPPED_FILE, lambda p: prepared.dropped_rows.to_csv(p, index=False))
+    _write_atomic(results_dir / UNALIGNED_FILE, lambda p: prepared.unaligned_images.to_csv(p, index=False))
     # The report shows these trials only: a trial left in the index from data that has
     # since changed on disk (new ids) is never presented as part of this experiment.
     _write_atomic(results_dir / CURRENT_TRIALS_FILE,

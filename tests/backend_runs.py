@@ -25,11 +25,11 @@ def worker(*args, check=True) -> subprocess.CompletedProcess:
 
 
 def make_trial(run_dir: Path, table, cache_dir: Path, backend: str, head: str = "two_heads",
-               architecture=None, training: TrainingSpec | None = None) -> Path:
-    built = cache.build(table["id"], table["path"], PREP, cache_dir=cache_dir)
+               architecture=None, training: TrainingSpec | None = None, prep: Preprocessing = PREP) -> Path:
+    built = cache.build(table["id"], table["path"], prep, cache_dir=cache_dir)
     manifest = make_splits(table, SplitSpec(protocol="random", val_fraction=0.2, seed=0))
     config = TrialConfig(
-        backend=backend, preprocessing=PREP, cache_entry=str(built.directory), threads=2,
+        backend=backend, preprocessing=prep, cache_entry=str(built.directory), threads=2,
         data_fingerprint=data_fingerprint(built.directory.name, manifest, 0, table),
         model=ModelSpec(architecture=architecture or FCN(widths=[64, 32]), head=head),
         training=training or TrainingSpec(epochs=2, batch_size=32, seed=7))

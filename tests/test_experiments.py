@@ -8,8 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from harness import experiments
 from harness.experiments import ExperimentError
@@ -309,3 +311,32 @@ def test_data_summary_names_the_malformed_files(tmp_path, utkface_sample):
                           cache=str(tmp_path / "c"))
     [row] = json.loads(as_json.stdout)["dropped_rows"]
     assert row["file"].endswith("61_1_20170109142408075.jpg.chip.jpg") and row["reason"] == "malformed file name"
+
+
+def test_an_aligned_run_lists_the_images_it_could_not_align(tmp_path, utkface_sample):
+    from harness import runner
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (90, 90, 3), dtype=np.uint8)).save(noise)
+    rows = ["path,age,gender"] + [f"{p},{int(a)},{g}" for p, a, g in
+                                 utkface_sample[["path", "age", "gender"]].head(40).itertuples(index=False)]
+    rows.append(f"{noise},30,f")
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    experiment = {**TINY, "data": {"dataset": "csv", "path": str(tmp_path / "faces.csv")},
+                  "preprocessing": {"size": 16, "align": "dlib"},
+                  "split": {"protocol": "random", "val_fraction": 0.0, "stratify": False}}
+    path = write(tmp_path, experiment)
+    prepared = runner.prepare(experiments.load(path), dry_run=True)
+    assert str(noise) in set(prepared.unaligned_images["path"])
+    result = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(tmp_path / "c"))
+    assert result.returncode == 0 and "would be used whole (align: dlib)" in result.stdout
+    bad = write(tmp_path, {**experiment, "preprocessing": {"size": 16, "align": "opencv"}}, "bad.yaml")
+    with pytest.raises(ExperimentError, match="preprocessing.align.*'none' or 'dlib'"):
+        experiments.load(bad)
+
+
+def test_a_convolutional_model_on_embeddings_is_refused(tmp_path):
+    experiment = {**TINY, "preprocessing": {"representation": "dlib_embedding"},
+                  "grid": {"models": [{"name": "cnn", "architecture": {"type": "small_cnn", "filters": [4]}}]}}
+    with pytest.raises(ExperimentError, match="grid.models.0.architecture: 'small_cnn' needs a pixel grid.*allowed: fcn"):
+        experiments.load(write(tmp_path, experiment))

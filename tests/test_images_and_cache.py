@@ -133,3 +133,97 @@ def test_cli_cache_lists_skips(tmp_path, capsys, adience_images):
     out = capsys.readouterr().out
     # Only the generated few hundred exist; every other image is listed, not fatal.
     assert code == 0 and f"({len(rows)} images" in out and out.count("file not found") == 16156 - len(rows)
+
+
+# --- align: dlib, one face geometry from training to prediction ---------------------------
+
+def test_aligned_training_arrays_equal_what_predict_feeds_the_model(tmp_path, utkface_sample):
+    from harness.faces import find_faces
+    from harness.predict import model_inputs
+
+    prep = Preprocessing(size=32, align="dlib")
+    rows = utkface_sample.iloc[::13].head(24)
+    built = cache.build(rows["id"], rows["path"], prep, cache_dir=tmp_path, workers=2)
+    unaligned = set(built.unaligned["id"])
+    assert len(unaligned) <= 4, built.unaligned
+    compared = 0
+    for image_id, path in zip(rows["id"], rows["path"]):
+        if image_id in unaligned:
+            continue
+        [row] = built.positions([image_id])
+        fed = model_inputs([find_faces(open_image(path))[0].chip], prep)[0]   # what predict does
+        assert np.array_equal(built.images[row], fed), image_id
+        compared += 1
+    assert compared >= 20
+    plain = load_image(rows["path"].iloc[0], Preprocessing(size=32))
+    assert not np.array_equal(plain, built.images[0]), "alignment changed nothing"
+
+
+def test_an_image_without_a_face_falls_back_to_the_whole_image_and_is_listed(tmp_path, utkface_sample):
+    from harness.images import UNALIGNED_NOTE, transform
+
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(noise)
+    paths = [str(noise)] + list(utkface_sample["path"].iloc[:3])
+    prep = Preprocessing(size=24, align="dlib")
+    built = cache.build(["noise", "a", "b", "c"], paths, prep, cache_dir=tmp_path / "c")
+    assert built.valid.all()
+    [row] = built.unaligned.itertuples()
+    assert row.id == "noise" and row.reason == UNALIGNED_NOTE
+    assert np.array_equal(built.images[0], transform(open_image(noise), prep))
+    assert Preprocessing(size=24).model_dump_json() != prep.model_dump_json()   # its own cache entry
+
+
+# --- dlib face embeddings as the input representation ------------------------------------
+
+EMBEDDING = Preprocessing(representation="dlib_embedding")
+
+
+def test_embeddings_are_deterministic_cached_and_what_predict_computes(tmp_path, utkface_sample, monkeypatch):
+    from harness import faces
+    from harness.faces import find_faces
+    from harness.predict import model_inputs
+
+    rows = utkface_sample.iloc[::29].head(10)
+    built = cache.build(rows["id"], rows["path"], EMBEDDING, cache_dir=tmp_path, workers=2)
+    vectors = built.arrays(list(rows["id"]))
+    assert vectors.shape == (10, 128) and vectors.dtype == np.float32 and np.isfinite(vectors).all()
+    assert EMBEDDING.align == "dlib"
+    for image_id, path in zip(rows["id"], rows["path"]):
+        if image_id in set(built.unaligned["id"]):
+            continue
+        [row] = built.positions([image_id])
+        assert np.array_equal(built.images[row], model_inputs([find_faces(open_image(path))[0].chip], EMBEDDING)[0])
+    # A second build of the same images computes nothing: it is a cache hit.
+    monkeypatch.setattr(faces, "embed", lambda *a, **k: pytest.fail("recomputed an embedding"))
+    again = cache.build(rows["id"], rows["path"], EMBEDDING, cache_dir=tmp_path, workers=2)
+    assert again.directory == built.directory and np.array_equal(again.arrays(list(rows["id"])), vectors)
+
+
+def test_flip_averages_the_face_and_its_mirror(utkface_sample):
+    from harness.faces import embed, largest_chip
+
+    chip = largest_chip(open_image(utkface_sample["path"].iloc[3]))
+    plain, flipped = embed(chip), embed(chip, flip=True)
+    mirror = embed(chip.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    assert np.array_equal(plain, embed(chip))
+    assert np.allclose(flipped, (plain + mirror) / 2, atol=1e-6) and not np.allclose(flipped, plain)
+
+
+def test_grayscale_and_tiny_images_get_embeddings(tmp_path, utkface_sample):
+    Image.open(utkface_sample["path"].iloc[4]).convert("L").save(tmp_path / "gray.png")
+    Image.open(utkface_sample["path"].iloc[5]).resize((20, 20)).save(tmp_path / "tiny.png")
+    built = cache.build(["gray", "tiny"], [tmp_path / "gray.png", tmp_path / "tiny.png"], EMBEDDING,
+                        cache_dir=tmp_path / "c")
+    assert built.valid.all() and np.isfinite(built.arrays(["gray", "tiny"])).all()
+    assert list(built.unaligned["id"]) == ["tiny"]   # too small to detect: embedded whole
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"representation": "vgg_face"}, "'pixels' or 'dlib_embedding'"),
+    ({"representation": "dlib_embedding", "align": "none"}, "align must be dlib"),
+    ({"embedding_jitters": -1}, "greater than or equal to 0"),
+])
+def test_bad_representation_settings_are_rejected(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Preprocessing(**fields)

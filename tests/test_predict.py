@@ -233,3 +233,19 @@ def test_no_face_the_sentence_calls_a_minor_is_let_in(models, photos):
             if face["gate"] == "allow":
                 low = int(face["age_group"].strip("()").split(",")[0])
                 assert low >= 18, face
+
+
+def test_predict_on_a_run_trained_on_face_embeddings(tmp_path, utkface_sample, photos):
+    from harness.images import Preprocessing
+
+    table = utkface_sample.groupby(["age_group", "gender"]).head(8).reset_index(drop=True)
+    run = make_trial(tmp_path / "run", table, tmp_path / "cache", "keras",
+                     prep=Preprocessing(representation="dlib_embedding"))
+    worker(run)
+    result = predict("--model", run, photos / "face0.jpg", photos / "noise.png", "--json", "--min-age", "18")
+    assert result.returncode == 0, result.stderr[-2000:]
+    by_file = {f["file"].rsplit("/", 1)[-1]: f for f in json.loads(result.stdout)}
+    face = by_file["face0.jpg"]
+    assert face["undefined_reason"] is None and face["gate"] in ("allow", "deny")
+    assert sum(face["age_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    assert by_file["noise.png"]["sentence"] == "Undefined: no face found"

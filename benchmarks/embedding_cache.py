@@ -1,0 +1,84 @@
+"""dlib face-embedding extraction speed and warm-load time.
+
+Prints, from one run on this machine:
+- faces/s of building the embedding cache (decode, detect, 5-point align, dlib's ResNet
+  descriptor, memmap write) with every core, beside the same build for 32x32 aligned
+  pixels (detection and alignment alone) in the same run, so the descriptor's own cost
+  shows as a ratio (goal for the embedding build: >= 30 faces/s on 2 cores);
+- the time to open the built entry and read every descriptor (goal: < 0.2 s);
+- how many faces had no detectable face (used whole, unaligned).
+
+The entries are built in the harness's own cache (``$HARNESS_CACHE``, default
+``.cache/arrays``) unless ``--cache-dir`` says otherwise, so an experiment on the same
+images (no ``limit``) reuses them and computes nothing.
+
+    python benchmarks/embedding_cache.py [--path ../shared/datasets/UTKFace] [--limit N] [--workers N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness import cache  # noqa: E402
+from harness.datasets import load_utkface  # noqa: E402
+from harness.images import Preprocessing  # noqa: E402
+
+
+def timed_build(table, prep, cache_dir, workers) -> tuple[float, cache.CachedArrays]:
+    if cache.lookup(table["id"], table["path"], prep, cache_dir) is not None:
+        raise SystemExit(f"an entry for {prep} already exists in {cache_dir or cache.default_cache_dir()}: "
+                         "give --cache-dir an empty folder to measure a build")
+    started = time.perf_counter()
+    built = cache.build(table["id"], table["path"], prep, cache_dir=cache_dir, workers=workers, progress=True)
+    return time.perf_counter() - started, built
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The same spelling as the experiment files and the Makefile: cache keys include paths.
+    parser.add_argument("--path", default="../shared/datasets/UTKFace")
+    parser.add_argument("--limit", type=int, help="first N faces only (default: all)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--cache-dir", help="default: the harness's own cache")
+    parser.add_argument("--baseline-limit", type=int, default=2000,
+                        help="faces for the aligned-pixels baseline (default 2000)")
+    args = parser.parse_args()
+
+    table = load_utkface(args.path).table
+    if args.limit:
+        table = table.head(args.limit)
+    embedding = Preprocessing(representation="dlib_embedding")
+    aligned = Preprocessing(size=32, align="dlib")
+    baseline = table.head(args.baseline_limit)
+
+    seconds, built = timed_build(table, embedding, args.cache_dir, args.workers)
+    base_seconds, _ = timed_build(baseline, aligned, args.cache_dir, args.workers)
+    open_started = time.perf_counter()
+    warm = cache.CachedArrays.open(built.directory)
+    opened = time.perf_counter() - open_started
+    vectors = warm.arrays(warm.valid_ids())
+    loaded = time.perf_counter() - open_started
+
+    rate, base_rate = len(table) / seconds, len(baseline) / base_seconds
+    print(f"{len(table)} UTKFace faces, {args.workers} processes, dlib {_dlib_version()}")
+    print(f"embedding build (detect, align, descriptor): {rate:.1f} faces/s ({seconds:.0f} s)   goal >= 30")
+    print(f"aligned 32x32 pixels, first {len(baseline)} faces (detect, align): {base_rate:.1f} faces/s")
+    print(f"embedding / aligned pixels: {rate / base_rate:.2f}")
+    print(f"warm load: open {opened:.3f} s, open and read all {vectors.shape} float32: {loaded:.3f} s   goal < 0.2 s")
+    print(f"faces without a detectable face (used whole): {len(built.unaligned)}; skipped: {len(built.skipped)}")
+
+
+def _dlib_version() -> str:
+    import dlib
+
+    return dlib.__version__
+
+
+if __name__ == "__main__":
+    main()
