@@ -28,6 +28,7 @@ import pandas as pd
 
 from backends.common import THREADS_ENV, thread_counts
 from harness import heads, metrics
+from harness.results import write_atomic
 from harness.spec import ModelSpec, TrainingSpec
 from harness.trial import (
     BACKENDS, DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE,
@@ -62,12 +63,6 @@ def output_to(log_path: Path):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-def _atomic_write(path: Path, write) -> None:
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
 
 
 def train(run_dir: Path) -> dict:
@@ -119,8 +114,8 @@ def train(run_dir: Path) -> dict:
                        "n_params": backend.count_params(model)}
 
     frame = pd.DataFrame(history)
-    _atomic_write(run_dir / HISTORY_FILE, lambda p: frame.to_csv(p, index=False))
-    _atomic_write(run_dir / PREDICTIONS_FILE, lambda p: _save_npz(
+    write_atomic(run_dir / HISTORY_FILE, lambda p: frame.to_csv(p, index=False))
+    write_atomic(run_dir / PREDICTIONS_FILE, lambda p: _save_npz(
         p, ids=np.asarray(test_ids, dtype=str), outputs=outputs, age=age_test, gender=gender_test))
     result = metrics.compute(head, outputs, age_test, gender_test, config.training.loss,
                              config.threshold)
@@ -128,8 +123,8 @@ def train(run_dir: Path) -> dict:
     result["train_seconds"] = float(frame["seconds"].sum()) if len(frame) else None
     result["final_framework_val_accuracy"] = (
         frame["val_framework_accuracy"].iloc[-1] if len(frame) else None)
-    _atomic_write(run_dir / ENV_FILE, lambda p: p.write_text(json.dumps(environment, indent=2)))
-    _atomic_write(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
+    write_atomic(run_dir / ENV_FILE, lambda p: p.write_text(json.dumps(environment, indent=2)))
+    write_atomic(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
     (run_dir / DONE_FILE).write_text(config.trial_id() + "\n")
     return result
 

@@ -159,14 +159,11 @@ def _scale_to_8bit(samples: np.ndarray, mode: str) -> np.ndarray:
     samples = samples.astype(np.float64)
     finite = samples[np.isfinite(samples)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
-    if mode == "F" and not (low >= 0.0 and high <= 1.0):
+    if (mode == "F" and high > 1.0) or low < 0:   # no known range: the image's own
         span = high - low
         scaled = (samples - low) / span * 255.0 if span > 0 else np.zeros_like(samples)
     elif mode == "F":
         scaled = samples * 255.0
-    elif low < 0:
-        span = high - low
-        scaled = (samples - low) / span * 255.0 if span > 0 else np.zeros_like(samples)
     else:
         depth = 65535.0 if mode.startswith("I;16") else next(
             (d for d in (255.0, 65535.0) if high <= d), 2147483647.0)

@@ -96,10 +96,10 @@ class LoadedTrials:
     damaged: pd.DataFrame                # trial_id, file, reason
 
 
-def load_trials(results_dir: Path) -> LoadedTrials:
+def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> LoadedTrials:
     """Every completed trial of the experiment; damaged ones are listed, not fatal."""
     rows, files, damaged = [], {}, []
-    for record in experiment_records(results_dir).values():
+    for record in (records if records is not None else experiment_records(results_dir)).values():
         if record["status"] != "completed":
             continue
         try:
@@ -134,9 +134,10 @@ def load_trials(results_dir: Path) -> LoadedTrials:
     return LoadedTrials(frame, files, damaged_frame.reset_index(drop=True))
 
 
-def experiment_records(results_dir: Path) -> dict[str, dict]:
+def experiment_records(results_dir: Path, index: dict[str, dict] | None = None) -> dict[str, dict]:
     """Index records of the trials the experiment is made of now (all, for older results)."""
-    index, current = read_index(results_dir), current_trials(results_dir)
+    index = read_index(results_dir) if index is None else index
+    current = current_trials(results_dir)
     return index if current is None else {k: r for k, r in index.items() if k in current}
 
 
@@ -277,11 +278,12 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 def write_report(results_dir: str | Path) -> Path:
     results_dir = Path(results_dir)
-    if not read_index(results_dir):
+    everything = read_index(results_dir)
+    if not everything:
         raise ValueError(f"{results_dir}: no results index (run the experiment first)")
-    index = experiment_records(results_dir)
-    earlier = len(read_index(results_dir)) - len(index)
-    loaded = load_trials(results_dir)
+    index = experiment_records(results_dir, everything)
+    earlier = len(everything) - len(index)
+    loaded = load_trials(results_dir, index)
     frame, damaged = loaded.frame, loaded.damaged
     tables, plots = results_dir / "tables", results_dir / "plots"
     for stale in (tables, plots):   # everything shown is regenerated from the trials

@@ -60,10 +60,15 @@ def repair_index(results_dir: str | Path) -> int:
     damaged = [line for line in lines if _parse(line) is None]
     with open(path.with_name(INDEX_FILE + DAMAGED_SUFFIX), "a") as keep:
         keep.writelines(line + "\n" for line in damaged)
-    partial = path.with_name(INDEX_FILE + ".partial")
-    partial.write_text("".join(line + "\n" for line in good))
-    os.replace(partial, path)
+    write_atomic(path, lambda p: p.write_text("".join(line + "\n" for line in good)))
     return len(damaged)
+
+
+def write_atomic(path: Path, write) -> None:
+    """``write(partial_path)``, then rename into place: readers never see half a file."""
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)
 
 
 def current_trials(results_dir: str | Path) -> set[str] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -26,7 +25,7 @@ from harness.executors import Job
 from harness.experiments import Experiment, ExperimentError, Trial, expand
 from harness.labels import to_joint
 from harness.paths import child_path
-from harness.results import CURRENT_TRIALS_FILE, INDEX_FILE, append_record, read_index, repair_index, trial_dir
+from harness.results import CURRENT_TRIALS_FILE, INDEX_FILE, append_record, read_index, repair_index, trial_dir, write_atomic
 from harness.splits import SplitManifest, make_splits
 from harness.trial import DONE_FILE, LOG_FILE, METRICS_FILE, data_fingerprint, write_trial
 
@@ -183,24 +182,18 @@ def discard_results(results_dir: Path) -> None:
     shutil.rmtree(results_dir)
 
 
-def _write_atomic(path: Path, write) -> None:
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
-
-
 def save_prepared(experiment: Experiment, prepared: Prepared, results_dir: Path) -> None:
     """Write what the trials were prepared from: only when they are about to run."""
     results_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(results_dir / EXPERIMENT_FILE, lambda p: p.write_text(experiment.model_dump_json(indent=2)))
+    write_atomic(results_dir / EXPERIMENT_FILE, lambda p: p.write_text(experiment.model_dump_json(indent=2)))
     prepared.manifest.save(results_dir / SPLITS_DIR)
-    _write_atomic(results_dir / SPLITS_DIR / "table.csv", lambda p: prepared.table.to_csv(p, index=False))
-    _write_atomic(results_dir / SKIPPED_FILE, lambda p: prepared.skipped_images.to_csv(p, index=False))
-    _write_atomic(results_dir / DROPPED_FILE, lambda p: prepared.dropped_rows.to_csv(p, index=False))
-    _write_atomic(results_dir / UNALIGNED_FILE, lambda p: prepared.unaligned_images.to_csv(p, index=False))
+    write_atomic(results_dir / SPLITS_DIR / "table.csv", lambda p: prepared.table.to_csv(p, index=False))
+    write_atomic(results_dir / SKIPPED_FILE, lambda p: prepared.skipped_images.to_csv(p, index=False))
+    write_atomic(results_dir / DROPPED_FILE, lambda p: prepared.dropped_rows.to_csv(p, index=False))
+    write_atomic(results_dir / UNALIGNED_FILE, lambda p: prepared.unaligned_images.to_csv(p, index=False))
     # The report shows these trials only: a trial left in the index from data that has
     # since changed on disk (new ids) is never presented as part of this experiment.
-    _write_atomic(results_dir / CURRENT_TRIALS_FILE,
+    write_atomic(results_dir / CURRENT_TRIALS_FILE,
                   lambda p: p.write_text(json.dumps(sorted(t.trial_id for t in prepared.trials), indent=0)))
 
 
