@@ -145,11 +145,16 @@ class _EpochReport(keras.callbacks.Callback):
 
 
 def train(model: keras.Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
-          on_epoch, tensorboard_dir: Path) -> None:
-    model.fit(x_train, y_train, batch_size=training.batch_size, epochs=training.epochs,
-              validation_data=(x_val, y_val) if len(x_val) else None, shuffle=True, verbose=2,
-              callbacks=[_EpochReport(on_epoch),
-                         keras.callbacks.TensorBoard(str(tensorboard_dir))])
+          on_epoch, tensorboard_dir: Path, epoch_inputs=None) -> None:
+    """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images."""
+    options = dict(batch_size=training.batch_size, validation_data=(x_val, y_val) if len(x_val) else None,
+                   shuffle=True, verbose=2,
+                   callbacks=[_EpochReport(on_epoch), keras.callbacks.TensorBoard(str(tensorboard_dir))])
+    if epoch_inputs is None:
+        model.fit(x_train, y_train, epochs=training.epochs, **options)
+        return
+    for epoch in range(training.epochs):
+        model.fit(epoch_inputs(epoch), y_train, initial_epoch=epoch, epochs=epoch + 1, **options)
 
 
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:

@@ -174,13 +174,19 @@ class _EpochReport(tflearn.callbacks.Callback):
 
 
 def train(model: Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
-          on_epoch, tensorboard_dir: Path) -> None:
+          on_epoch, tensorboard_dir: Path, epoch_inputs=None) -> None:
+    """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images; TFLearn's
+    training state (epoch count, optimizer slots) carries over between its ``fit`` calls."""
     model.dnn.trainer.tensorboard_dir = str(tensorboard_dir) + os.sep
+    options = dict(validation_set=(x_val, y_val) if len(x_val) else None, show_metric=True,
+                   batch_size=training.batch_size, shuffle=True, run_id="tflearn",
+                   callbacks=[_EpochReport(model, on_epoch)])
     with model.graph.as_default():
-        model.dnn.fit(x_train, y_train, n_epoch=training.epochs,
-                      validation_set=(x_val, y_val) if len(x_val) else None,
-                      show_metric=True, batch_size=training.batch_size, shuffle=True,
-                      run_id="tflearn", callbacks=[_EpochReport(model, on_epoch)])
+        if epoch_inputs is None:
+            model.dnn.fit(x_train, y_train, n_epoch=training.epochs, **options)
+            return
+        for epoch in range(training.epochs):
+            model.dnn.fit(epoch_inputs(epoch), y_train, n_epoch=1, **options)
 
 
 def predict(model: Model, x: np.ndarray) -> np.ndarray:

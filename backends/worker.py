@@ -28,10 +28,12 @@ import pandas as pd
 
 from backends.common import THREADS_ENV, thread_counts
 from harness import heads, metrics
+from harness.augmentation import augment, mirror
+from harness.labels import N_TWO_HOT, soft_age
 from harness.results import write_atomic
 from harness.spec import ModelSpec, TrainingSpec
 from harness.trial import (
-    BACKENDS, DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE,
+    BACKENDS, DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
     load_splits, read_config,
 )
 
@@ -77,35 +79,37 @@ def train(run_dir: Path) -> dict:
         os.environ[THREADS_ENV] = str(config.threads)
         backend = backend_module(config.backend)
         backend.configure(config.training.seed)
-        head = config.model.head
+        head, training = config.model.head, config.training
         splits = load_splits(run_dir, config)
-        _, x_train, age_train, gender_train = splits["train"]
-        _, x_val, age_val, gender_val = splits["val"]
-        test_ids, x_test, age_test, gender_test = splits["test"]
-        print(f"train {len(x_train)} val {len(x_val)} test {len(x_test)} images", flush=True)
+        train_data, val, test = splits["train"], splits["val"], splits["test"]
+        print(f"train {len(train_data.x)} val {len(val.x)} test {len(test.x)} images", flush=True)
 
-        model = backend.build(config.model, config.training, config.preprocessing.shape)
+        model = backend.build(config.model, training, config.preprocessing.shape)
         history, started = [], [time.perf_counter()]
 
         def on_epoch(epoch, loss, acc, val_loss, val_acc):
             now = time.perf_counter()
             row = {"epoch": epoch + 1, "loss": _num(loss), "framework_accuracy": _num(acc),
                    "val_loss": _num(val_loss), "val_framework_accuracy": _num(val_acc),
-                   "seconds": now - started[0], "images_per_second": len(x_train) / (now - started[0])}
+                   "seconds": now - started[0], "images_per_second": len(train_data.x) / (now - started[0])}
             if not np.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss is {row['loss']} at epoch {epoch + 1}")
-            if len(x_val):
+            if len(val.x):
                 # Learning curves in the harness's own measures, from real predictions.
-                scored = metrics.compute(head, backend.predict(model, x_val), age_val, gender_val,
-                                         config.training.loss)
+                scored = metrics.compute(head, backend.predict(model, val.x), val.age, val.gender,
+                                         training.loss)
                 row.update({f"val_{key}": scored[key] for key in VAL_CURVES})
             history.append(row)
             started[0] = time.perf_counter()
 
-        backend.train(model, config.training, x_train, heads.targets(head, age_train, gender_train),
-                      x_val, heads.targets(head, age_val, gender_val), on_epoch,
-                      run_dir / "tensorboard")
-        outputs = backend.predict(model, x_test)
+        # Augmented epochs are made here, the same arrays whichever framework trains.
+        epoch_inputs = ((lambda epoch: augment(train_data.x, training.augmentation, training.seed, epoch))
+                        if training.augments else None)
+        backend.train(model, training, train_data.x, training_targets(config, train_data),
+                      val.x, training_targets(config, val), on_epoch, run_dir / "tensorboard",
+                      epoch_inputs=epoch_inputs)
+        outputs = backend.predict(model, test.x)
+        val_outputs = backend.predict(model, val.x) if len(val.x) else None
         backend.save(model, run_dir)
         intra, inter = thread_counts()
         environment = {**backend.environment(), "python": platform.python_version(),
@@ -115,10 +119,15 @@ def train(run_dir: Path) -> dict:
 
     frame = pd.DataFrame(history)
     write_atomic(run_dir / HISTORY_FILE, lambda p: frame.to_csv(p, index=False))
-    write_atomic(run_dir / PREDICTIONS_FILE, lambda p: _save_npz(
-        p, ids=np.asarray(test_ids, dtype=str), outputs=outputs, age=age_test, gender=gender_test))
-    result = metrics.compute(head, outputs, age_test, gender_test, config.training.loss,
-                             config.threshold)
+    saved = [(PREDICTIONS_FILE, test, outputs)] + ([(VAL_PREDICTIONS_FILE, val, val_outputs)] if len(val.x) else [])
+    for name, role, role_outputs in saved:
+        write_atomic(run_dir / name, lambda p, role=role, out=role_outputs: _save_npz(
+            p, ids=np.asarray(role.ids, dtype=str), outputs=out, age=role.age, gender=role.gender))
+    result = metrics.compute(head, outputs, test.age, test.gender, training.loss, config.threshold)
+    if config.gate is not None:
+        val_scores = heads.scores(head, val_outputs) if len(val.x) else np.zeros((0, N_TWO_HOT))
+        result["gate"] = metrics.calibrated_gate(config.gate, val_scores, val.years,
+                                                 heads.scores(head, outputs), test.years)
     result["train_images_per_second"] = float(frame["images_per_second"].median()) if len(frame) else None
     result["train_seconds"] = float(frame["seconds"].sum()) if len(frame) else None
     result["final_framework_val_accuracy"] = (
@@ -127,6 +136,13 @@ def train(run_dir: Path) -> dict:
     write_atomic(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
     (run_dir / DONE_FILE).write_text(config.trial_id() + "\n")
     return result
+
+
+def training_targets(config, role) -> np.ndarray:
+    """The targets ``role`` trains on: one-hot, or with soft age groups from exact ages."""
+    training = config.training
+    distribution = soft_age(role.years, training.age_sigma) if training.age_target == "soft" else None
+    return heads.targets(config.model.head, role.age, role.gender, distribution)
 
 
 def _cpu_model() -> str:
@@ -148,14 +164,16 @@ def _save_npz(path: Path, **arrays) -> None:
         np.savez(handle, **arrays)
 
 
-def predict(run_dir: Path, out: Path, role: str = "test") -> None:
+def predict(run_dir: Path, out: Path, role: str = "test", tta: str | None = None) -> None:
     config = read_config(run_dir)
     with output_to(run_dir / LOG_FILE):
         backend = backend_module(config.backend)
         model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
-        ids, x, age, gender = load_splits(run_dir, config, [role])[role]
-        outputs = backend.predict(model, x)
-    _save_npz(out, ids=np.asarray(ids, dtype=str), outputs=outputs, age=age, gender=gender)
+        data = load_splits(run_dir, config, [role])[role]
+        outputs = backend.predict(model, data.x)
+        if tta == "flip":   # the mean of the face's and its mirror's outputs
+            outputs = (outputs + backend.predict(model, mirror(data.x))) / 2.0
+    _save_npz(out, ids=np.asarray(data.ids, dtype=str), outputs=outputs, age=data.age, gender=data.gender)
 
 
 def count_params(backend_name: str, specs_file: Path) -> list[int]:
@@ -179,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=Path)
     p.add_argument("out", type=Path)
     p.add_argument("--role", default="test", choices=["train", "val", "test"])
+    p.add_argument("--tta", choices=["flip"], default=None, help="test-time augmentation")
     c = verbs.add_parser("count-params")
     c.add_argument("backend")
     c.add_argument("specs", type=Path)
@@ -187,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(args.run_dir)
         print(json.dumps({k: v for k, v in result.items() if not k.endswith("confusion")}))
     elif args.verb == "predict":
-        predict(args.run_dir, args.out, args.role)
+        predict(args.run_dir, args.out, args.role, args.tta)
     else:
         print(json.dumps(count_params(args.backend, args.specs)))
     return 0

@@ -163,7 +163,7 @@ def _run(args) -> int:
             c = trial.config
             print(f"  {trial.trial_id}  {c.backend:8s} round {c.round}  {trial.model_name:20s} "
                   f"head={c.model.head} opt={c.training.optimizer} lr={c.training.learning_rate} "
-                  f"epochs={c.training.epochs} batch={c.training.batch_size}")
+                  f"epochs={c.training.epochs} batch={c.training.batch_size} {c.training.extras()}".rstrip())
         for row in prepared.skipped_images.itertuples():
             print(f"  would skip image {row.path}: {row.reason}")
         if len(prepared.unaligned_images):
@@ -202,15 +202,19 @@ def cmd_report(args) -> int:
 def cmd_predict(args) -> int:
     import csv
 
-    from harness.predict import Predictor, classify, image_files
+    from harness.predict import classify, gate_threshold, image_files, open_model
 
-    predictor = Predictor(args.model)
     files = image_files(args.images)
     if not files:
         raise ValueError(f"no images found in {' '.join(args.images)}")
+    predictor = open_model(args.model, args.tta)
+    gate_at, source = gate_threshold(predictor, args.min_age, args.threshold)
+    if args.min_age is not None:
+        print(f"gate at {args.min_age:g}: allow needs adult probability >= {gate_at:.3f} ({source})",
+              file=sys.stderr)
     results, failed = [], 0
     for path in files:
-        faces = classify(predictor, path, args.threshold, args.min_age)
+        faces = classify(predictor, path, args.threshold, args.min_age, gate_at)
         failed += any(r.error for r in faces)
         results += faces
         if not args.json:
@@ -229,6 +233,41 @@ def cmd_predict(args) -> int:
             writer.writerows(rows)
         print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_ensemble(args) -> int:
+    from harness import ensemble
+
+    results = Path(args.results_dir)
+    if not results.is_dir():
+        raise ValueError(f"{results}: no such results directory")
+    if args.trials:
+        groups, selection = ensemble.members_by_ids(results, args.trials), f"trials {' '.join(args.trials)}"
+    else:
+        groups = ensemble.members_by_rank(results, args.top, args.metric)
+        selection = f"top {args.top} configurations by mean validation {args.metric}"
+    out = Path(args.out) if args.out else results / ensemble.ENSEMBLES_DIR / (args.name or _ensemble_name(args))
+    scored = ensemble.build(results, groups, out, args.tta, selection)
+    for round_, result in scored.items():
+        gate = result.get("gate") or {}
+        gate_text = ""
+        if gate.get("met") and gate.get("test_false_accept_rate") is not None:
+            gate_text = (f"  gate at {gate['min_age']:g}: false accepts {gate['test_false_accept_rate']:.1%}, "
+                         f"false rejects {gate['test_false_reject_rate']:.1%}")
+        print(f"round {round_}: {result['members']} members  gender {result['gender_accuracy']:.1%}  "
+              f"age exact {result['age_exact_accuracy']:.1%}  1-off {result['age_one_off_accuracy']:.1%}  "
+              f"joint {result['joint_accuracy']:.1%}{gate_text}")
+    print(f"ensemble: {out} ({selection}{', tta ' + args.tta if args.tta else ''})")
+    return 0
+
+
+def _ensemble_name(args) -> str:
+    if args.trials:
+        import hashlib
+
+        return "trials-" + hashlib.sha256(" ".join(sorted(args.trials)).encode()).hexdigest()[:8] + (
+            f"-tta-{args.tta}" if args.tta else "")
+    return f"top{args.top}-{args.metric}" + (f"-tta-{args.tta}" if args.tta else "")
 
 
 def _print_faces(path, faces, stream) -> None:
@@ -288,15 +327,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     predict = commands.add_parser("predict", help="classify the faces in photos with a trained run")
-    predict.add_argument("--model", required=True, help="a finished trial directory (RUN_DIR)")
+    predict.add_argument("--model", required=True,
+                         help="a finished trial directory (RUN_DIR) or an ensemble round (ENSEMBLE/round-N)")
     predict.add_argument("images", nargs="+", help="image files or directories")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.add_argument("--csv", help="also write one row per face to this CSV")
     predict.add_argument("--min-age", type=_age, help="age gate: allow / deny / undefined per face")
     predict.add_argument("--threshold", type=_probability,
                          help="confidence below which a face is Undefined (default: none), "
-                              "and the adult probability --min-age needs to allow (default 0.5)")
+                              "and the adult probability --min-age needs to allow (default: the "
+                              "run's calibrated gate threshold for that age, else 0.5)")
+    predict.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     predict.set_defaults(func=cmd_predict)
+
+    ens = commands.add_parser("ensemble", help="average finished trials' predictions; scored like a trial")
+    ens.add_argument("results_dir", help="an experiment's results directory")
+    chosen = ens.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--trials", nargs="+", metavar="ID", help="these trials (one split and round)")
+    chosen.add_argument("--top", type=int, metavar="K",
+                        help="per round, the K configurations best on the validation split")
+    ens.add_argument("--metric", default="joint_accuracy", help="ranks --top (validation; default joint_accuracy)")
+    ens.add_argument("--tta", choices=["flip"], help="members predict each face and its mirror (pixel inputs)")
+    ens.add_argument("--name", help="folder name under RESULTS_DIR/ensembles (default from the selection)")
+    ens.add_argument("--out", help="write here instead of RESULTS_DIR/ensembles/NAME (the report lists "
+                                   "only ensembles under RESULTS_DIR/ensembles)")
+    ens.set_defaults(func=cmd_ensemble)
 
     report = commands.add_parser("report", help="tables and plots from stored results")
     report.add_argument("results_dir")

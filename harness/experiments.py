@@ -18,10 +18,11 @@ from pydantic import (
 )
 from sklearn.model_selection import ParameterGrid
 
-from harness.heads import part_losses
+from harness.gate import GateSpec
+from harness.heads import SOFT_AGE_HEADS, part_losses
 from harness.images import Preprocessing
 from harness.labels import N_JOINT
-from harness.spec import Architecture, HeadName, ModelSpec, TrainingSpec
+from harness.spec import Architecture, Augmentation, HeadName, ModelSpec, TrainingSpec
 from harness.splits import SplitSpec
 from harness.trial import BACKENDS, TrialConfig
 
@@ -122,6 +123,7 @@ class Experiment(_Strict):
     include: list[Include] = []
     exclude: list[Exclude] = []
     threshold: float = Field(0.0, ge=0.0, le=1.0)
+    gate: GateSpec | None = Field(None, description="calibrate the door gate's threshold on validation faces")
     threads: PositiveInt | None = Field(
         None, le=1024, description="framework threads per trial; default: this machine's cores")
     time_limit_s: PositiveInt = 3600
@@ -281,13 +283,34 @@ def _expand_specs(experiment: Experiment) -> list[dict]:
             training = TrainingSpec(**combo["training"])
         except ValidationError as err:
             first = err.errors()[0]
+            message = first["msg"]
+            if first["type"] == "extra_forbidden" and first["loc"][0] == "augmentation":
+                message = f"unknown augmentation key (allowed: {list(Augmentation.model_fields)})"
             raise ValueError(f"grid.training.{'.'.join(map(str, first['loc']))}: "
-                             f"{first['msg']} ({where})") from None
+                             f"{message} ({where})") from None
+        head = models[combo["model"]].head
         try:
-            part_losses(models[combo["model"]].head, training.loss)
+            part_losses(head, training.loss)
         except ValueError as err:
             raise ValueError(f"training.loss: {err} ({where})") from None
+        if training.augments and experiment.preprocessing.embedding:
+            raise ValueError(f"training.augmentation: changes pixels, but preprocessing.representation "
+                             f"{experiment.preprocessing.representation!r} feeds the model face "
+                             f"descriptors; use embedding_flip for a mirrored face ({where})")
+        if training.age_target == "soft" and head not in SOFT_AGE_HEADS:
+            raise ValueError(f"training.age_target: soft needs a head with an age softmax "
+                             f"(allowed: {list(SOFT_AGE_HEADS)}), not {head!r} ({where})")
     return combos
+
+
+def exact_age_uses(experiment: Experiment) -> list[str]:
+    """The experiment's keys that need every face's exact age (the dataset must have one)."""
+    uses = []
+    if any(TrainingSpec(**c["training"]).age_target == "soft" for c in _expand_specs(experiment)):
+        uses.append("training.age_target: soft")
+    if experiment.gate is not None:
+        uses.append("gate")
+    return uses
 
 
 class Trial(BaseModel):
@@ -316,7 +339,7 @@ def expand(experiment: Experiment, data_fingerprints: dict[int, str], cache_entr
                     backend=backend, model=models[combo["model"]].spec(),
                     training=TrainingSpec(**combo["training"]),
                     preprocessing=experiment.preprocessing, round=round_,
-                    threshold=experiment.threshold, threads=threads,
+                    threshold=experiment.threshold, threads=threads, gate=experiment.gate,
                     data_fingerprint=fingerprint, cache_entry=cache_entry)
                 trial_id = config.trial_id()
                 if trial_id not in seen:

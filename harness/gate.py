@@ -18,6 +18,7 @@ valid 2-hot, or under the decode threshold).
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.labels import AGE_GROUPS, N_AGE, Decoded
 
@@ -53,3 +54,82 @@ def gate_rates(scores, exact_ages, min_age: float = 18,
         "false_accept_rate": float(allowed[minors].mean()) if minors.any() else None,
         "false_reject_rate": float((~allowed[adults]).mean()) if adults.any() else None,
     }
+
+
+class GateSpec(BaseModel):
+    """A door rule from the experiment file: who may pass, and how many minors may slip by."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_age: float = Field(18, gt=0, le=100, description="allow only people this old or older")
+    max_false_accept: float = Field(0.02, ge=0.0, lt=1.0,
+                                    description="largest share of under-age validation faces let in")
+
+
+def gate_decisions(scores, min_age: float, thresholds) -> np.ndarray:
+    """(N, 10) scores x T thresholds -> (T, N) booleans: allowed at that threshold.
+
+    The same rule as :func:`gate`, vectorised: adult mass at least the threshold AND the
+    decoded age group adult. A face that does not decode (``decode`` at threshold 0) is
+    never allowed.
+    """
+    from harness.labels import decode
+
+    scores = np.asarray(scores, dtype=np.float64)
+    adult = adult_groups(min_age)
+    decoded = [decode(row) for row in scores]
+    eligible = np.array([d.defined and bool(adult[d.age]) for d in decoded], dtype=bool)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mass = scores[:, :N_AGE][:, adult].sum(1) / scores[:, :N_AGE].sum(1)
+    mass = np.where(eligible, mass, -np.inf)
+    return mass[None, :] >= np.asarray(thresholds, dtype=np.float64)[:, None]
+
+
+def rate_curve(scores, exact_ages, min_age: float) -> dict:
+    """False-accept and false-reject rates over every threshold that changes a decision."""
+    scores, ages = np.asarray(scores, dtype=np.float64), np.asarray(exact_ages, dtype=np.float64)
+    allowed_any = gate_decisions(scores, min_age, [0.0])[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mass = scores[:, :N_AGE][:, adult_groups(min_age)].sum(1) / scores[:, :N_AGE].sum(1)
+    candidates = np.unique(np.concatenate([[0.0], mass[allowed_any & np.isfinite(mass)], [np.nextafter(1.0, 2.0)]]))
+    allowed = gate_decisions(scores, min_age, candidates)
+    minors, adults = ages < min_age, ages >= min_age
+    far = allowed[:, minors].mean(1) if minors.any() else np.full(len(candidates), np.nan)
+    frr = (~allowed[:, adults]).mean(1) if adults.any() else np.full(len(candidates), np.nan)
+    return {"thresholds": candidates, "false_accept_rate": far, "false_reject_rate": frr,
+            "minors": int(minors.sum()), "adults": int(adults.sum())}
+
+
+def calibrate(scores, exact_ages, spec: GateSpec) -> dict:
+    """The lowest threshold whose validation false-accept rate meets the target.
+
+    The lowest such threshold refuses the fewest adults. ``met`` is False, with a
+    ``reason``, when the validation faces cannot show the target was met: no exact
+    ages, no minors or no adults among them, or only a threshold that refuses every
+    adult keeps minors out well enough. Then ``threshold`` is None: an unmet target is
+    reported, never clamped to a threshold that does not meet it.
+    """
+    ages = np.asarray(exact_ages, dtype=np.float64)
+    result = {"min_age": spec.min_age, "max_false_accept": spec.max_false_accept, "met": False,
+              "threshold": None, "val_false_accept_rate": None, "val_false_reject_rate": None,
+              "val_minors": 0, "val_adults": 0, "reason": None}
+    if len(ages) == 0 or np.isnan(ages).any():
+        return {**result, "reason": "the validation split has no exact ages to calibrate on"}
+    curve = rate_curve(scores, ages, spec.min_age)
+    result.update(val_minors=curve["minors"], val_adults=curve["adults"])
+    if not curve["minors"] or not curve["adults"]:
+        return {**result, "reason": f"the validation split has {curve['minors']} faces under "
+                                    f"{spec.min_age:g} and {curve['adults']} at or over it; it needs both"}
+    ok = (curve["false_accept_rate"] <= spec.max_false_accept) & (curve["false_reject_rate"] < 1.0)
+    if not ok.any():
+        admits_adults = curve["false_reject_rate"] < 1.0
+        detail = (f"the lowest false-accept rate that allows an adult is "
+                  f"{curve['false_accept_rate'][admits_adults].min():.1%}" if admits_adults.any() else
+                  "no validation adult is placed in an adult age group at all")
+        return {**result, "reason": (
+            f"no threshold lets at most {spec.max_false_accept:.1%} of the {curve['minors']} "
+            f"validation faces under {spec.min_age:g} in while allowing any adult ({detail})")}
+    best = int(np.argmax(ok))   # thresholds ascend: the first that meets the target
+    return {**result, "met": True, "threshold": float(curve["thresholds"][best]),
+            "val_false_accept_rate": float(curve["false_accept_rate"][best]),
+            "val_false_reject_rate": float(curve["false_reject_rate"][best])}

@@ -57,9 +57,28 @@ def part_losses(head: str, loss: str | None) -> list[str]:
     return chosen
 
 
-def targets(head: str, age, gender) -> np.ndarray:
-    """Training targets for ``head`` from label indices."""
+# Heads with an age softmax, whose age target may be a distribution (soft ages).
+SOFT_AGE_HEADS = ("two_heads", "softmax10", "joint16")
+
+
+def targets(head: str, age, gender, age_distribution=None) -> np.ndarray:
+    """Training targets for ``head`` from label indices.
+
+    ``age_distribution`` (N, 8), when given, replaces the one-hot age part (see
+    :func:`harness.labels.soft_age`); gender stays one-hot.
+    """
     age, gender = np.asarray(age, dtype=int), np.asarray(gender, dtype=int)
+    if age_distribution is not None:
+        if head not in SOFT_AGE_HEADS:
+            raise ValueError(f"head {head!r} has no age softmax, so it cannot take soft age targets "
+                             f"(heads that can: {list(SOFT_AGE_HEADS)})")
+        soft = np.asarray(age_distribution, dtype=np.float32)
+        if soft.shape != (len(age), N_AGE):
+            raise ValueError(f"age_distribution must have shape ({len(age)}, {N_AGE}), got {soft.shape}")
+        gender_hot = np.eye(N_GENDER, dtype=np.float32)[gender]
+        if head == "joint16":   # joint = gender * 8 + age: the age distribution in the gender's row
+            return (gender_hot[:, :, None] * soft[:, None, :]).reshape(len(age), N_JOINT)
+        return np.concatenate([soft, gender_hot], axis=1)
     if head in ("two_heads", "softmax10"):
         return to_two_hot(age, gender)
     if head == "joint16":

@@ -125,6 +125,27 @@ def from_joint(joint) -> tuple[np.ndarray, np.ndarray]:
     return joint % N_AGE, joint // N_AGE
 
 
+def soft_age(years, sigma: float) -> np.ndarray:
+    """Exact ages -> (N, 8) age-group distributions: the mass of a Gaussian in years.
+
+    An age of ``a`` whole years means somewhere in [a, a + 1), so the Gaussian (width
+    ``sigma`` years) is centred at a + 0.5 and each group receives its mass between the
+    cut points of :func:`age_to_group`. The group holding the age keeps the largest share
+    for ``sigma`` up to about 3.5 years; a near miss is then penalised less than a far one.
+    """
+    from scipy.special import ndtr
+
+    years = np.asarray(years, dtype=np.float64)
+    if not np.isfinite(years).all() or (years < 0).any():
+        raise ValueError("soft age targets need a finite, non-negative exact age for every face")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    edges = np.array([-np.inf, *_AGE_CUTS, np.inf])
+    cdf = ndtr((edges[None, :] - (years[:, None] + 0.5)) / sigma)
+    mass = np.diff(cdf, axis=1)
+    return (mass / mass.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 # --- decoding model outputs ------------------------------------------------
 
 @dataclass(frozen=True)

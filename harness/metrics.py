@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 
 from harness import heads, losses
+from harness.gate import GateSpec, calibrate, gate_rates
 from harness.labels import N_AGE, N_GENDER, decode_batch
 
 
@@ -50,3 +51,15 @@ def compute(head: str, outputs, age, gender, loss: str | None = None,
         "age_confusion": _confusion(age[valid], pred_age[valid], N_AGE),
         "gender_confusion": _confusion(gender[valid], pred_gender[valid], N_GENDER),
     }
+
+
+def calibrated_gate(spec: GateSpec, val_scores, val_years, test_scores, test_years) -> dict:
+    """The gate's threshold chosen on validation faces, and its rates on the test faces."""
+    chosen = calibrate(val_scores, val_years, spec)
+    test_years = np.asarray(test_years, dtype=np.float64)
+    if chosen["met"] and len(test_years) and not np.isnan(test_years).any():
+        rates = gate_rates(test_scores, test_years, spec.min_age, chosen["threshold"])
+        chosen.update(test_false_accept_rate=rates["false_accept_rate"],
+                      test_false_reject_rate=rates["false_reject_rate"],
+                      test_minors=rates["minors"], test_adults=rates["adults"])
+    return chosen

@@ -6,19 +6,22 @@ One unreadable photo is reported and the others go on.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import ImageOps
 
 from harness import heads
 from harness.faces import find_faces
 from harness.gate import DEFAULT_GATE_THRESHOLD, gate
 from harness.images import ImageError, face_array, open_image, to_float
 from harness.labels import AGE_GROUPS, GENDER_WORDS, N_AGE, decode, undefined
-from harness.trial import DONE_FILE, read_config
+from harness.trial import DONE_FILE, METRICS_FILE, read_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -36,6 +39,7 @@ class FaceResult:
     undefined_reason: str | None = None
     gate: str | None = None          # allow / deny / undefined, with --min-age
     adult_probability: float | None = None
+    gate_threshold: float | None = None   # the adult probability the gate needed
     error: str | None = None         # the photo could not be read at all
 
     def to_dict(self) -> dict:
@@ -50,18 +54,14 @@ class Predictor:
 
     Framework output (TensorFlow's C++ start-up lines, TFLearn's deprecation notes) goes
     to ``RUN_DIR/predict-log.txt`` (or a temporary file when the run is read-only), not
-    the terminal, as in the worker.
+    the terminal, as in the worker. ``tta="flip"`` averages each face with its mirror.
     """
 
-    def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
-        if not self.run_dir.exists():
-            raise ValueError(f"--model {self.run_dir}: no such run directory")
-        if not self.run_dir.is_dir():
-            raise ValueError(f"--model {self.run_dir}: not a directory; give a trial directory (RUN_DIR)")
-        if not (self.run_dir / DONE_FILE).is_file():
-            raise ValueError(f"--model {self.run_dir}: not a finished run (no {DONE_FILE}); train it first")
+    def __init__(self, run_dir: str | Path, tta: str | None = None):
+        self.run_dir = _finished_run(run_dir)
+        self.tta = _check_tta(tta)
         self.config = read_config(self.run_dir)
+        self.preprocessing = self.config.preprocessing
         self.log = _log_file(self.run_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from backends.worker import backend_module, output_to
@@ -88,13 +88,163 @@ class Predictor:
                                  f"incomplete ({size:,} bytes); restore it or train the run again "
                                  f"(details in {self.log})") from None
 
+    @property
+    def calibrated_gate(self) -> dict | None:
+        return _calibrated_gate(self.run_dir)
+
+    def scores_of(self, batches: list[np.ndarray]) -> np.ndarray:
+        """Model input batches (the face, and its mirror with TTA) -> mean (N, 10) scores."""
+        with self._quiet():
+            return np.mean([heads.scores(self.config.model.head,
+                                         self.backend.predict(self.model, to_float(batch, self.preprocessing)))
+                            for batch in batches], axis=0)
+
     def scores(self, chips) -> np.ndarray:
         """Aligned face chips -> (N, 10) age/gender scores."""
-        prep = self.config.preprocessing
-        batch = model_inputs(chips, prep)
-        with self._quiet():
-            outputs = self.backend.predict(self.model, to_float(batch, prep))
-        return heads.scores(self.config.model.head, outputs)
+        return self.scores_of(model_batches(chips, self.preprocessing, self.tta))
+
+
+class EnsemblePredictor:
+    """An ensemble round (see :mod:`harness.ensemble`): its members' mean scores.
+
+    Each member runs in a process of its own (TFLearn and Keras cannot share one); the
+    faces' inputs are computed once per preprocessing here and sent to the members.
+    """
+
+    def __init__(self, run_dir: str | Path, tta: str | None = None):
+        import multiprocessing
+
+        from harness.ensemble import member_dirs
+
+        self.run_dir = _finished_run(run_dir)
+        self.tta = _check_tta(tta)
+        members, _ = member_dirs(self.run_dir)
+        self.configs = [read_config(_finished_run(m)) for m in members]
+        context = multiprocessing.get_context("spawn")
+        self._members = []
+        for member in members:
+            parent, child = context.Pipe()
+            process = context.Process(target=_serve_member, args=(str(member), child), daemon=True)
+            process.start()
+            self._members.append((member, process, parent))
+        for member, _, connection in self._members:
+            status, detail = _receive(connection, member)
+            if status != "ready":
+                self.close()
+                raise ValueError(f"ensemble member {member}: {detail}")
+
+    @property
+    def calibrated_gate(self) -> dict | None:
+        return _calibrated_gate(self.run_dir)
+
+    def scores(self, chips) -> np.ndarray:
+        batches: dict[str, list[np.ndarray]] = {}
+        for config in self.configs:
+            key = config.preprocessing.model_dump_json()
+            if key not in batches:
+                batches[key] = model_batches(chips, config.preprocessing, self.tta)
+        for config, (_, _, connection) in zip(self.configs, self._members):
+            connection.send(batches[config.preprocessing.model_dump_json()])
+        results = []
+        for member, _, connection in self._members:
+            status, detail = _receive(connection, member)
+            if status != "ok":
+                raise ValueError(f"ensemble member {member}: {detail}")
+            results.append(detail)
+        return np.mean(results, axis=0)
+
+    def close(self) -> None:
+        for _, process, connection in self._members:
+            with contextlib.suppress(OSError):
+                connection.send(None)
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _serve_member(run_dir: str, connection) -> None:
+    """A member's process: load its model once, then answer input batches with scores."""
+    import signal
+
+    from harness.processes import die_with_parent
+
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        predictor = Predictor(run_dir)
+    except Exception as err:
+        connection.send(("error", str(err)))
+        return
+    connection.send(("ready", None))
+    while True:
+        try:
+            batches = connection.recv()
+        except EOFError:
+            return
+        if batches is None:
+            return
+        try:
+            connection.send(("ok", predictor.scores_of(batches)))
+        except Exception as err:
+            connection.send(("error", f"{type(err).__name__}: {err}"))
+
+
+def _receive(connection, member) -> tuple[str, object]:
+    try:
+        return connection.recv()
+    except EOFError:
+        return "error", "its process ended unexpectedly"
+
+
+def open_model(path: str | Path, tta: str | None = None):
+    """A trial run directory -> :class:`Predictor`; an ensemble round -> :class:`EnsemblePredictor`."""
+    from harness.ensemble import ENSEMBLE_FILE, is_ensemble_run
+
+    path = Path(path)
+    if (path / ENSEMBLE_FILE).is_file():
+        rounds = sorted(p.name for p in path.glob("round-*") if is_ensemble_run(p))
+        raise ValueError(f"--model {path}: an ensemble with one model per round; give one round's "
+                         f"directory, e.g. {path / rounds[0] if rounds else path / 'round-0'}")
+    return EnsemblePredictor(path, tta) if is_ensemble_run(path) else Predictor(path, tta)
+
+
+def _finished_run(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ValueError(f"--model {run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise ValueError(f"--model {run_dir}: not a directory; give a trial directory (RUN_DIR)")
+    if not (run_dir / DONE_FILE).is_file():
+        raise ValueError(f"--model {run_dir}: not a finished run (no {DONE_FILE}); train it first")
+    return run_dir
+
+
+def _check_tta(tta: str | None) -> str | None:
+    if tta not in (None, "flip"):
+        raise ValueError(f"--tta {tta!r}: choose from ['flip']")
+    return tta
+
+
+def _calibrated_gate(run_dir: Path) -> dict | None:
+    """The gate threshold chosen on validation faces when the run was trained, if one was met."""
+    try:
+        gate_info = json.loads((run_dir / METRICS_FILE).read_text()).get("gate")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return gate_info if isinstance(gate_info, dict) and gate_info.get("met") else None
+
+
+def model_batches(chips, prep, tta: str | None = None) -> list[np.ndarray]:
+    """Aligned face chips -> the batches the model is fed: the faces, and with ``tta="flip"``
+    their mirrors (for a descriptor input, the descriptor of the mirrored face)."""
+    batches = [model_inputs(chips, prep)]
+    if tta == "flip":
+        batches.append(model_inputs([ImageOps.mirror(chip) for chip in chips], prep))
+    return batches
 
 
 def model_inputs(chips, prep) -> np.ndarray:
@@ -122,11 +272,32 @@ def image_files(paths) -> list[Path]:
     return files
 
 
+def gate_threshold(predictor, min_age: float | None, threshold: float | None = None) -> tuple[float, str]:
+    """The adult probability ``--min-age`` needs, and where it comes from.
+
+    An explicit ``--threshold`` wins; else the threshold calibrated on the run's
+    validation faces for the same age (``gate:`` in the experiment); else 0.5.
+    """
+    if threshold is not None:
+        return threshold, "--threshold"
+    calibrated = predictor.calibrated_gate
+    if min_age is not None and calibrated and float(calibrated["min_age"]) == float(min_age):
+        return float(calibrated["threshold"]), (
+            f"calibrated on validation faces for at most {calibrated['max_false_accept']:.1%} "
+            f"false accepts at {min_age:g}")
+    return DEFAULT_GATE_THRESHOLD, "default"
+
+
 def classify(predictor: Predictor, path: Path, threshold: float | None = None,
-             min_age: float | None = None) -> list[FaceResult]:
-    """Every face in one photo; a photo that cannot be processed is one error result."""
+             min_age: float | None = None, gate_at: float | None = None) -> list[FaceResult]:
+    """Every face in one photo; a photo that cannot be processed is one error result.
+
+    ``gate_at``: the gate's threshold (default: :func:`gate_threshold`).
+    """
+    if gate_at is None:
+        gate_at = gate_threshold(predictor, min_age, threshold)[0]
     try:
-        return _classify(predictor, path, threshold, min_age)
+        return _classify(predictor, path, threshold, min_age, gate_at)
     except ImageError as err:
         return [FaceResult(str(path), None, None, f"error: {err}", error=str(err))]
     except Exception as err:   # one bad photo never takes the batch down
@@ -134,9 +305,8 @@ def classify(predictor: Predictor, path: Path, threshold: float | None = None,
         return [FaceResult(str(path), None, None, f"error: {reason}", error=reason)]
 
 
-def _classify(predictor, path, threshold, min_age) -> list[FaceResult]:
+def _classify(predictor, path, threshold, min_age, gate_at) -> list[FaceResult]:
     decode_threshold = threshold or 0.0
-    gate_threshold = DEFAULT_GATE_THRESHOLD if threshold is None else threshold
     image = open_image(path)
     faces = find_faces(image)
     if not faces:
@@ -157,6 +327,7 @@ def _classify(predictor, path, threshold, min_age) -> list[FaceResult]:
             result.gender_probabilities = {w: round(float(p), 4) for w, p in zip(GENDER_WORDS, row[N_AGE:])}
         if min_age is not None:
             result.gate, result.adult_probability = gate(row if row is not None else np.zeros(10),
-                                                         decoded, min_age, gate_threshold)
+                                                         decoded, min_age, gate_at)
+            result.gate_threshold = gate_at
         results.append(result)
     return results

@@ -18,7 +18,8 @@ import pandas as pd
 from harness import heads
 from harness.gate import DEFAULT_GATE_THRESHOLD, gate_rates
 from harness.labels import N_AGE, age_label
-from harness.results import INDEX_FILE, current_trials, read_index, trial_dir
+from harness.results import INDEX_FILE, experiment_records, read_index, trial_dir
+from harness.spec import TrainingSpec
 from harness.splits import SplitManifest
 from harness.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE
 
@@ -122,6 +123,7 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
             "optimizer": training["optimizer"], "learning_rate": training["learning_rate"],
             "loss_fn": training["loss"] or "default", "batch_size": training["batch_size"],
             "epochs": training["epochs"], "seed": training["seed"], "threads": config.get("threads"),
+            "extras": TrainingSpec.model_validate(training).extras(),
             "images_per_second": metrics.get("train_images_per_second"),
             **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
             **loaded.gate,
@@ -134,13 +136,6 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
     return LoadedTrials(frame, files, damaged_frame.reset_index(drop=True))
 
 
-def experiment_records(results_dir: Path, index: dict[str, dict] | None = None) -> dict[str, dict]:
-    """Index records of the trials the experiment is made of now (all, for older results)."""
-    index = read_index(results_dir) if index is None else index
-    current = current_trials(results_dir)
-    return index if current is None else {k: r for k, r in index.items() if k in current}
-
-
 def trials_frame(results_dir: Path) -> pd.DataFrame:
     """One row per readable completed trial: its configuration columns and its metrics."""
     return load_trials(results_dir).frame
@@ -148,8 +143,9 @@ def trials_frame(results_dir: Path) -> pd.DataFrame:
 
 def _describe(row) -> str:
     loss = "" if row["loss_fn"] == "default" else f" loss={row['loss_fn']}"
+    extras = f" {row['extras']}" if row["extras"] else ""
     return (f"{row['model_name']} [{row['head']}] {row['optimizer']} lr={row['learning_rate']}{loss} "
-            f"batch={row['batch_size']} epochs={row['epochs']} seed={row['seed']}")
+            f"batch={row['batch_size']} epochs={row['epochs']} seed={row['seed']}{extras}")
 
 
 def _mean_std(values: pd.Series, scale: float) -> str:

@@ -80,6 +80,13 @@ def current_trials(results_dir: str | Path) -> set[str] | None:
         return None
 
 
+def experiment_records(results_dir: str | Path, index: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Index records of the trials the experiment is made of now (all, for older results)."""
+    index = read_index(results_dir) if index is None else index
+    current = current_trials(results_dir)
+    return index if current is None else {k: r for k, r in index.items() if k in current}
+
+
 def append_record(results_dir: str | Path, record: dict) -> None:
     line = json.dumps(record, sort_keys=True) + "\n"
     fd = os.open(Path(results_dir) / INDEX_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 
 from harness import cache, datasets
 from harness.executors import Job
-from harness.experiments import Experiment, ExperimentError, Trial, expand
+from harness.experiments import Experiment, ExperimentError, Trial, exact_age_uses, expand
 from harness.labels import to_joint
 from harness.paths import child_path
 from harness.results import CURRENT_TRIALS_FILE, INDEX_FILE, append_record, read_index, repair_index, trial_dir, write_atomic
@@ -100,6 +100,13 @@ def prepare(experiment: Experiment, dry_run: bool = False, workers: int | None =
     """
     dataset = load_dataset(experiment)
     table = load_table(experiment, dataset)
+    uses = exact_age_uses(experiment)
+    without_age = int(table["age"].isna().sum())
+    if uses and without_age:
+        raise ExperimentError(
+            f"{' and '.join(uses)}: need(s) each face's exact age in years, but {without_age} of the "
+            f"{len(table)} {experiment.data.dataset} faces have only an age group (Adience labels groups; "
+            "UTKFace and a CSV with an 'age' column have exact ages)")
     with contextlib.ExitStack() as stack:
         cache_dir = None
         if dry_run and cache.lookup(table["id"], table["path"], experiment.preprocessing) is None:
@@ -146,7 +153,9 @@ def experiment_changes(experiment: Experiment, results_dir: Path) -> list[str]:
         return [f"{EXPERIMENT_FILE} (unreadable)"]
     current = _flatten(experiment.model_dump(mode="json"))
     keys = sorted(set(stored) | set(current))
-    return [k for k in keys if stored.get(k, "<absent>") != current.get(k, "<absent>")
+    # A key absent from an older experiment.json equals a newer key left at null (an
+    # option added since, not used): that is not a change.
+    return [k for k in keys if stored.get(k) != current.get(k)
             and not any(k == h or k.startswith(h + ".") for h in HARMLESS_KEYS)]
 
 

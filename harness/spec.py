@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_serializer, model_validator
 
 Activation = Literal["relu", "tanh", "sigmoid", "elu", "softplus", "linear"]
 Initializer = Literal["glorot_uniform", "glorot_normal", "he_normal", "he_uniform",
@@ -87,6 +87,30 @@ class ModelSpec(_Spec):
     head: HeadName = "two_heads"
 
 
+class Augmentation(_Spec):
+    """Random changes to each training image, drawn anew every epoch (pixel inputs only).
+
+    Inputs are floats in [0, 1]; the result is clipped back into that range.
+    """
+
+    flip: bool = Field(False, description="mirror left-right with probability 1/2")
+    shift: float = Field(0.0, ge=0.0, le=0.25,
+                         description="pad-and-crop: move by up to this fraction of the side, each axis")
+    brightness: float = Field(0.0, ge=0.0, le=0.5, description="add a uniform offset in [-b, b]")
+    contrast: float = Field(0.0, ge=0.0, le=0.9,
+                            description="scale deviations from the image mean by a factor in [1-c, 1+c]")
+
+    @property
+    def active(self) -> bool:
+        return self.flip or any((self.shift, self.brightness, self.contrast))
+
+
+AgeTarget = Literal["onehot", "soft"]
+# Options added after results were published: left out of a dump while at their neutral
+# value, so that every earlier trial id (a hash of the dump) stays what it was.
+_NEUTRAL_TRAINING = {"augmentation": None, "age_target": "onehot"}
+
+
 class TrainingSpec(_Spec):
     optimizer: Literal["sgd", "adam", "rmsprop", "adadelta"] = "adam"
     learning_rate: float = Field(0.001, gt=0.0, le=10.0)
@@ -95,6 +119,37 @@ class TrainingSpec(_Spec):
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
     seed: int = 0
+    augmentation: Augmentation | None = Field(None, description="pixel inputs only; None: none")
+    age_target: AgeTarget = Field(
+        "onehot", description="soft: spread each face's age target over neighbouring groups "
+                              "from its exact age (needs exact ages)")
+    age_sigma: float = Field(3.0, gt=0.0, le=30.0, description="soft targets: Gaussian width in years")
+
+    @model_serializer(mode="wrap")
+    def _drop_neutral(self, handler):
+        data = handler(self)
+        for key, neutral in _NEUTRAL_TRAINING.items():
+            if data.get(key, neutral) == neutral:
+                data.pop(key, None)
+        if "age_target" not in data:
+            data.pop("age_sigma", None)
+        return data
+
+    @property
+    def augments(self) -> bool:
+        return self.augmentation is not None and self.augmentation.active
+
+    def extras(self) -> str:
+        """The options beyond the study's, in a few words for tables ('' when none is used)."""
+        words = []
+        if self.age_target == "soft":
+            words.append(f"soft-age σ={self.age_sigma:g}y")
+        if self.augments:
+            aug = self.augmentation
+            words.append("aug " + ",".join(
+                ["flip"] * aug.flip + [f"{name}={getattr(aug, name):g}"
+                                       for name in ("shift", "brightness", "contrast") if getattr(aug, name)]))
+        return " ".join(words)
 
 
 # The study's networks, exactly as written there (head added by ModelSpec).

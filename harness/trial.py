@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from harness.cache import CachedArrays
+from harness.gate import GateSpec
 from harness.heads import part_losses
 from harness.images import Preprocessing
 from harness.spec import ModelSpec, TrainingSpec
@@ -25,6 +26,7 @@ from harness.splits import SplitManifest
 BACKENDS = ("keras", "tflearn")
 CONFIG_FILE, LABELS_FILE = "config.json", "labels.csv"
 HISTORY_FILE, PREDICTIONS_FILE = "history.csv", "predictions.npz"
+VAL_PREDICTIONS_FILE = "val_predictions.npz"
 METRICS_FILE, ENV_FILE, LOG_FILE, DONE_FILE = "metrics.json", "env.json", "log.txt", "DONE"
 
 
@@ -42,6 +44,14 @@ class TrialConfig(BaseModel):
     threads: int = Field(ge=1, le=1024, description="framework threads; the same count gives the same numbers")
     data_fingerprint: str = Field(min_length=1, description="what the trial reads: see data_fingerprint()")
     cache_entry: str = Field(description="directory of the array-cache entry the worker reads")
+    gate: GateSpec | None = Field(None, description="calibrate the door gate on the validation split")
+
+    @model_serializer(mode="wrap")
+    def _drop_neutral(self, handler):
+        data = handler(self)
+        if data.get("gate") is None:   # added later: absent keeps earlier trial ids valid
+            data.pop("gate", None)
+        return data
 
     @model_validator(mode="after")
     def _loss_fits_head(self):
@@ -57,7 +67,7 @@ class TrialConfig(BaseModel):
 def data_fingerprint(cache_key: str, manifest: SplitManifest, round_: int, table: pd.DataFrame) -> str:
     """Identity of the data one round of a trial reads.
 
-    ``cache_key`` already covers every image file (id, path, size, mtime) and the
+    ``cache_key`` already covers every image file (id, path, bytes) and the
     preprocessing; adding the ids of each role with their labels covers the dataset's
     labels, ``limit``, the split protocol, its folds, seed and validation share. Any
     change to those gives new trial ids, so no earlier result is taken for a new one.
@@ -101,8 +111,18 @@ def read_config(run_dir: str | Path) -> TrialConfig:
         raise TrialFileError(f"{path}: not a valid trial config ({problems})") from None
 
 
-def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val", "test")) -> dict:
-    """role -> (ids, float images, age indices, gender indices) for the trial's round.
+class RoleData(NamedTuple):
+    """One role of a trial's round: images with their labels, in the same order."""
+
+    ids: list[str]
+    x: np.ndarray            # float inputs
+    age: np.ndarray          # age-group indices
+    gender: np.ndarray       # gender indices
+    years: np.ndarray        # exact ages in years; NaN where the dataset has none
+
+
+def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val", "test")) -> dict[str, RoleData]:
+    """role -> :class:`RoleData` for the trial's round.
 
     Images the cache had to skip are left out here, so labels and images stay paired.
     The cache index, manifest and labels are read once for all roles.
@@ -117,5 +137,6 @@ def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val",
         ids = [i for i in manifest.ids(config.round, role) if i in usable]
         x = cached.arrays(ids) if ids else np.zeros((0,) + config.preprocessing.shape, np.float32)
         rows = labels.loc[ids]
-        splits[role] = (ids, x, rows["age_group"].to_numpy(int), rows["gender"].to_numpy(int))
+        splits[role] = RoleData(ids, x, rows["age_group"].to_numpy(int), rows["gender"].to_numpy(int),
+                                rows["age"].to_numpy(float))
     return splits

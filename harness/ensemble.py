@@ -1,0 +1,232 @@
+"""Ensembles: the mean age/gender probabilities of finished trials, scored like a trial.
+
+An ensemble directory holds ``ensemble.json`` (how the members were chosen) and one run
+directory per round, ``round-<r>/``: the members of that round (trials of one split and
+round, any backends and inputs), their mean test and validation scores, and metrics
+from the same code that scores a trial. ``harness predict --model DIR/round-<r>`` runs
+each member through its own backend, in its own process. Members are chosen on the
+validation split (``--top K``), never on the test faces they are scored on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import heads, metrics
+from harness.labels import N_TWO_HOT
+from harness.results import experiment_records, trial_dir, write_atomic
+from harness.splits import SplitManifest
+from harness.trial import (
+    DONE_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
+    TrialConfig, read_config,
+)
+
+ENSEMBLE_FILE, MEMBERS_FILE = "ensemble.json", "members.json"
+ENSEMBLES_DIR = "ensembles"
+TTA_CHOICES = ("flip",)
+RANK_METRICS = ("joint_accuracy", "gender_accuracy", "age_exact_accuracy")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class EnsembleError(ValueError):
+    """Members that cannot be averaged; the message names them and why."""
+
+
+@dataclass(frozen=True)
+class Member:
+    trial_id: str
+    run_dir: Path
+    config: TrialConfig
+    model_name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.trial_id} ({self.config.backend} {self.model_name})"
+
+
+def _member(results_dir: Path, trial_id: str, model_name: str | None = None) -> Member:
+    run_dir = trial_dir(results_dir, trial_id)
+    if not (run_dir / DONE_FILE).is_file():
+        raise EnsembleError(f"trial {trial_id}: not a finished trial of {results_dir} (no {run_dir / DONE_FILE})")
+    return Member(trial_id, run_dir, read_config(run_dir), model_name or trial_id)
+
+
+def members_by_ids(results_dir: str | Path, trial_ids: list[str]) -> dict[int, list[Member]]:
+    """The named trials, which must share one split and round."""
+    results_dir = Path(results_dir)
+    names = {r["trial_id"]: r.get("model_name") for r in experiment_records(results_dir).values()}
+    members = [_member(results_dir, t, names.get(t)) for t in dict.fromkeys(trial_ids)]
+    rounds = {m.config.round for m in members}
+    if len(rounds) > 1:
+        raise EnsembleError("trials from different rounds cannot be averaged: " + "; ".join(
+            f"{m.label} is round {m.config.round}" for m in members))
+    return {rounds.pop(): members}
+
+
+def _configuration_key(config: TrialConfig) -> str:
+    """What a trial is apart from its round: trials with one key are one configuration."""
+    return json.dumps(config.model_dump(mode="json", exclude={"round", "data_fingerprint", "cache_entry"}),
+                      sort_keys=True)
+
+
+def _validation_score(run_dir: Path, metric: str) -> float:
+    history = pd.read_csv(run_dir / HISTORY_FILE)
+    column = f"val_{metric}"
+    if column not in history or history[column].isna().all():
+        raise EnsembleError(f"{run_dir / HISTORY_FILE}: has no {column} to rank by (no validation split?)")
+    return float(history[column].iloc[-1])
+
+
+def members_by_rank(results_dir: str | Path, top: int, metric: str = "joint_accuracy") -> dict[int, list[Member]]:
+    """Per round, the trials of the ``top`` configurations with the best mean validation ``metric``.
+
+    A configuration is a trial's config apart from its round; its score is the mean over
+    its rounds of the last epoch's validation value. Rounds where any chosen
+    configuration has no finished trial are left out.
+    """
+    if metric not in RANK_METRICS:
+        raise EnsembleError(f"--metric {metric!r}: choose from {list(RANK_METRICS)}")
+    if top < 1:
+        raise EnsembleError(f"--top must be at least 1, got {top}")
+    results_dir = Path(results_dir)
+    by_key: dict[str, dict[int, Member]] = {}
+    for record in experiment_records(results_dir).values():
+        if record.get("status") != "completed":
+            continue
+        member = _member(results_dir, record["trial_id"], record.get("model_name"))
+        by_key.setdefault(_configuration_key(member.config), {})[member.config.round] = member
+    if len(by_key) < top:
+        raise EnsembleError(f"--top {top}: {results_dir} has only {len(by_key)} configuration(s) with finished trials")
+    ranked = sorted(by_key, key=lambda k: -np.mean([_validation_score(m.run_dir, metric)
+                                                    for m in by_key[k].values()]))[:top]
+    rounds = sorted(set.intersection(*(set(by_key[k]) for k in ranked)))
+    if not rounds:
+        raise EnsembleError(f"the top {top} configurations share no round with a finished trial each")
+    return {r: [by_key[k][r] for k in ranked] for r in rounds}
+
+
+def _check_same_split(members: list[Member]) -> None:
+    reference = members[0]
+    ref_manifest = SplitManifest.load(reference.run_dir)
+    for member in members[1:]:
+        manifest = SplitManifest.load(member.run_dir)
+        for role in ("train", "val", "test"):
+            if set(manifest.ids(member.config.round, role)) != set(ref_manifest.ids(reference.config.round, role)):
+                raise EnsembleError(f"trials from different splits cannot be averaged: the {role} faces of "
+                                    f"{member.label} differ from those of {reference.label}")
+
+
+def member_scores(member: Member, role: str, tta: str | None = None) -> dict | None:
+    """ids, (N, 10) scores and labels of one member on one role; None if it has none saved.
+
+    Stored predictions without test-time augmentation; with it, the member's own backend
+    predicts again in a worker process of its own.
+    """
+    if tta is None:
+        path = member.run_dir / (PREDICTIONS_FILE if role == "test" else VAL_PREDICTIONS_FILE)
+        if not path.is_file():
+            return None
+        saved = dict(np.load(path))
+    else:
+        with tempfile.TemporaryDirectory(prefix="harness-tta-") as tmp:
+            out = Path(tmp) / "out.npz"
+            result = subprocess.run([sys.executable, "-m", "backends.worker", "predict", str(member.run_dir),
+                                     str(out), "--role", role, "--tta", tta],
+                                    cwd=ROOT, capture_output=True, text=True,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+            if result.returncode:
+                raise EnsembleError(f"{member.label}: predicting the {role} split with --tta {tta} failed: "
+                                    f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")
+            saved = dict(np.load(out))
+    return {"ids": saved["ids"].astype(str), "scores": heads.scores(member.config.model.head, saved["outputs"]),
+            "age": saved["age"], "gender": saved["gender"]}
+
+
+def _mean_scores(members: list[Member], role: str, tta: str | None) -> dict | None:
+    parts = [member_scores(m, role, tta) for m in members]
+    if any(p is None for p in parts):
+        return None
+    ids = parts[0]["ids"]
+    for member, part in zip(members[1:], parts[1:]):
+        if not np.array_equal(part["ids"], ids):
+            raise EnsembleError(f"{member.label}: its {role} predictions cover other faces than "
+                                f"{members[0].label}'s (different images skipped by their caches)")
+    return {**parts[0], "scores": np.mean([p["scores"] for p in parts], axis=0)}
+
+
+def build_round(members: list[Member], out: Path, tta: str | None = None) -> dict:
+    """Score one round's ensemble and write its run directory; returns its metrics."""
+    if not members:
+        raise EnsembleError("an ensemble needs at least one member")
+    if tta is not None and tta not in TTA_CHOICES:
+        raise EnsembleError(f"--tta {tta!r}: choose from {list(TTA_CHOICES)}")
+    if tta is not None:
+        embedded = [m.label for m in members if m.config.preprocessing.embedding]
+        if embedded:
+            raise EnsembleError(f"--tta {tta}: members {embedded} read cached face descriptors, which "
+                                "cannot be mirrored; train them with embedding_flip instead")
+    _check_same_split(members)
+    test = _mean_scores(members, "test", tta)
+    val = _mean_scores(members, "val", tta)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DONE_FILE).unlink(missing_ok=True)
+    labels = pd.read_csv(members[0].run_dir / LABELS_FILE, dtype={"id": str}).set_index("id")
+    result = metrics.compute("two_heads", test["scores"], test["age"], test["gender"],
+                             threshold=members[0].config.threshold)
+    gate_spec = members[0].config.gate
+    if gate_spec is not None:
+        val_scores = val["scores"] if val else np.zeros((0, N_TWO_HOT))
+        val_years = labels.loc[val["ids"], "age"].to_numpy(float) if val else np.zeros(0)
+        result["gate"] = metrics.calibrated_gate(gate_spec, val_scores, val_years, test["scores"],
+                                                 labels.loc[test["ids"], "age"].to_numpy(float))
+    result["members"] = len(members)
+    description = {
+        "round": members[0].config.round, "tta": tta, "gate": gate_spec and gate_spec.model_dump(),
+        "threshold": members[0].config.threshold,
+        "members": [{"trial_id": m.trial_id, "backend": m.config.backend, "model_name": m.model_name,
+                     "run_dir": os.path.relpath(m.run_dir.resolve(), out.resolve())} for m in members],
+    }
+    for name, role in ((PREDICTIONS_FILE, test), (VAL_PREDICTIONS_FILE, val)):
+        if role is not None:
+            write_atomic(out / name, lambda p, r=role: _save(p, r))
+    labels.loc[test["ids"]].reset_index().to_csv(out / LABELS_FILE, index=False)
+    write_atomic(out / MEMBERS_FILE, lambda p: p.write_text(json.dumps(description, indent=2)))
+    write_atomic(out / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
+    (out / DONE_FILE).write_text("ensemble\n")
+    return result
+
+
+def _save(path: Path, role: dict) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, ids=role["ids"], outputs=role["scores"], age=role["age"], gender=role["gender"])
+
+
+def build(results_dir: str | Path, groups: dict[int, list[Member]], out: str | Path,
+          tta: str | None = None, selection: str = "") -> dict[int, dict]:
+    """One run directory per round under ``out``; ``ensemble.json`` says how it was chosen."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scored = {r: build_round(members, out / f"round-{r}", tta) for r, members in sorted(groups.items())}
+    write_atomic(out / ENSEMBLE_FILE, lambda p: p.write_text(json.dumps(
+        {"results_dir": os.path.relpath(Path(results_dir).resolve(), out.resolve()), "selection": selection,
+         "tta": tta, "rounds": sorted(groups)}, indent=2)))
+    return scored
+
+
+def is_ensemble_run(path: str | Path) -> bool:
+    return (Path(path) / MEMBERS_FILE).is_file()
+
+
+def member_dirs(run_dir: str | Path) -> tuple[list[Path], dict]:
+    """The member trial directories of one ensemble round, and its description."""
+    run_dir = Path(run_dir)
+    description = json.loads((run_dir / MEMBERS_FILE).read_text())
+    return [(run_dir / m["run_dir"]).resolve() for m in description["members"]], description
