@@ -29,8 +29,8 @@ def augment(x: np.ndarray, spec: Augmentation, seed: int, epoch: int) -> np.ndar
     # option on does not change the draws of the others.
     flips = rng.random(n) < 0.5
     shifts = rng.uniform(-1.0, 1.0, size=(n, 2))
-    offsets = rng.uniform(-1.0, 1.0, size=n)
-    factors = rng.uniform(-1.0, 1.0, size=n)
+    offsets = rng.uniform(-1.0, 1.0, size=n).astype(np.float32)
+    factors = rng.uniform(-1.0, 1.0, size=n).astype(np.float32)
     out = np.array(x, dtype=np.float32, copy=True)
     if spec.flip:
         out[flips] = out[flips, :, ::-1]
@@ -38,9 +38,9 @@ def augment(x: np.ndarray, spec: Augmentation, seed: int, epoch: int) -> np.ndar
         out = _shift(out, np.rint(shifts * spec.shift * np.array([height, width])).astype(int))
     if spec.contrast:
         mean = out.mean(axis=(1, 2, 3), keepdims=True)
-        out = mean + (out - mean) * (1.0 + spec.contrast * factors)[:, None, None, None]
+        out = mean + (out - mean) * (1 + np.float32(spec.contrast) * factors)[:, None, None, None]
     if spec.brightness:
-        out += (spec.brightness * offsets)[:, None, None, None]
+        out += (np.float32(spec.brightness) * offsets)[:, None, None, None]
     if spec.contrast or spec.brightness:
         np.clip(out, 0.0, 1.0, out=out)
     return out

@@ -64,11 +64,14 @@ def members_by_ids(results_dir: str | Path, trial_ids: list[str]) -> dict[int, l
     results_dir = Path(results_dir)
     names = {r["trial_id"]: r.get("model_name") for r in experiment_records(results_dir).values()}
     members = [_member(results_dir, t, names.get(t)) for t in dict.fromkeys(trial_ids)]
-    rounds = {m.config.round for m in members}
-    if len(rounds) > 1:
+    _check_same_round(members)
+    return {members[0].config.round: members}
+
+
+def _check_same_round(members: list[Member]) -> None:
+    if len({m.config.round for m in members}) > 1:
         raise EnsembleError("trials from different rounds cannot be averaged: " + "; ".join(
             f"{m.label} is round {m.config.round}" for m in members))
-    return {rounds.pop(): members}
 
 
 def _configuration_key(config: TrialConfig) -> str:
@@ -173,6 +176,7 @@ def build_round(members: list[Member], out: Path, tta: str | None = None) -> dic
         if embedded:
             raise EnsembleError(f"--tta {tta}: members {embedded} read cached face descriptors, which "
                                 "cannot be mirrored; train them with embedding_flip instead")
+    _check_same_round(members)
     _check_same_split(members)
     test = _mean_scores(members, "test", tta)
     val = _mean_scores(members, "val", tta)

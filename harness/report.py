@@ -47,6 +47,8 @@ class TrialFiles:
     metrics: dict
     history: pd.DataFrame
     gate: dict
+    scores: np.ndarray | None = None     # (N, 10) test scores, where exact ages are known
+    ages: np.ndarray | None = None       # their exact ages
 
 
 REQUIRED_METRICS = [key for key, _ in METRICS] + ["undefined", "age_confusion"]
@@ -71,10 +73,10 @@ def _read_trial(run_dir: Path, head: str) -> TrialFiles:
     missing = [c for c in REQUIRED_HISTORY if c not in history.columns]
     if missing:
         raise DamagedTrial(run_dir / HISTORY_FILE, f"lacks columns {missing}")
-    return TrialFiles(metrics, history, _gate_columns(run_dir, head))
+    return TrialFiles(metrics, history, *_gate_columns(run_dir, head))
 
 
-def _gate_columns(run_dir: Path, head: str) -> dict:
+def _gate_columns(run_dir: Path, head: str) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
     """The age gate at 18 on this trial's test predictions, where exact ages are known."""
     labels = _read(run_dir / LABELS_FILE, lambda p: pd.read_csv(p, dtype={"id": str}).set_index("id"))
     saved = _read(run_dir / PREDICTIONS_FILE, lambda p: dict(np.load(p)))
@@ -85,9 +87,21 @@ def _gate_columns(run_dir: Path, head: str) -> dict:
         raise DamagedTrial(run_dir / PREDICTIONS_FILE,
                            f"does not match {LABELS_FILE}: {type(err).__name__}: {err}") from None
     if np.isnan(ages).any():
-        return {}
+        return {}, None, None
     rates = gate_rates(scores, ages, GATE_AGE)
-    return {"gate_far": rates["false_accept_rate"], "gate_frr": rates["false_reject_rate"]}
+    return {"gate_far": rates["false_accept_rate"], "gate_frr": rates["false_reject_rate"]}, scores, ages
+
+
+def _calibrated_columns(metrics: dict) -> dict:
+    """The gate calibrated on validation faces when the trial ran (``gate:`` in the experiment)."""
+    chosen = metrics.get("gate")
+    if not isinstance(chosen, dict):
+        return {}
+    return {"cal_min_age": chosen.get("min_age"), "cal_target": chosen.get("max_false_accept"),
+            "cal_met": bool(chosen.get("met")), "cal_threshold": chosen.get("threshold"),
+            "cal_val_far": chosen.get("val_false_accept_rate"),
+            "cal_test_far": chosen.get("test_false_accept_rate"),
+            "cal_test_frr": chosen.get("test_false_reject_rate"), "cal_reason": chosen.get("reason")}
 
 
 @dataclass
@@ -126,7 +140,7 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
             "extras": TrainingSpec.model_validate(training).extras(),
             "images_per_second": metrics.get("train_images_per_second"),
             **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
-            **loaded.gate,
+            **loaded.gate, **_calibrated_columns(metrics),
         })
     frame = pd.DataFrame(rows)
     if not frame.empty:
@@ -187,6 +201,103 @@ def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
                      "false accept % (under 18 let in)": _mean_std(part["gate_far"], 100.0),
                      "false reject % (18+ refused)": _mean_std(part["gate_frr"], 100.0)})
     return pd.DataFrame(rows)
+
+
+def calibrated_gate_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration and backend: the threshold chosen on validation faces, and its test rates."""
+    if "cal_met" not in frame or frame["cal_met"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for (configuration, backend), part in frame.dropna(subset=["cal_met"]).groupby(["configuration", "backend"], sort=True):
+        met = part[part["cal_met"].astype(bool)]
+        reasons = sorted(set(part.loc[~part["cal_met"].astype(bool), "cal_reason"].dropna()))
+        rows.append({"configuration": configuration, "backend": backend,
+                     "min age": f"{part['cal_min_age'].iloc[0]:g}",
+                     "target false accept %": f"{100 * part['cal_target'].iloc[0]:.1f}",
+                     "rounds met": f"{len(met)}/{len(part)}",
+                     "threshold": (f"{met['cal_threshold'].mean():.3f}" + (
+                         f" ± {met['cal_threshold'].std(ddof=0):.3f}" if len(met) > 1 else "")) if len(met) else "—",
+                     "val false accept %": _mean_std(met["cal_val_far"], 100.0) if len(met) else "—",
+                     "test false accept %": _mean_std(met["cal_test_far"], 100.0) if len(met) else "—",
+                     "test false reject %": _mean_std(met["cal_test_frr"], 100.0) if len(met) else "—",
+                     "not met because": "; ".join(reasons)})
+    return pd.DataFrame(rows)
+
+
+def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFiles]]:
+    """One row per ensemble round under RESULTS_DIR/ensembles (see ``harness ensemble``)."""
+    from harness.ensemble import ENSEMBLES_DIR, MEMBERS_FILE
+
+    rows, files = [], {}
+    for members_file in sorted((results_dir / ENSEMBLES_DIR).glob(f"*/round-*/{MEMBERS_FILE}")):
+        run_dir = members_file.parent
+        try:
+            description = json.loads(members_file.read_text())
+            metrics = _read(run_dir / METRICS_FILE, lambda p: json.loads(p.read_text()))
+            gate, scores, ages = _gate_columns(run_dir, "two_heads")
+        except (DamagedTrial, ValueError, KeyError):
+            continue   # an ensemble being written, or a damaged one: it is rebuilt by its command
+        key = f"{run_dir.parent.name}/{run_dir.name}"
+        files[key] = TrialFiles(metrics, pd.DataFrame(), gate, scores, ages)
+        members = ", ".join(f"{m['model_name']} ({m['backend']})" for m in description["members"])
+        tta = f", tta {description['tta']}" if description.get("tta") else ""
+        rows.append({"trial_id": key, "backend": "ensemble", "round": description["round"],
+                     "configuration": f"ensemble {run_dir.parent.name}: {members}{tta}",
+                     **{k: metrics[k] for k, _ in METRICS}, **gate, **_calibrated_columns(metrics)})
+    return pd.DataFrame(rows), files
+
+
+def ensemble_table(ensembles: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for configuration, part in ensembles.groupby("configuration", sort=True):
+        row = {"ensemble": configuration, "rounds": len(part)}
+        for key, label in METRICS[:4]:
+            row[label] = _mean_std(part[key], 100.0)
+        if "cal_met" in part and part["cal_met"].notna().any():
+            met = part[part["cal_met"].fillna(False).astype(bool)]
+            row["gate rounds met"] = f"{len(met)}/{len(part)}"
+            row["gate test false accept %"] = _mean_std(met["cal_test_far"], 100.0) if len(met) else "—"
+            row["gate test false reject %"] = _mean_std(met["cal_test_frr"], 100.0) if len(met) else "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> Path | None:
+    """False accepts against false rejects over every threshold, test faces pooled over rounds;
+    dots: each round at the threshold calibrated on its validation faces."""
+    import matplotlib.pyplot as plt
+
+    from harness.gate import rate_curve
+
+    usable = frame[[files[t].scores is not None for t in frame["trial_id"]]] if len(frame) else frame
+    if usable.empty or "cal_min_age" not in usable or usable["cal_min_age"].isna().all():
+        return None
+    min_age = float(usable["cal_min_age"].dropna().iloc[0])
+    fig, axis = plt.subplots(figsize=(8, 6))
+    for (configuration, backend), part in usable.groupby(["configuration", "backend"], sort=True):
+        # Each round's own curve, averaged at each false-reject level, would need one
+        # threshold grid; pooling the rounds' test faces gives one honest curve instead.
+        scores = np.concatenate([files[t].scores for t in part["trial_id"]])
+        ages = np.concatenate([files[t].ages for t in part["trial_id"]])
+        curve = rate_curve(scores, ages, min_age)
+        label = textwrap.shorten(f"{backend}: {configuration}", 70)
+        line, = axis.plot(100 * curve["false_reject_rate"], 100 * curve["false_accept_rate"], label=label, lw=1)
+        met = part[part["cal_met"].fillna(False).astype(bool)] if "cal_met" in part else part.iloc[0:0]
+        axis.scatter(100 * met["cal_test_frr"], 100 * met["cal_test_far"], color=line.get_color(), s=18)
+    target = usable["cal_target"].dropna()
+    if len(target):
+        axis.axhline(100 * target.iloc[0], color="grey", ls=":", lw=1, label="target false-accept rate")
+    axis.set_xlabel(f"false reject % (people {min_age:g} or older refused)")
+    axis.set_ylabel(f"false accept % (under {min_age:g} let in)")
+    axis.set_xlim(0, 100)
+    axis.set_ylim(0, 100)
+    axis.set_title(f"Door gate at {min_age:g} on the test faces: every threshold (lines), "
+                   "calibrated on validation (dots)", fontsize=9)
+    axis.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path, out: Path) -> list[Path]:
@@ -313,6 +424,28 @@ def write_report(results_dir: str | Path) -> Path:
                       f"{DEFAULT_GATE_THRESHOLD}, and the face's own (most likely) group to start at "
                       f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. Rates on the test "
                       "split, against the exact ages.", "", _markdown_table(gates), ""]
+    ensembles, ensemble_files = load_ensembles(results_dir)
+    calibrated = calibrated_gate_table(pd.concat([frame, ensembles], ignore_index=True)) \
+        if len(frame) or len(ensembles) else pd.DataFrame()
+    if len(calibrated):
+        calibrated.to_csv(tables / "calibrated_gate.csv", index=False)
+        lines += ["## Calibrated door gate",
+                  "The threshold each trial chose on its validation faces (`gate:` in the experiment): the "
+                  "lowest adult probability whose validation false-accept rate meets the target, which "
+                  "refuses the fewest adults. Rates on the test faces at that threshold; a target no "
+                  "threshold met is counted and its reason given, never clamped.", "",
+                  _markdown_table(calibrated), ""]
+    if len(ensembles):
+        ensemble_summary = ensemble_table(ensembles)
+        ensemble_summary.to_csv(tables / "ensembles.csv", index=False)
+        lines += ["## Ensembles",
+                  "Mean probabilities of the member trials (`harness ensemble`), scored with the same code "
+                  "on the same test faces; % as mean ± std over rounds.", "", _markdown_table(ensemble_summary), ""]
+    if len(frame) or len(ensembles):
+        plots.mkdir(parents=True, exist_ok=True)
+        tradeoff = _gate_plot(pd.concat([frame, ensembles], ignore_index=True),
+                              {**loaded.files, **ensemble_files}, plots / "gate_tradeoff.png")
+        images += [tradeoff] if tradeoff else []
     if earlier:
         lines += [f"{earlier} earlier trial(s) in the index are not part of the experiment as last run "
                   "(their data or configuration has changed since) and are not shown.", ""]
@@ -345,7 +478,10 @@ def write_report(results_dir: str | Path) -> Path:
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(results_dir)})" for p in images]
     markdown = "\n".join(lines) + "\n"
     (results_dir / "report.md").write_text(markdown)
-    (results_dir / "report.html").write_text(_html(name, frame, failed, damaged, images, results_dir))
+    (results_dir / "report.html").write_text(_html(name, frame, failed, damaged, images, results_dir,
+                                                   {"Calibrated door gate": calibrated,
+                                                    "Ensembles": ensemble_table(ensembles) if len(ensembles)
+                                                    else pd.DataFrame()}))
     return results_dir / "report.md"
 
 
@@ -365,7 +501,7 @@ def _threads_note(frame: pd.DataFrame) -> str:
             "count gives the same numbers, whatever `--workers` was.")
 
 
-def _html(name, frame, failed, damaged, images, results_dir) -> str:
+def _html(name, frame, failed, damaged, images, results_dir, extra: dict[str, pd.DataFrame]) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
              "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style></head><body>",
@@ -374,6 +510,9 @@ def _html(name, frame, failed, damaged, images, results_dir) -> str:
         parts += ["<h2>Frameworks side by side</h2>", comparison_table(frame).to_html(index=False)]
         if len(gate_table(frame)):
             parts += [f"<h2>Age gate at {GATE_AGE}</h2>", gate_table(frame).to_html(index=False)]
+    for title, table in extra.items():
+        if len(table):
+            parts += [f"<h2>{html.escape(title)}</h2>", table.to_html(index=False)]
     parts += ["<h2>Reference</h2>", REFERENCE.to_html(index=False)]
     if len(failed):
         parts += ["<h2>Failed trials</h2>", failed.to_html(index=False)]

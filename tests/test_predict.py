@@ -249,3 +249,48 @@ def test_predict_on_a_run_trained_on_face_embeddings(tmp_path, utkface_sample, p
     assert face["undefined_reason"] is None and face["gate"] in ("allow", "deny")
     assert sum(face["age_probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert by_file["noise.png"]["sentence"] == "Undefined: no face found"
+
+
+def _members(models):
+    from harness.ensemble import Member
+    from harness.trial import read_config
+
+    return [Member(f"t-{b}", models[b], read_config(models[b]), "fcn") for b in ("keras", "tflearn")]
+
+
+def test_an_ensemble_of_both_backends_scores_its_mean_and_predicts_photos(models, photos, tmp_path):
+    from harness import heads, metrics
+    from harness.ensemble import build_round
+
+    members = _members(models)
+    result = build_round(members, tmp_path / "round-0")
+    stored = [np.load(m.run_dir / "predictions.npz") for m in members]
+    mean = np.mean([heads.scores(m.config.model.head, s["outputs"]) for m, s in zip(members, stored)], axis=0)
+    expected = metrics.compute("two_heads", mean, stored[0]["age"], stored[0]["gender"])
+    for key in ("gender_accuracy", "age_exact_accuracy", "age_one_off_accuracy", "joint_accuracy", "undefined"):
+        assert result[key] == expected[key], key
+    assert result["members"] == 2
+    # Photo -> face -> each member in its own process (TFLearn and Keras never share one).
+    out = predict("--model", tmp_path / "round-0", photos / "face0.jpg", photos / "noise.png",
+                  "--json", "--min-age", "18", "--tta", "flip")
+    assert out.returncode == 0, out.stderr[-2000:]
+    by_file = {f["file"].rsplit("/", 1)[-1]: f for f in json.loads(out.stdout)}
+    face = by_file["face0.jpg"]
+    assert face["gate"] in ("allow", "deny") and face["gate_threshold"] == 0.5
+    assert sum(face["age_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    assert by_file["noise.png"]["sentence"] == "Undefined: no face found"
+
+
+def test_an_ensemble_refuses_trials_of_other_rounds_or_splits(models, tmp_path, utkface_sample):
+    from harness.ensemble import EnsembleError, Member, build_round
+    from harness.trial import read_config
+
+    keras, tflearn = _members(models)
+    other_round = Member("t-r1", tflearn.run_dir, tflearn.config.model_copy(update={"round": 1}), "fcn")
+    with pytest.raises(EnsembleError, match="different rounds.*t-r1 \\(tflearn fcn\\) is round 1"):
+        build_round([keras, other_round], tmp_path / "a")
+    smaller = make_trial(tmp_path / "other", utkface_sample.iloc[10:], tmp_path / "cache", "keras")
+    other_split = Member("t-other", smaller, read_config(smaller), "fcn")
+    with pytest.raises(EnsembleError, match="different splits.*t-other"):
+        build_round([keras, other_split], tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
