@@ -204,12 +204,12 @@ def cmd_predict(args) -> int:
 
     from harness.predict import classify, gate_threshold, image_files, open_model
 
+    predictor = open_model(args.model, args.tta)
     files = image_files(args.images)
     if not files:
         raise ValueError(f"no images found in {' '.join(args.images)}")
-    predictor = open_model(args.model, args.tta)
     gate_at, source = gate_threshold(predictor, args.min_age, args.threshold)
-    if args.min_age is not None:
+    if args.min_age is not None and source.startswith("calibrated"):   # not the 0.5 the user may expect
         print(f"gate at {args.min_age:g}: allow needs adult probability >= {gate_at:.3f} ({source})",
               file=sys.stderr)
     results, failed = [], 0
