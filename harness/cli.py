@@ -247,7 +247,14 @@ def cmd_ensemble(args) -> int:
         groups = ensemble.members_by_rank(results, args.top, args.metric)
         selection = f"top {args.top} configurations by mean validation {args.metric}"
     out = Path(args.out) if args.out else results / ensemble.ENSEMBLES_DIR / (args.name or _ensemble_name(args))
-    scored = ensemble.build(results, groups, out, args.tta, selection)
+    gate = None
+    if args.gate_min_age is not None or args.gate_max_false_accept is not None or args.gate_confidence is not None:
+        from harness.gate import GateSpec
+
+        given = {"min_age": args.gate_min_age, "max_false_accept": args.gate_max_false_accept,
+                 "confidence": args.gate_confidence}
+        gate = GateSpec(**{k: v for k, v in given.items() if v is not None})
+    scored = ensemble.build(results, groups, out, args.tta, selection, gate)
     for round_, result in scored.items():
         gate = result.get("gate") or {}
         gate_text = ""
@@ -348,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per round, the K configurations best on the validation split")
     ens.add_argument("--metric", default="joint_accuracy", help="ranks --top (validation; default joint_accuracy)")
     ens.add_argument("--tta", choices=["flip"], help="members predict each face and its mirror (pixel inputs)")
+    ens.add_argument("--gate-min-age", type=_age, help="calibrate the door gate for this age (default: "
+                                                         "the experiment's gate:)")
+    ens.add_argument("--gate-max-false-accept", type=_probability,
+                     help="target share of under-age validation faces let in (default 0.02)")
+    ens.add_argument("--gate-confidence", type=_probability,
+                     help="judge the target by the false-accept rate's upper confidence bound at this level")
     ens.add_argument("--name", help="folder name under RESULTS_DIR/ensembles (default from the selection)")
     ens.add_argument("--out", help="write here instead of RESULTS_DIR/ensembles/NAME (the report lists "
                                    "only ensembles under RESULTS_DIR/ensembles)")

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from harness import heads, metrics
+from harness.gate import GateSpec
 from harness.labels import N_TWO_HOT
 from harness.results import experiment_records, trial_dir, write_atomic
 from harness.splits import SplitManifest
@@ -165,8 +166,12 @@ def _mean_scores(members: list[Member], role: str, tta: str | None) -> dict | No
     return {**parts[0], "scores": np.mean([p["scores"] for p in parts], axis=0)}
 
 
-def build_round(members: list[Member], out: Path, tta: str | None = None) -> dict:
-    """Score one round's ensemble and write its run directory; returns its metrics."""
+def build_round(members: list[Member], out: Path, tta: str | None = None, gate: GateSpec | None = None) -> dict:
+    """Score one round's ensemble and write its run directory; returns its metrics.
+
+    ``gate`` calibrates the door gate on the members' stored validation predictions
+    (default: the members' own ``gate:``), so a new target needs no retraining.
+    """
     if not members:
         raise EnsembleError("an ensemble needs at least one member")
     if tta is not None and tta not in TTA_CHOICES:
@@ -185,7 +190,10 @@ def build_round(members: list[Member], out: Path, tta: str | None = None) -> dic
     labels = pd.read_csv(members[0].run_dir / LABELS_FILE, dtype={"id": str}).set_index("id")
     result = metrics.compute("two_heads", test["scores"], test["age"], test["gender"],
                              threshold=members[0].config.threshold)
-    gate_spec = members[0].config.gate
+    gate_spec = gate or members[0].config.gate
+    if gate is not None and val is None:
+        raise EnsembleError(f"--gate-*: {members[0].label} and the others need stored validation "
+                            f"predictions ({VAL_PREDICTIONS_FILE}) to calibrate on; train them again")
     if gate_spec is not None:
         val_scores = val["scores"] if val else np.zeros((0, N_TWO_HOT))
         val_years = labels.loc[val["ids"], "age"].to_numpy(float) if val else np.zeros(0)
@@ -214,11 +222,11 @@ def _save(path: Path, role: dict) -> None:
 
 
 def build(results_dir: str | Path, groups: dict[int, list[Member]], out: str | Path,
-          tta: str | None = None, selection: str = "") -> dict[int, dict]:
+          tta: str | None = None, selection: str = "", gate: GateSpec | None = None) -> dict[int, dict]:
     """One run directory per round under ``out``; ``ensemble.json`` says how it was chosen."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    scored = {r: build_round(members, out / f"round-{r}", tta) for r, members in sorted(groups.items())}
+    scored = {r: build_round(members, out / f"round-{r}", tta, gate) for r, members in sorted(groups.items())}
     write_atomic(out / ENSEMBLE_FILE, lambda p: p.write_text(json.dumps(
         {"results_dir": os.path.relpath(Path(results_dir).resolve(), out.resolve()), "selection": selection,
          "tta": tta, "rounds": sorted(groups)}, indent=2)))

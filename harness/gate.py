@@ -18,7 +18,7 @@ valid 2-hot, or under the decode threshold).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from harness.labels import AGE_GROUPS, N_AGE, Decoded
 
@@ -63,7 +63,33 @@ class GateSpec(BaseModel):
 
     min_age: float = Field(18, gt=0, le=100, description="allow only people this old or older")
     max_false_accept: float = Field(0.02, ge=0.0, lt=1.0,
-                                    description="largest share of under-age validation faces let in")
+                                    description="largest share of under-age faces let in")
+    confidence: float | None = Field(
+        None, ge=0.5, lt=1.0,
+        description="None: the validation false-accept rate itself must meet the target; a level "
+                    "such as 0.9: its one-sided Clopper-Pearson upper bound must")
+
+    @model_serializer(mode="wrap")
+    def _drop_neutral(self, handler):
+        data = handler(self)
+        if data.get("confidence") is None:   # added later: absent keeps earlier trial ids valid
+            data.pop("confidence", None)
+        return data
+
+
+def false_accept_bound(allowed_minors: np.ndarray, minors: int, confidence: float | None) -> np.ndarray:
+    """The false-accept rate a threshold is judged by: observed, or its upper confidence bound.
+
+    A validation split holds a few hundred minors, so an observed 2 % can be 3 % on new
+    faces; the Clopper-Pearson bound at ``confidence`` covers that sampling error.
+    """
+    allowed_minors = np.asarray(allowed_minors, dtype=np.float64)
+    if confidence is None:
+        return allowed_minors / minors
+    from scipy.stats import beta
+
+    bound = beta.ppf(confidence, allowed_minors + 1, minors - allowed_minors)
+    return np.where(allowed_minors >= minors, 1.0, bound)
 
 
 def gate_decisions(scores, min_age: float, thresholds) -> np.ndarray:
@@ -103,14 +129,17 @@ def rate_curve(scores, exact_ages, min_age: float) -> dict:
 def calibrate(scores, exact_ages, spec: GateSpec) -> dict:
     """The lowest threshold whose validation false-accept rate meets the target.
 
-    The lowest such threshold refuses the fewest adults. ``met`` is False, with a
+    With ``spec.confidence``, the rate's one-sided upper confidence bound must meet it
+    instead (see :func:`false_accept_bound`). The lowest such threshold refuses the
+    fewest adults. ``met`` is False, with a
     ``reason``, when the validation faces cannot show the target was met: no exact
     ages, no minors or no adults among them, or only a threshold that refuses every
     adult keeps minors out well enough. Then ``threshold`` is None: an unmet target is
     reported, never clamped to a threshold that does not meet it.
     """
     ages = np.asarray(exact_ages, dtype=np.float64)
-    result = {"min_age": spec.min_age, "max_false_accept": spec.max_false_accept, "met": False,
+    result = {"min_age": spec.min_age, "max_false_accept": spec.max_false_accept,
+              "confidence": spec.confidence, "met": False,
               "threshold": None, "val_false_accept_rate": None, "val_false_reject_rate": None,
               "val_minors": 0, "val_adults": 0, "reason": None}
     if len(ages) == 0 or np.isnan(ages).any():
@@ -120,16 +149,20 @@ def calibrate(scores, exact_ages, spec: GateSpec) -> dict:
     if not curve["minors"] or not curve["adults"]:
         return {**result, "reason": f"the validation split has {curve['minors']} faces under "
                                     f"{spec.min_age:g} and {curve['adults']} at or over it; it needs both"}
-    ok = (curve["false_accept_rate"] <= spec.max_false_accept) & (curve["false_reject_rate"] < 1.0)
+    judged = false_accept_bound(np.rint(curve["false_accept_rate"] * curve["minors"]), curve["minors"],
+                                spec.confidence)
+    ok = (judged <= spec.max_false_accept) & (curve["false_reject_rate"] < 1.0)
     if not ok.any():
         admits_adults = curve["false_reject_rate"] < 1.0
         detail = (f"the lowest false-accept rate that allows an adult is "
                   f"{curve['false_accept_rate'][admits_adults].min():.1%}" if admits_adults.any() else
                   "no validation adult is placed in an adult age group at all")
+        bound = f" (upper {spec.confidence:.0%} confidence bound)" if spec.confidence else ""
         return {**result, "reason": (
-            f"no threshold lets at most {spec.max_false_accept:.1%} of the {curve['minors']} "
+            f"no threshold lets at most {spec.max_false_accept:.1%}{bound} of the {curve['minors']} "
             f"validation faces under {spec.min_age:g} in while allowing any adult ({detail})")}
     best = int(np.argmax(ok))   # thresholds ascend: the first that meets the target
     return {**result, "met": True, "threshold": float(curve["thresholds"][best]),
             "val_false_accept_rate": float(curve["false_accept_rate"][best]),
-            "val_false_reject_rate": float(curve["false_reject_rate"][best])}
+            "val_false_reject_rate": float(curve["false_reject_rate"][best]),
+            "val_false_accept_bound": float(judged[best])}

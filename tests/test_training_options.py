@@ -8,7 +8,7 @@ import pytest
 from harness import experiments, heads
 from harness.augmentation import augment, mirror
 from harness.experiments import ExperimentError
-from harness.gate import GateSpec, calibrate, gate_decisions
+from harness.gate import GateSpec, calibrate, false_accept_bound, gate_decisions
 from harness.labels import N_AGE, age_to_group, soft_age, to_two_hot
 from harness.spec import Augmentation, TrainingSpec
 from tests.backend_runs import make_trial, metrics_of, worker
@@ -209,3 +209,20 @@ def test_a_trial_with_augmentation_soft_ages_and_a_gate_trains_and_stores_it(tmp
     val = np.load(run / "val_predictions.npz")
     assert len(val["ids"]) == gate_result["val_minors"] + gate_result["val_adults"]
     assert len(open(run / "history.csv").read().splitlines()) == 3     # header + 2 epochs
+
+
+def test_a_confidence_level_judges_the_upper_bound_and_refuses_more_to_be_sure():
+    from scipy.stats import binomtest
+
+    scores, ages, *_ = _constructed_validation()
+    point = calibrate(scores, ages, GateSpec(min_age=18, max_false_accept=0.1))
+    sure = calibrate(scores, ages, GateSpec(min_age=18, max_false_accept=0.1, confidence=0.9))
+    assert point["met"] and sure["met"] and sure["threshold"] > point["threshold"]
+    allowed = int(gate_decisions(scores, 18, [sure["threshold"]])[0][:40].sum())
+    # The bound is the exact one-sided Clopper-Pearson limit: scipy's binomial test agrees.
+    exact = binomtest(allowed, 40).proportion_ci(confidence_level=0.8, method="exact").high
+    assert sure["val_false_accept_bound"] == pytest.approx(exact, abs=1e-9)
+    assert sure["val_false_accept_bound"] <= 0.1
+    at_point = int(gate_decisions(scores, 18, [point["threshold"]])[0][:40].sum())
+    assert false_accept_bound(at_point, 40, 0.9) > 0.1     # the point estimate's threshold is not sure enough
+    assert "confidence" not in GateSpec().model_dump()       # unused: earlier trial ids unchanged
