@@ -204,6 +204,7 @@ def build_round(members: list[Member], out: Path, tta: str | None = None, gate: 
         "round": members[0].config.round, "tta": tta, "gate": gate_spec and gate_spec.model_dump(),
         "threshold": members[0].config.threshold,
         "members": [{"trial_id": m.trial_id, "backend": m.config.backend, "model_name": m.model_name,
+                     "options": m.config.training.extras(),
                      "run_dir": os.path.relpath(m.run_dir.resolve(), out.resolve())} for m in members],
     }
     for name, role in ((PREDICTIONS_FILE, test), (VAL_PREDICTIONS_FILE, val)):

@@ -239,7 +239,8 @@ def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFile
             continue   # an ensemble being written, or a damaged one: it is rebuilt by its command
         key = f"{run_dir.parent.name}/{run_dir.name}"
         files[key] = TrialFiles(metrics, pd.DataFrame(), gate, scores, ages)
-        members = ", ".join(f"{m['model_name']} ({m['backend']})" for m in description["members"])
+        members = ", ".join(f"{m['model_name']}{' ' + m['options'] if m.get('options') else ''} ({m['backend']})"
+                            for m in description["members"])
         tta = f", tta {description['tta']}" if description.get("tta") else ""
         rows.append({"trial_id": key, "backend": "ensemble", "round": description["round"],
                      "configuration": f"ensemble {run_dir.parent.name}: {members}{tta}",
@@ -274,6 +275,8 @@ def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) ->
         return None
     min_age = float(usable["cal_min_age"].dropna().iloc[0])
     fig, axis = plt.subplots(figsize=(8, 6))
+    target = usable["cal_target"].dropna()
+    top_far, right_frr = 0.0, 0.0
     for (configuration, backend), part in usable.groupby(["configuration", "backend"], sort=True):
         # Each round's own curve, averaged at each false-reject level, would need one
         # threshold grid; pooling the rounds' test faces gives one honest curve instead.
@@ -284,13 +287,17 @@ def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) ->
         line, = axis.plot(100 * curve["false_reject_rate"], 100 * curve["false_accept_rate"], label=label, lw=1)
         met = part[part["cal_met"].fillna(False).astype(bool)] if "cal_met" in part else part.iloc[0:0]
         axis.scatter(100 * met["cal_test_frr"], 100 * met["cal_test_far"], color=line.get_color(), s=18)
-    target = usable["cal_target"].dropna()
+        # Zoom on where the choice is made: up to where false accepts fall to a quarter of the target.
+        low = curve["false_accept_rate"] <= (target.iloc[0] / 4 if len(target) else 0.0)
+        right_frr = max(right_frr, curve["false_reject_rate"][np.argmax(low)] if low.any() else 1.0,
+                        met["cal_test_frr"].max() if len(met) else 0.0)
+        top_far = max(top_far, np.nanmax(curve["false_accept_rate"]))
     if len(target):
         axis.axhline(100 * target.iloc[0], color="grey", ls=":", lw=1, label="target false-accept rate")
     axis.set_xlabel(f"false reject % (people {min_age:g} or older refused)")
     axis.set_ylabel(f"false accept % (under {min_age:g} let in)")
-    axis.set_xlim(0, 100)
-    axis.set_ylim(0, 100)
+    axis.set_xlim(0, min(100.0, 120 * right_frr) or 100)
+    axis.set_ylim(0, min(100.0, 110 * top_far) or 100)
     axis.set_title(f"Door gate at {min_age:g} on the test faces: every threshold (lines), "
                    "calibrated on validation (dots)", fontsize=9)
     axis.legend(fontsize=6)
