@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from harness.labels import AGE_GROUPS, N_AGE, Decoded
+from harness.spec import drop_neutral
 
 DEFAULT_GATE_THRESHOLD = 0.5
 
@@ -71,10 +72,7 @@ class GateSpec(BaseModel):
 
     @model_serializer(mode="wrap")
     def _drop_neutral(self, handler):
-        data = handler(self)
-        if data.get("confidence") is None:   # added later: absent keeps earlier trial ids valid
-            data.pop("confidence", None)
-        return data
+        return drop_neutral(handler(self), {"confidence": None})
 
 
 def false_accept_bound(allowed_minors: np.ndarray, minors: int, confidence: float | None) -> np.ndarray:

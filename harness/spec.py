@@ -106,9 +106,15 @@ class Augmentation(_Spec):
 
 
 AgeTarget = Literal["onehot", "soft"]
-# Options added after results were published: left out of a dump while at their neutral
-# value, so that every earlier trial id (a hash of the dump) stays what it was.
-_NEUTRAL_TRAINING = {"augmentation": None, "age_target": "onehot"}
+
+
+def drop_neutral(data: dict, neutral: dict) -> dict:
+    """Leave options added after results were published out of a dump while they sit at
+    their neutral value, so that every earlier trial id (a hash of the dump) stays valid."""
+    for key, value in neutral.items():
+        if data.get(key, value) == value:
+            data.pop(key, None)
+    return data
 
 
 class TrainingSpec(_Spec):
@@ -127,11 +133,8 @@ class TrainingSpec(_Spec):
 
     @model_serializer(mode="wrap")
     def _drop_neutral(self, handler):
-        data = handler(self)
-        for key, neutral in _NEUTRAL_TRAINING.items():
-            if data.get(key, neutral) == neutral:
-                data.pop(key, None)
-        if "age_target" not in data:
+        data = drop_neutral(handler(self), {"augmentation": None, "age_target": "onehot"})
+        if "age_target" not in data:   # the width means nothing without soft targets
             data.pop("age_sigma", None)
         return data
 

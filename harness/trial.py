@@ -20,7 +20,7 @@ from harness.cache import CachedArrays
 from harness.gate import GateSpec
 from harness.heads import part_losses
 from harness.images import Preprocessing
-from harness.spec import ModelSpec, TrainingSpec
+from harness.spec import ModelSpec, TrainingSpec, drop_neutral
 from harness.splits import SplitManifest
 
 BACKENDS = ("keras", "tflearn")
@@ -48,10 +48,7 @@ class TrialConfig(BaseModel):
 
     @model_serializer(mode="wrap")
     def _drop_neutral(self, handler):
-        data = handler(self)
-        if data.get("gate") is None:   # added later: absent keeps earlier trial ids valid
-            data.pop("gate", None)
-        return data
+        return drop_neutral(handler(self), {"gate": None})
 
     @model_validator(mode="after")
     def _loss_fits_head(self):
