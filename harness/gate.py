@@ -44,10 +44,8 @@ def gate(scores, decoded: Decoded, min_age: float, threshold: float = DEFAULT_GA
 def gate_rates(scores, exact_ages, min_age: float = 18,
                threshold: float = DEFAULT_GATE_THRESHOLD) -> dict:
     """False-accept rate (under ``min_age`` let in) and false-reject rate (adults refused)."""
-    from harness.labels import decode
-
     scores, ages = np.asarray(scores, dtype=np.float64), np.asarray(exact_ages, dtype=np.float64)
-    allowed = np.array([gate(row, decode(row), min_age, threshold)[0] == "allow" for row in scores])
+    allowed = gate_decisions(scores, min_age, [threshold])[0]
     minors, adults = ages < min_age, ages >= min_age
     return {
         "min_age": min_age, "threshold": threshold,
