@@ -195,7 +195,10 @@ def _run(args) -> int:
 def cmd_report(args) -> int:
     from harness.report import write_report
 
-    print(f"report: {write_report(args.results_dir)}")
+    import shlex
+
+    command = "harness " + shlex.join(["report", *sys.argv[2:]])
+    print(f"report: {write_report(args.results_dir, args.out, command)}")
     return 0
 
 
@@ -368,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="tables and plots from stored results")
     report.add_argument("results_dir")
+    report.add_argument("--out", help="write report.md, report.html, tables/ and plots/ here instead of "
+                                      "into RESULTS_DIR (for publishing, e.g. docs/results/NAME)")
     report.set_defaults(func=cmd_report)
 
     data = commands.add_parser("data", help="inspect and prepare datasets")

@@ -98,7 +98,8 @@ class Grid(_Strict):
 
 
 class Include(_Strict):
-    """An extra combination: a grid model with these training values."""
+    """Extra combinations: a grid model with these training values, the grid's own values
+    for every training key not given (crossed where the grid lists several)."""
 
     model: str
     training: Annotated[dict[str, Any], AfterValidator(_training_keys)] = {}
@@ -124,6 +125,11 @@ class Experiment(_Strict):
     exclude: list[Exclude] = []
     threshold: float = Field(0.0, ge=0.0, le=1.0)
     gate: GateSpec | None = Field(None, description="calibrate the door gate's threshold on validation faces")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="initialisation seeds crossed with the split rounds; each "
+                                        "(round, seed) is one paired observation in the report")
+    baseline: Include | None = Field(
+        None, description="the combination every other one is compared with in the report")
     threads: PositiveInt | None = Field(
         None, le=1024, description="framework threads per trial; default: this machine's cores")
     time_limit_s: PositiveInt = 3600
@@ -153,6 +159,27 @@ class Experiment(_Strict):
                         f"grid.models.{n}.architecture: {model.architecture.type!r} needs a pixel grid, but "
                         f"preprocessing.representation {self.preprocessing.representation!r} gives "
                         f"{self.preprocessing.shape[0]} numbers per face (allowed: fcn)")
+        return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds):
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _one_place_for_seeds(self):
+        if self.seeds is None:
+            return self
+        places = ["grid.training"] * ("seed" in self.grid.training) + [
+            f"{kind}.{n}.training" for kind in ("include", "exclude")
+            for n, item in enumerate(getattr(self, kind)) if "seed" in item.training]
+        if self.baseline is not None and "seed" in self.baseline.training:
+            places.append("baseline.training")
+        if places:
+            raise ValueError(f"seeds: given, so seed may not also be set in {', '.join(places)} "
+                             "(seeds are rounds, not a design factor)")
         return self
 
     def resolved_threads(self) -> int:
@@ -233,8 +260,9 @@ def load(path: str | Path, overrides: dict | None = None) -> Experiment:
     return experiment
 
 
-def _training_grid(experiment: Experiment) -> list[dict]:
+def _training_grid(experiment: Experiment, fixed: dict | None = None) -> list[dict]:
     training = {k: v if isinstance(v, list) else [v] for k, v in experiment.grid.training.items()}
+    training.update({k: [v] for k, v in (fixed or {}).items()})
     return list(ParameterGrid(training)) if training else [{}]
 
 
@@ -264,7 +292,7 @@ def _expand_specs(experiment: Experiment) -> list[dict]:
         if extra.model not in models:
             raise ValueError(f"include.{n}.model: {extra.model!r} is not a grid model "
                              f"(allowed: {sorted(models)})")
-        combos.append({"model": extra.model, "training": dict(extra.training)})
+        combos += [{"model": extra.model, "training": t} for t in _training_grid(experiment, extra.training)]
     for n, pattern in enumerate(experiment.exclude):
         if pattern.model is not None and pattern.model not in models:
             raise ValueError(f"exclude.{n}.model: {pattern.model!r} is not a grid model "
@@ -273,10 +301,14 @@ def _expand_specs(experiment: Experiment) -> list[dict]:
             values = "; ".join(f"training.{k} has {_grid_values(combos, k)}" for k in pattern.training)
             raise ValueError(f"exclude.{n}: matches no combination of the grid, so it would exclude "
                              f"nothing ({values or 'check the model name'})")
+    unique = {(c["model"], repr(sorted(c["training"].items()))): c for c in combos}
+    combos = list(unique.values())   # an include that repeats a grid combination adds nothing
     total = len(combos)
     combos = [c for c in combos if not any(_matches(c, p) for p in experiment.exclude)]
     if not combos:
         raise ValueError(f"exclude: removes all {total} combinations of the grid; nothing would run")
+    if experiment.baseline is not None:
+        baseline_combination(experiment, combos)
     for combo in combos:
         where = f"model {combo['model']!r} with training {combo['training']}"
         try:
@@ -301,6 +333,28 @@ def _expand_specs(experiment: Experiment) -> list[dict]:
             raise ValueError(f"training.age_target: soft needs a head with an age softmax "
                              f"(allowed: {list(SOFT_AGE_HEADS)}), not {head!r} ({where})")
     return combos
+
+
+def baseline_combination(experiment: Experiment, combos: list[dict] | None = None) -> dict | None:
+    """The one combination ``baseline:`` names ({model, training}), or None when none is named.
+
+    The baseline must pick exactly one combination of the grid as run, so that every
+    comparison against it is between two things that were both trained.
+    """
+    pattern = experiment.baseline
+    if pattern is None:
+        return None
+    combos = _expand_specs(experiment) if combos is None else combos
+    models = {m.name for m in experiment.grid.models}
+    if pattern.model not in models:
+        raise ValueError(f"baseline.model: {pattern.model!r} is not a grid model (allowed: {sorted(models)})")
+    chosen = [c for c in combos if _matches(c, Exclude(model=pattern.model, training=pattern.training))]
+    if len(chosen) != 1:
+        found = "; ".join(str(c["training"]) for c in combos if c["model"] == pattern.model)
+        raise ValueError(f"baseline: must match exactly one combination of the grid, matches {len(chosen)} "
+                         f"(model {pattern.model!r} runs with training {found}); give the training "
+                         "values that pick one")
+    return chosen[0]
 
 
 def exact_age_uses(experiment: Experiment) -> list[str]:
@@ -331,13 +385,14 @@ def expand(experiment: Experiment, data_fingerprints: dict[int, str], cache_entr
     """
     threads = experiment.resolved_threads()
     models = {m.name: m for m in experiment.grid.models}
+    seeds = [{"seed": seed} for seed in experiment.seeds] if experiment.seeds else [{}]
     trials, seen = [], set()
-    for combo in _expand_specs(experiment):
+    for combo, seed in ((c, s) for c in _expand_specs(experiment) for s in seeds):
         for backend in experiment.backends:
             for round_, fingerprint in sorted(data_fingerprints.items()):
                 config = TrialConfig(
                     backend=backend, model=models[combo["model"]].spec(),
-                    training=TrainingSpec(**combo["training"]),
+                    training=TrainingSpec(**combo["training"], **seed),
                     preprocessing=experiment.preprocessing, round=round_,
                     threshold=experiment.threshold, threads=threads, gate=experiment.gate,
                     data_fingerprint=fingerprint, cache_entry=cache_entry)

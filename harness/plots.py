@@ -55,3 +55,46 @@ def plot_split_balance(table: pd.DataFrame, manifest: SplitManifest, out_dir: st
         plt.close(fig)
         written.append(path)
     return written
+
+
+BACKEND_COLOURS = {"tflearn": "#dd8452", "keras": "#4c72b0"}
+
+
+def forest_plot(rows: pd.DataFrame, metrics: list[str], path: str | Path, title: str, xlabel: str) -> Path:
+    """Paired differences with their intervals, one panel per metric, zero marked.
+
+    ``rows``: label, metric, difference, ci_low, ci_high, significant (bool), and
+    optionally backend (one marker per backend on each label's line).
+    """
+    labels = list(dict.fromkeys(rows["label"]))
+    groups = list(dict.fromkeys(rows["backend"])) if "backend" in rows else [None]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2.5, 1.2 + 0.32 * len(labels)),
+                             sharey=True, squeeze=False)
+    y = {label: len(labels) - 1 - n for n, label in enumerate(labels)}
+    for axis, metric in zip(axes[0], metrics):
+        part = rows[rows["metric"] == metric]
+        for k, group in enumerate(groups):
+            mine = part if group is None else part[part["backend"] == group]
+            offset = 0.0 if group is None else (k - (len(groups) - 1) / 2) * 0.25
+            colour = BACKEND_COLOURS.get(group, "#333333") if group else "#333333"
+            ys = np.array([y[label] for label in mine["label"]]) + offset
+            errors = np.vstack([mine["difference"] - mine["ci_low"], mine["ci_high"] - mine["difference"]])
+            axis.errorbar(mine["difference"], ys, xerr=np.nan_to_num(errors), fmt="none", ecolor=colour, lw=1.2)
+            filled = mine["significant"].to_numpy(bool)
+            axis.scatter(mine["difference"][filled], ys[filled], color=colour, s=22, zorder=3,
+                         label=f"{group or 'difference'}: interval excludes 0")
+            axis.scatter(mine["difference"][~filled], ys[~filled], facecolor="white", edgecolor=colour,
+                         s=22, zorder=3, label=f"{group or 'difference'}: no detectable difference")
+        axis.axvline(0, color="grey", lw=1, ls="--")
+        axis.set_title(metric, fontsize=9)
+        axis.set_xlabel(xlabel, fontsize=8)
+        axis.tick_params(labelsize=7)
+    axes[0][0].set_yticks(list(y.values()), list(y.keys()), fontsize=7)
+    axes[0][0].set_ylim(-0.7, len(labels) - 0.3)
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.3 / max(len(labels), 1), 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

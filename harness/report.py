@@ -5,7 +5,6 @@ are sorted so that regenerating a report from the same results gives identical t
 """
 from __future__ import annotations
 
-import html
 import json
 import shutil
 import textwrap
@@ -15,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import heads
+from harness import comparisons, heads, statistics
 from harness.gate import DEFAULT_GATE_THRESHOLD, gate_rates
 from harness.labels import N_AGE, age_label
 from harness.results import INDEX_FILE, experiment_records, read_index, trial_dir
 from harness.spec import TrainingSpec
-from harness.splits import SplitManifest
+from harness.splits import SplitManifest, SplitSpec
 from harness.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE
 
 METRICS = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
@@ -138,6 +137,8 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
             "loss_fn": training["loss"] or "default", "batch_size": training["batch_size"],
             "epochs": training["epochs"], "seed": training["seed"], "threads": config.get("threads"),
             "extras": TrainingSpec.model_validate(training).extras(),
+            "spec": {"architecture": config["model"]["architecture"], "head": head,
+                     "training": {k: v for k, v in training.items() if k != "seed"}},
             "images_per_second": metrics.get("train_images_per_second"),
             **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
             **loaded.gate, **_calibrated_columns(metrics),
@@ -156,10 +157,21 @@ def trials_frame(results_dir: Path) -> pd.DataFrame:
 
 
 def _describe(row) -> str:
+    """Everything a configuration trains with except backend, round and seed (those are
+    what its trials are paired over)."""
     loss = "" if row["loss_fn"] == "default" else f" loss={row['loss_fn']}"
     extras = f" {row['extras']}" if row["extras"] else ""
-    return (f"{row['model_name']} [{row['head']}] {row['optimizer']} lr={row['learning_rate']}{loss} "
-            f"batch={row['batch_size']} epochs={row['epochs']} seed={row['seed']}{extras}")
+    architecture = ", ".join(f"{k}={_regularizer(v) if k == 'regularizer' else v}"
+                             for k, v in row["spec"]["architecture"].items()
+                             if k != "type" and not (k == "regularizer" and v.get("kind") == "none"))
+    return (f"{row['model_name']} [{row['head']}] {row['spec']['architecture']['type']}({architecture}) "
+            f"{row['optimizer']} lr={row['learning_rate']}{loss} batch={row['batch_size']} "
+            f"epochs={row['epochs']}{extras}")
+
+
+def _regularizer(spec: dict) -> str:
+    used = {"l2": ["l2"], "l1_l2": ["l1", "l2"], "max_norm": ["max_norm"]}.get(spec.get("kind"), [])
+    return f"{spec.get('kind')}({', '.join(str(spec.get(k)) for k in used)})"
 
 
 def _mean_std(values: pd.Series, scale: float) -> str:
@@ -169,26 +181,90 @@ def _mean_std(values: pd.Series, scale: float) -> str:
     return f"{values.mean():.1f} ± {values.std(ddof=0):.1f}" if len(values) > 1 else f"{values.mean():.1f}"
 
 
-def comparison_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration, per backend: each metric as mean ± std over rounds (accuracies in %)."""
+def _signed(value: float) -> str:
+    return "—" if pd.isna(value) else f"{value:+.1f}".replace("-", "−")
+
+
+def _interval(mean: float, low: float, high: float, signed: bool = True) -> str:
+    if pd.isna(mean):
+        return "—"
+    show = _signed if signed else (lambda v: f"{v:.1f}")
+    return show(mean) + ("" if pd.isna(low) else f" [{show(low)}, {show(high)}]")
+
+
+def _p(value: float) -> str:
+    return "—" if pd.isna(value) else "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def configurations_table(frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """The legend: each short label's full configuration, rounds and speed per backend."""
     rows = []
     for configuration, group in frame.groupby("configuration", sort=True):
-        row = {"configuration": configuration}
-        for backend, part in group.groupby("backend", sort=True):
-            for key, label in METRICS:
-                row[f"{backend} {label}"] = _mean_std(part[key], 1.0 if key == "loss" else 100.0)
-            row[f"{backend} images/s"] = f"{part['images_per_second'].mean():.0f}"
-            row[f"{backend} rounds"] = len(part)
-            row[f"_{backend}_joint"] = part["joint_accuracy"].mean()
+        row = {"configuration": labels[configuration], "full specification": configuration}
+        for backend in comparisons._ordered_backends(frame):
+            part = group[group["backend"] == backend]
+            name = comparisons.backend_name(backend)
+            row[f"{name} rounds"] = len(part)
+            row[f"{name} images/s"] = f"{part['images_per_second'].mean():.0f}" if len(part) else "—"
         rows.append(row)
-    table = pd.DataFrame(rows)
-    for backend in sorted(frame["backend"].unique()):
-        key = f"_{backend}_joint"
-        if key in table:
-            best = table[key].idxmax()
-            table[f"{backend} best"] = ["★" if i == best else "" for i in table.index]
-            table = table.drop(columns=key)
-    return table
+    return pd.DataFrame(rows)
+
+
+def framework_display(pairs: pd.DataFrame, frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    """Each metric's values on both backends next to each other, with the paired difference."""
+    backends = comparisons._ordered_backends(frame)
+    names = [comparisons.backend_name(b) for b in backends]
+    difference = f"{' − '.join(reversed(names[:2]))} (points, 95 % CI)" if len(names) >= 2 else "difference"
+    rows, previous = [], None
+    for _, pair in pairs.iterrows():
+        row = {"configuration": labels[pair["configuration"]] if pair["configuration"] != previous else "",
+               "metric": pair["metric"]}
+        previous = pair["configuration"]
+        for backend, name in zip(backends, names):
+            mean, std = pair[f"{backend} mean"], pair[f"{backend} std"]
+            row[name] = "—" if pd.isna(mean) else f"{mean:.1f} ± {std:.1f}"
+        row.update({difference: _interval(pair["difference"], pair["ci_low"], pair["ci_high"]),
+                    "p (corrected t)": _p(pair["p_corrected_t"]), "p (Wilcoxon)": _p(pair["p_wilcoxon"]),
+                    "pairs": pair["pairs"], "verdict": pair["verdict"]})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _arrow(verdict: str) -> str:
+    return {"this higher": " ▲", "baseline higher": " ▼"}.get(verdict, "")
+
+
+def baseline_display(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for _, row in table.iterrows():
+        shown = {"configuration": labels[row["configuration"]],
+                 "backend": comparisons.backend_name(row["backend"]), "changes": row["changes"]}
+        for _, label in comparisons.ACCURACIES:
+            shown[f"{label} Δ"] = (_interval(row[f"{label} difference"], row[f"{label} ci_low"],
+                                             row[f"{label} ci_high"]) + _arrow(row[f"{label} verdict"]))
+        shown["joint p (corrected t / Wilcoxon)"] = f"{_p(row['joint p_corrected_t'])} / {_p(row['joint p_wilcoxon'])}"
+        shown["pairs"] = row["joint pairs"]
+        shown["verdict (joint)"] = row["joint verdict"].replace("this higher", "higher than baseline") \
+            .replace("baseline higher", "lower than baseline")
+        rows.append(shown)
+    return pd.DataFrame(rows)
+
+
+def ranking_display(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    rows = []
+    for _, row in table.iterrows():
+        shown = {"rank": row["rank"], "configuration": labels[row["configuration"]],
+                 "backend": comparisons.backend_name(row["backend"]), "rounds": row["rounds"]}
+        for _, label in reversed(comparisons.ACCURACIES):
+            shown[f"{label} % [95 % CI]"] = _interval(row[f"{label} mean"], row[f"{label} ci_low"],
+                                                       row[f"{label} ci_high"], signed=False)
+        rows.append(shown)
+    return pd.DataFrame(rows)
+
+
+def _numeric_csv(table: pd.DataFrame, path: Path) -> None:
+    """Numbers rounded so that regenerating from the same results writes the same bytes."""
+    table.round(6).to_csv(path, index=False)
 
 
 def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -307,23 +383,86 @@ def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) ->
     return path
 
 
-def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path, out: Path) -> list[Path]:
+def _curves_plot(configuration: str, group: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> Path:
+    """Mean learning curves over rounds: one colour per backend, one line style per metric."""
+    import matplotlib.pyplot as plt
+
+    from harness.plots import BACKEND_COLOURS
+
+    fig, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for backend, part in group.groupby("backend", sort=True):
+        colour = BACKEND_COLOURS.get(backend)
+        name = comparisons.backend_name(backend)
+        mean = pd.concat([files[t].history for t in part["trial_id"]]).groupby("epoch").mean(numeric_only=True)
+        for column, style, words in (("loss", "-", "training loss"), ("val_loss", "--", "validation loss")):
+            loss_axis.plot(mean.index, mean[column], style, color=colour, label=f"{name}: {words}")
+        for column, style in (("val_joint_accuracy", "-"), ("val_gender_accuracy", "--"),
+                              ("val_age_exact_accuracy", ":")):
+            if column in mean:
+                acc_axis.plot(mean.index, mean[column], style, color=colour,
+                              label=f"{name}: {column[4:].replace('_', ' ')}")
+    loss_axis.set_title("loss: training (solid), validation (dashed)", fontsize=9)
+    acc_axis.set_title("validation accuracy: joint (solid), gender (dashed), age exact (dotted)", fontsize=9)
+    for axis in (loss_axis, acc_axis):
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(configuration, 150), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _forest_rows(table: pd.DataFrame, labels: dict[str, str], backend: bool) -> pd.DataFrame:
+    rows = []
+    for _, row in table.iterrows():
+        for _, metric in comparisons.ACCURACIES:
+            prefix = f"{metric} " if backend else ""
+            verdict = row[f"{prefix}verdict"] if backend else row["verdict"]
+            if not backend and row["metric"] != metric:
+                continue
+            rows.append({"label": labels[row["configuration"]], "metric": metric,
+                         "difference": row[f"{prefix}difference"], "ci_low": row[f"{prefix}ci_low"],
+                         "ci_high": row[f"{prefix}ci_high"],
+                         "significant": verdict.endswith("higher"),
+                         **({"backend": row["backend"]} if backend else {})})
+    return pd.DataFrame(rows)
+
+
+def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path, out: Path,
+           labels: dict[str, str], pairs: pd.DataFrame, versus: pd.DataFrame, baseline: str | None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness.plots import plot_split_balance
+    from harness.plots import BACKEND_COLOURS, forest_plot, plot_split_balance
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
+    metrics = [label for _, label in comparisons.ACCURACIES]
+    paired = pairs[pairs["pairs"] > 0]
+    if len(paired):
+        names = [comparisons.backend_name(b) for b in comparisons._ordered_backends(frame)]
+        written.append(forest_plot(_forest_rows(paired, labels, backend=False), metrics,
+                                   out / "forest_frameworks.png",
+                                   f"{names[1]} − {names[0]} per configuration: mean paired difference over rounds "
+                                   "and its corrected 95 % interval (filled: p < 0.05)", "points"))
+    if len(versus):
+        written.append(forest_plot(_forest_rows(versus, labels, backend=True), metrics,
+                                   out / "forest_baseline.png",
+                                   f"Each configuration − the baseline ({labels[baseline]}), per backend "
+                                   "(filled: p < 0.05)", "points"))
+
     summary = frame.groupby(["configuration", "backend"])["joint_accuracy"].agg(["mean", "std"]).unstack()
-    fig, axis = plt.subplots(figsize=(10, 1.5 + 0.9 * len(summary)))
-    summary["mean"].plot.barh(xerr=summary["std"].fillna(0), ax=axis)
+    fig, axis = plt.subplots(figsize=(10, 1.5 + 0.45 * len(summary) * max(1, summary["mean"].shape[1] / 2)))
+    summary["mean"].rename(columns=comparisons.backend_name).plot.barh(
+        xerr=summary["std"].fillna(0).rename(columns=comparisons.backend_name), ax=axis,
+        color=[BACKEND_COLOURS.get(b, None) for b in summary["mean"].columns])
     for container in axis.containers:
         if hasattr(container, "datavalues"):
-            axis.bar_label(container, fmt="%.3f", fontsize=8, padding=3)
-    axis.set_yticks(range(len(summary)), [textwrap.fill(c, 40) for c in summary.index], fontsize=8)
+            axis.bar_label(container, fmt="%.3f", fontsize=7, padding=3)
+    axis.set_yticks(range(len(summary)), [labels[c] for c in summary.index], fontsize=8)
     axis.set_xlim(0, 1)
     axis.set_ylabel("")
     axis.set_xlabel("joint accuracy on the test split (age group and gender both right)")
@@ -334,40 +473,21 @@ def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path,
     plt.close(fig)
 
     for n, (configuration, group) in enumerate(frame.groupby("configuration", sort=True)):
-        fig, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
-        for backend, part in group.groupby("backend", sort=True):
-            histories = [files[t].history for t in part["trial_id"]]
-            mean = pd.concat(histories).groupby("epoch").mean(numeric_only=True)
-            for column, style in (("loss", "-"), ("val_loss", "--")):
-                loss_axis.plot(mean.index, mean[column], style, label=f"{backend} {column}")
-            for column, style in (("val_joint_accuracy", "-"), ("val_gender_accuracy", "--"),
-                                  ("val_age_exact_accuracy", ":")):
-                if column in mean:
-                    acc_axis.plot(mean.index, mean[column], style, label=f"{backend} {column[4:]}")
-        loss_axis.set_title("training (solid) and validation (dashed) loss")
-        acc_axis.set_title("validation accuracy (harness metrics)")
-        for axis in (loss_axis, acc_axis):
-            axis.set_xlabel("epoch")
-            axis.legend(fontsize=7)
-        fig.suptitle(configuration, fontsize=9)
-        fig.tight_layout()
-        written.append(out / f"learning_curves_{n}.png")
-        fig.savefig(written[-1], dpi=100)
-        plt.close(fig)
-
+        written.append(_curves_plot(configuration, group, files, out / f"learning_curves_{n}.png"))
         fig, axes = plt.subplots(1, group["backend"].nunique(), figsize=(5.5 * group["backend"].nunique(), 4.5),
                                  squeeze=False)
         for axis, (backend, part) in zip(axes[0], group.groupby("backend", sort=True)):
             matrix = sum(np.array(files[t].metrics["age_confusion"]) for t in part["trial_id"])
             axis.imshow(matrix, cmap="Blues")
-            labels = [age_label(i) for i in range(N_AGE)]
-            axis.set_xticks(range(N_AGE), labels, rotation=45, fontsize=7)
-            axis.set_yticks(range(N_AGE), labels, fontsize=7)
+            ages = [age_label(i) for i in range(N_AGE)]
+            axis.set_xticks(range(N_AGE), ages, rotation=45, fontsize=7)
+            axis.set_yticks(range(N_AGE), ages, fontsize=7)
             axis.set_xlabel("predicted age group")
             axis.set_ylabel("true age group")
-            axis.set_title(f"{backend}: age confusion (all rounds)")
+            axis.set_title(f"{comparisons.backend_name(backend)}: age confusion (all rounds)", fontsize=9)
             for (i, j), value in np.ndenumerate(matrix):
                 axis.text(j, i, str(value), ha="center", va="center", fontsize=6)
+        fig.suptitle(labels[configuration], fontsize=9)
         fig.tight_layout()
         written.append(out / f"age_confusion_{n}.png")
         fig.savefig(written[-1], dpi=100)
@@ -384,14 +504,72 @@ def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path,
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(map(cell, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
-    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *body])
 
 
-def write_report(results_dir: str | Path) -> Path:
+def _stored_experiment(results_dir: Path) -> dict:
+    try:
+        stored = json.loads((results_dir / "experiment.json").read_text())
+        return stored if isinstance(stored, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _split_spec(stored: dict) -> SplitSpec | None:
+    try:
+        return SplitSpec(**stored["split"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _manifest(results_dir: Path) -> SplitManifest | None:
+    try:
+        return SplitManifest.load(results_dir / "splits")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _commit() -> str:
+    """The harness's git commit, marked when its tracked files have uncommitted changes."""
+    import subprocess
+
+    where = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=where, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes" if dirty else "")
+
+
+def _stamp(command: str | None, records: dict[str, dict]) -> str:
+    """Who made this report from what: the command, the commit, the date, and when the trials ran."""
+    import datetime
+
+    finished = sorted(r["finished_at"] for r in records.values() if isinstance(r.get("finished_at"), (int, float)))
+    ran = ""
+    if finished:
+        day = [datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M") for t in
+               (finished[0], finished[-1])]
+        ran = f" Its {len(records)} trial records were written between {day[0]} and {day[1]} UTC."
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    made = f"`{command}`" if command else "`harness report`"
+    return f"Made by {made} at commit {_commit()} on {today}.{ran}"
+
+
+def write_report(results_dir: str | Path, out: str | Path | None = None, command: str | None = None) -> Path:
+    """Write report.md, report.html, tables/ and plots/ into ``out`` (default: the results
+    directory itself). Only tables/ and plots/ under ``out`` are replaced."""
     results_dir = Path(results_dir)
+    out = Path(out) if out is not None else results_dir
     everything = read_index(results_dir)
     if not everything:
         raise ValueError(f"{results_dir}: no results index (run the experiment first)")
@@ -399,7 +577,10 @@ def write_report(results_dir: str | Path) -> Path:
     earlier = len(everything) - len(index)
     loaded = load_trials(results_dir, index)
     frame, damaged = loaded.frame, loaded.damaged
-    tables, plots = results_dir / "tables", results_dir / "plots"
+    stored = _stored_experiment(results_dir)
+    split_spec = _split_spec(stored)
+    out.mkdir(parents=True, exist_ok=True)
+    tables, plots = out / "tables", out / "plots"
     for stale in (tables, plots):   # everything shown is regenerated from the trials
         shutil.rmtree(stale, ignore_errors=True)
     tables.mkdir()
@@ -411,92 +592,132 @@ def write_report(results_dir: str | Path) -> Path:
     failed.to_csv(tables / "failed.csv", index=False)
     REFERENCE.to_csv(tables / "reference.csv", index=False)
     damaged.to_csv(tables / "damaged.csv", index=False)
-    name = _experiment_name(results_dir)
-    lines = [f"# Report: {name}", ""]
-    images = []
+    name = stored.get("name") or results_dir.name
+    stamp = _stamp(command, index)
+    intro = [str(stored["description"])] if stored.get("description") else []
+    sections: list[tuple[str, str, pd.DataFrame]] = []   # (title, text, table) for markdown and html
+    images: list[Path] = []
+    labels: dict[str, str] = {}
     if not frame.empty:
-        comparison = comparison_table(frame)
-        frame.drop(columns="configuration").to_csv(tables / "trials.csv", index=False)
-        comparison.to_csv(tables / "comparison.csv", index=False)
-        images = _plots(frame, loaded.files, results_dir, plots)
-        lines += ["## Frameworks side by side",
-                  "Accuracies in % (mean ± std over rounds), from each model's saved test predictions; "
-                  "★ marks each backend's best configuration by joint accuracy. " + _threads_note(frame), "",
-                  _markdown_table(comparison), ""]
-        gates = gate_table(frame)
+        labels = comparisons.short_labels(frame)
+        ratio = comparisons.test_train_ratio(_manifest(results_dir), split_spec)
+        pairs = comparisons.framework_pairs(frame, ratio)
+        baseline = comparisons.baseline_configuration(frame, stored.get("baseline"))
+        versus = comparisons.against_baseline(frame, baseline, ratio) if baseline else pd.DataFrame()
+        ranked = comparisons.ranking(frame, ratio)
+        trials = frame.drop(columns=["configuration", "spec"]).assign(
+            configuration=frame["configuration"].map(labels))
+        trials.to_csv(tables / "trials.csv", index=False)
+        legend = configurations_table(frame, labels)
+        legend.to_csv(tables / "configurations.csv", index=False)
+        _numeric_csv(pairs.assign(configuration=pairs["configuration"].map(labels)), tables / "framework_pairs.csv")
+        _numeric_csv(ranked.assign(configuration=ranked["configuration"].map(labels)), tables / "ranking.csv")
+        images = _plots(frame, loaded.files, results_dir, plots, labels, pairs, versus, baseline)
+        method = (f"{comparisons.rounds_sentence(frame, split_spec)} Paired differences in percentage points; "
+                  "the interval and the first p-value come from the corrected resampled t-test (Nadeau & "
+                  f"Bengio, 2003), which widens the variance by test/train = {ratio:.3f} because rounds share "
+                  f"training faces; Wilcoxon's signed-rank p is given from {statistics.WILCOXON_MIN_PAIRS} pairs "
+                  f"up. The verdict is the corrected test's at α = {statistics.ALPHA}; with fewer than "
+                  f"{statistics.MIN_PAIRS} pairs it is \"{statistics.NOT_ENOUGH}\". " + _threads_note(frame))
+        intro.append(method)
+        sections += [("Configurations",
+                      "Short labels used below: the model name and the options in which a configuration "
+                      "differs from most of the others.", legend),
+                     ("Frameworks side by side",
+                      "Accuracies in % (mean ± std over rounds) from each model's saved test predictions, and "
+                      "the paired difference between the frameworks on the same rounds.",
+                      framework_display(pairs, frame, labels))]
+        if baseline:
+            _numeric_csv(versus.assign(configuration=versus["configuration"].map(labels)),
+                         tables / "against_baseline.csv")
+            sections.append(("Design factors against the baseline",
+                             f"Baseline: {labels[baseline]} (`baseline:` in the experiment). Each configuration "
+                             "minus the baseline on the same backend and rounds, in points with the 95 % interval; "
+                             "▲ / ▼: higher / lower at α = 0.05 (corrected t-test).",
+                             baseline_display(versus, labels)))
+        elif stored.get("baseline"):
+            intro.append(f"The experiment's baseline {stored['baseline']} matches no single configuration "
+                         "that ran, so there is no design-factor comparison.")
+        sections.append(("Ranking", "Every configuration and backend by mean joint accuracy; intervals are "
+                         "the corrected 95 % intervals of the mean over rounds.", ranking_display(ranked, labels)))
+        gates = gate_table(frame.assign(configuration=frame["configuration"].map(labels)))
         if len(gates):
             gates.to_csv(tables / "age_gate.csv", index=False)
-            lines += [f"## Age gate at {GATE_AGE}",
-                      f"`allow` needs the probability of groups starting at {GATE_AGE} or later to reach "
-                      f"{DEFAULT_GATE_THRESHOLD}, and the face's own (most likely) group to start at "
-                      f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. Rates on the test "
-                      "split, against the exact ages.", "", _markdown_table(gates), ""]
+            sections.append((f"Age gate at {GATE_AGE}",
+                             f"`allow` needs the probability of groups starting at {GATE_AGE} or later to reach "
+                             f"{DEFAULT_GATE_THRESHOLD}, and the face's own (most likely) group to start at "
+                             f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. Rates on the test "
+                             "split, against the exact ages.", gates))
     ensembles, ensemble_files = load_ensembles(results_dir)
-    calibrated = calibrated_gate_table(pd.concat([frame, ensembles], ignore_index=True)) \
-        if len(frame) or len(ensembles) else pd.DataFrame()
+    calibrated = calibrated_gate_table(pd.concat(
+        [frame.assign(configuration=frame["configuration"].map(labels)) if len(frame) else frame, ensembles],
+        ignore_index=True)) if len(frame) or len(ensembles) else pd.DataFrame()
     if len(calibrated):
         calibrated.to_csv(tables / "calibrated_gate.csv", index=False)
-        lines += ["## Calibrated door gate",
-                  "The threshold each trial chose on its validation faces (`gate:` in the experiment): the "
-                  "lowest adult probability whose validation false-accept rate meets the target, which "
-                  "refuses the fewest adults. Rates on the test faces at that threshold; a target no "
-                  "threshold met is counted and its reason given, never clamped.", "",
-                  _markdown_table(calibrated), ""]
+        sections.append(("Calibrated door gate",
+                         "The threshold each trial chose on its validation faces (`gate:` in the experiment): the "
+                         "lowest adult probability whose validation false-accept rate meets the target, which "
+                         "refuses the fewest adults. Rates on the test faces at that threshold; a target no "
+                         "threshold met is counted and its reason given, never clamped.", calibrated))
     if len(ensembles):
         ensemble_summary = ensemble_table(ensembles)
         ensemble_summary.to_csv(tables / "ensembles.csv", index=False)
-        lines += ["## Ensembles",
-                  "Mean probabilities of the member trials (`harness ensemble`), scored with the same code "
-                  "on the same test faces; % as mean ± std over rounds.", "", _markdown_table(ensemble_summary), ""]
+        sections.append(("Ensembles", "Mean probabilities of the member trials (`harness ensemble`), scored "
+                         "with the same code on the same test faces; % as mean ± std over rounds.", ensemble_summary))
     if len(frame) or len(ensembles):
         plots.mkdir(parents=True, exist_ok=True)
-        tradeoff = _gate_plot(pd.concat([frame, ensembles], ignore_index=True),
+        with_labels = frame.assign(configuration=frame["configuration"].map(labels)) if len(frame) else frame
+        tradeoff = _gate_plot(pd.concat([with_labels, ensembles], ignore_index=True),
                               {**loaded.files, **ensemble_files}, plots / "gate_tradeoff.png")
         images += [tradeoff] if tradeoff else []
+    notes = []
     if earlier:
-        lines += [f"{earlier} earlier trial(s) in the index are not part of the experiment as last run "
-                  "(their data or configuration has changed since) and are not shown.", ""]
-    lines += ["## Reference", "Measured on a different dataset than ours unless the dataset column says so.", "",
-              _markdown_table(REFERENCE), ""]
+        notes.append(f"{earlier} earlier trial(s) in the index are not part of the experiment as last run "
+                     "(their data or configuration has changed since) and are not shown.")
+    sections.append(("Reference", "Measured on a different dataset than ours unless the dataset column says so.",
+                     REFERENCE))
     if len(failed):
-        lines += ["## Failed trials", "", _markdown_table(failed), ""]
+        sections.append(("Failed trials", "", failed))
     if len(damaged):
-        lines += ["## Damaged trials", f"{len(damaged)} completed trials have files that cannot be read; "
-                  "they are left out of every table and plot above (listed in tables/damaged.csv). "
-                  "Delete a damaged trial's folder and run the experiment again to redo it.", "",
-                  _markdown_table(damaged), ""]
-    skipped_file = results_dir / "skipped_images.csv"
-    skipped = pd.read_csv(skipped_file) if skipped_file.is_file() and skipped_file.stat().st_size > 1 else None
+        sections.append(("Damaged trials", f"{len(damaged)} completed trials have files that cannot be read; "
+                         "they are left out of every table and plot above (listed in tables/damaged.csv). "
+                         "Delete a damaged trial's folder and run the experiment again to redo it.", damaged))
+    sections += _data_sections(results_dir)
+    lines = [f"# Report: {name}", "", stamp, ""] + [line for text in intro for line in (text, "")]
+    for title, text, table in sections:
+        lines += [f"## {title}"] + ([text, ""] if text else [""]) + ([_markdown_table(table), ""] if len(table) else [])
+    lines += notes + ([""] if notes else [])
+    lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in images]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    from harness.report_html import page
+
+    (out / "report.html").write_text(page(name, stamp, intro,
+                                          sections, [p.relative_to(out).as_posix() for p in images],
+                                          {v: k for k, v in labels.items()}, notes))
+    return out / "report.md"
+
+
+def _data_sections(results_dir: Path) -> list[tuple[str, str, pd.DataFrame]]:
+    """What the dataset adapter and the cache left out, from the run's own lists."""
+    def read(name: str) -> pd.DataFrame | None:
+        path = results_dir / name
+        return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else None
+
+    sections = []
+    skipped = read("skipped_images.csv")
     if skipped is not None and len(skipped):
-        lines += ["## Skipped images", f"{len(skipped)} images could not be decoded and took no part "
-                  "(all listed in skipped_images.csv):", "", _markdown_table(skipped.head(20)), ""]
-    unaligned_file = results_dir / "unaligned_images.csv"
-    unaligned = pd.read_csv(unaligned_file) if unaligned_file.is_file() and unaligned_file.stat().st_size > 1 else None
+        sections.append(("Skipped images", f"{len(skipped)} images could not be decoded and took no part "
+                         "(all listed in skipped_images.csv):", skipped.head(20)))
+    unaligned = read("unaligned_images.csv")
     if unaligned is not None and len(unaligned):
-        lines += ["## Images without a detected face", f"{len(unaligned)} images had no face dlib could find "
-                  "and were used whole, unaligned (all listed in unaligned_images.csv).", ""]
-    dropped_file = results_dir / "dropped_rows.csv"
-    dropped = pd.read_csv(dropped_file) if dropped_file.is_file() and dropped_file.stat().st_size > 1 else None
+        sections.append(("Images without a detected face", f"{len(unaligned)} images had no face dlib could "
+                         "find and were used whole, unaligned (all listed in unaligned_images.csv).", pd.DataFrame()))
+    dropped = read("dropped_rows.csv")
     if dropped is not None and len(dropped):
-        lines += ["## Dropped dataset rows", f"{len(dropped)} rows of the dataset were left out by its adapter "
-                  "(all listed in dropped_rows.csv):", "",
-                  _markdown_table(dropped.groupby("reason").size().rename("rows").reset_index()), "",
-                  _markdown_table(dropped.head(20).fillna("")), ""]
-    lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(results_dir)})" for p in images]
-    markdown = "\n".join(lines) + "\n"
-    (results_dir / "report.md").write_text(markdown)
-    (results_dir / "report.html").write_text(_html(name, frame, failed, damaged, images, results_dir,
-                                                   {"Calibrated door gate": calibrated,
-                                                    "Ensembles": ensemble_table(ensembles) if len(ensembles)
-                                                    else pd.DataFrame()}))
-    return results_dir / "report.md"
-
-
-def _experiment_name(results_dir: Path) -> str:
-    try:
-        return json.loads((results_dir / "experiment.json").read_text())["name"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return results_dir.name
+        sections.append(("Dropped dataset rows", f"{len(dropped)} rows of the dataset were left out by its "
+                         "adapter (all listed in dropped_rows.csv); by reason:",
+                         dropped.groupby("reason").size().rename("rows").reset_index()))
+    return sections
 
 
 def _threads_note(frame: pd.DataFrame) -> str:
@@ -506,24 +727,3 @@ def _threads_note(frame: pd.DataFrame) -> str:
     return (f"Each trial ran with {' or '.join(map(str, counts))} framework thread(s), fixed by the "
             "experiment (`threads`) and recorded in each trial's env.json: on the same CPU the same "
             "count gives the same numbers, whatever `--workers` was.")
-
-
-def _html(name, frame, failed, damaged, images, results_dir, extra: dict[str, pd.DataFrame]) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px}img{max-width:100%}</style></head><body>",
-             f"<h1>Report: {html.escape(name)}</h1>"]
-    if not frame.empty:
-        parts += ["<h2>Frameworks side by side</h2>", comparison_table(frame).to_html(index=False)]
-        if len(gate_table(frame)):
-            parts += [f"<h2>Age gate at {GATE_AGE}</h2>", gate_table(frame).to_html(index=False)]
-    for title, table in extra.items():
-        if len(table):
-            parts += [f"<h2>{html.escape(title)}</h2>", table.to_html(index=False)]
-    parts += ["<h2>Reference</h2>", REFERENCE.to_html(index=False)]
-    if len(failed):
-        parts += ["<h2>Failed trials</h2>", failed.to_html(index=False)]
-    if len(damaged):
-        parts += ["<h2>Damaged trials</h2>", damaged.to_html(index=False)]
-    parts += ["<h2>Plots</h2>"] + [f"<p><img src='{p.relative_to(results_dir)}'></p>" for p in images]
-    return "\n".join(parts + ["</body></html>"]) + "\n"

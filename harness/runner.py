@@ -35,7 +35,7 @@ SKIPPED_FILE = "skipped_images.csv"
 UNALIGNED_FILE = "unaligned_images.csv"
 # Keys of an experiment that do not decide any trial's result: changing them in an
 # existing results directory is allowed.
-HARMLESS_KEYS = ("description", "time_limit_s", "data.strict")
+HARMLESS_KEYS = ("description", "time_limit_s", "data.strict", "baseline")  # none changes a trial
 
 
 class ResultsConflict(ValueError):

@@ -53,10 +53,13 @@ def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
         "exclude": [{"model": "b", "training": {"optimizer": "sgd"}}]}
     loaded = experiments.load(write(tmp_path, experiment))
     trials = experiments.expand(loaded, {0: "data0", 1: "data1"}, cache_entry="/x")
-    # (2 models x 2 optimizers x 2 rates) - 2 excluded + 1 included = 7; x 2 backends x 2 rounds
-    assert len(trials) == 7 * 2 * 2
+    # (2 models x 2 optimizers x 2 rates) - 2 excluded + 2 included (the grid's rates, crossed)
+    # = 8; x 2 backends x 2 rounds
+    assert len(trials) == 8 * 2 * 2
     assert not [t for t in trials if t.model_name == "b" and t.config.training.optimizer == "sgd"]
-    assert [t for t in trials if t.config.training.optimizer == "rmsprop"]
+    included = {(t.config.training.learning_rate, t.config.training.epochs)
+                for t in trials if t.config.training.optimizer == "rmsprop"}
+    assert included == {(0.1, 3), (0.01, 3)}
     assert len({t.trial_id for t in trials}) == len(trials)
     again = experiments.expand(experiments.load(write(tmp_path, experiment, "copy.yaml")),
                                {0: "data0", 1: "data1"}, "/elsewhere")
@@ -164,9 +167,11 @@ def test_report_is_regenerated_identically(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert harness_cli("report", run_dir, cache=str(tmp_path / "cache")).returncode == 0
     assert {p.name: p.read_bytes() for p in (run_dir / "tables").glob("*.csv")} == tables
-    assert (run_dir / "report.md").read_text() == report
-    comparison = (run_dir / "tables" / "comparison.csv").read_text()
-    assert "keras gender" in comparison and "tflearn gender" in comparison
+    # Identical but for the stamp (line 3: which command made it, at which commit, when).
+    again = (run_dir / "report.md").read_text().splitlines()
+    assert again[3:] == report.splitlines()[3:] and again[2].startswith("Made by `harness report ")
+    pairs = (run_dir / "tables" / "framework_pairs.csv").read_text()
+    assert "keras mean" in pairs and "tflearn mean" in pairs and "p_corrected_t" in pairs
     assert "Levi & Hassner" in report and "86.8 ± 1.4" in report
     for png in ("grid_joint_accuracy.png", "learning_curves_0.png", "age_confusion_0.png"):
         assert (run_dir / "plots" / png).read_bytes()[:4] == b"\x89PNG"
@@ -254,6 +259,12 @@ MODEL = {"name": "m", "architecture": {"type": "fcn", "widths": [8]}}
     ({"split": {"protocol": "stratified_kfold", "folds": 3}, "rounds": [3]}, "rounds", "[0, 1, 2]"),
     ({"data": {"dataset": "utkface", "path": str(UTKFACE), "limit": 5}}, "data.limit", "at least 16"),
     ({"threads": 0}, "threads", "greater than 0"),
+    ({"seeds": [0, 0]}, "seeds", "distinct"),
+    ({"seeds": [0, 1], "grid": {"models": [MODEL], "training": {"seed": [3, 4]}}}, "seeds",
+     "grid.training"),
+    ({"baseline": {"model": "nope"}}, "baseline.model", "'fcn'"),
+    ({"grid": {"models": [{**MODEL, "name": "fcn"}], "training": {"optimizer": ["adam", "sgd"]}},
+      "baseline": {"model": "fcn"}}, "baseline", "matches 2"),
 ])
 def test_bad_combinations_are_caught_on_load_with_file_key_and_what_is_allowed(tmp_path, change, key, allowed):
     path = write(tmp_path, {**TINY, **change})

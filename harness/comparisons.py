@@ -1,0 +1,193 @@
+"""The report's questions as tables: does the framework change the result, and which
+design choices matter? Plain frames in (one row per trial), plain frames out.
+
+A configuration is everything a trial trains except its backend, its round and its
+seed; a round of a comparison is one (split round, seed) pair. Differences are in
+percentage points; intervals and p-values come from :mod:`harness.statistics`.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+
+from harness import statistics
+from harness.splits import SplitManifest, SplitSpec
+
+ACCURACIES = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
+              ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint")]
+PAIR_KEYS = ["round", "seed"]
+BACKEND_NAMES = {"tflearn": "TFLearn", "keras": "Keras"}
+# The first backend of a pair is the reference: differences read "Keras − TFLearn".
+BACKEND_ORDER = ["tflearn", "keras"]
+LABEL_KEYS = ["head", "optimizer", "learning_rate", "loss_fn", "batch_size", "epochs", "extras"]
+ONE_BACKEND = "one backend only"
+
+
+def backend_name(backend: str) -> str:
+    return BACKEND_NAMES.get(backend, backend)
+
+
+def _ordered_backends(frame: pd.DataFrame) -> list[str]:
+    present = set(frame["backend"])
+    return [b for b in BACKEND_ORDER if b in present] + sorted(present - set(BACKEND_ORDER))
+
+
+def short_labels(frame: pd.DataFrame) -> dict[str, str]:
+    """configuration -> a short unique label: its model name, plus the options in which it
+    differs from what most configurations use (the full text goes in the legend)."""
+    specs = frame.drop_duplicates("configuration").set_index("configuration")
+    usual = {key: Counter(map(str, specs[key])).most_common(1)[0][0] for key in LABEL_KEYS if key in specs}
+    labels = {}
+    for configuration, row in specs.iterrows():
+        words = [f"{_short_key(key)}={row[key]}" if key not in ("head", "optimizer", "extras") else str(row[key])
+                 for key in usual if str(row[key]) != usual[key] and str(row[key])]
+        labels[configuration] = " ".join([str(row["model_name"]), *words])
+    return labels
+
+
+def _short_key(key: str) -> str:
+    return {"learning_rate": "lr", "loss_fn": "loss", "batch_size": "batch"}.get(key, key)
+
+
+def test_train_ratio(manifest: SplitManifest | None, spec: SplitSpec | None) -> float:
+    """Test faces / training faces of a round: the overlap correction's factor."""
+    if manifest is not None and len(manifest.assignments):
+        counts = manifest.counts()
+        if "test" in counts and "train" in counts and (counts["train"] > 0).all():
+            return float((counts["test"] / counts["train"]).mean())
+    spec = spec or SplitSpec()
+    test = spec.test_size if spec.protocol == "random" else 1.0 / (spec.folds if spec.protocol != "adience_folds" else 5)
+    return test / ((1.0 - test) * (1.0 - spec.val_fraction))
+
+
+def _per_round(part: pd.DataFrame, metric: str) -> pd.Series:
+    return part.set_index(PAIR_KEYS)[metric]
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """The metric of ``a`` and ``b`` on the rounds both ran, in the same order."""
+    left, right = _per_round(a, metric), _per_round(b, metric)
+    common = left.index.intersection(right.index).sort_values()
+    return left.loc[common].to_numpy(float), right.loc[common].to_numpy(float)
+
+
+def _comparison_row(a: pd.DataFrame, b: pd.DataFrame, metric: str, ratio: float,
+                    names: tuple[str, str]) -> dict:
+    left, right = paired(a, b, metric)
+    result = statistics.compare(100 * left, 100 * right, ratio, names)
+    d = result.difference
+    return {"pairs": d.n, "difference": d.mean, "ci_low": d.low, "ci_high": d.high,
+            "p_corrected_t": result.p_value, "p_wilcoxon": result.wilcoxon_p, "verdict": result.verdict}
+
+
+def framework_pairs(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
+    """Per configuration and accuracy: each backend's mean over rounds, and the paired
+    difference between backends (later in BACKEND_ORDER minus earlier) with its tests."""
+    backends = _ordered_backends(frame)
+    rows = []
+    for configuration, group in frame.groupby("configuration", sort=True):
+        parts = {b: group[group["backend"] == b] for b in backends}
+        ran = [b for b in backends if len(parts[b])]
+        for metric, label in ACCURACIES:
+            row = {"configuration": configuration, "metric": label}
+            for backend in backends:
+                values = 100 * parts[backend][metric]
+                row[f"{backend} mean"] = values.mean() if len(values) else math.nan
+                row[f"{backend} std"] = values.std(ddof=0) if len(values) else math.nan
+            if len(ran) >= 2:
+                first, second = ran[0], ran[1]
+                row.update(_comparison_row(parts[second], parts[first], metric, ratio,
+                                           (backend_name(second), backend_name(first))))
+            else:
+                row.update({"pairs": 0, "difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                            "p_corrected_t": math.nan, "p_wilcoxon": math.nan, "verdict": ONE_BACKEND})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def changes(spec: dict, baseline: dict) -> str:
+    """What a configuration changes relative to the baseline, in words ('' for none)."""
+    mine, theirs = _flat(spec), _flat(baseline)
+    words = []
+    for key in sorted(set(mine) | set(theirs)):
+        if mine.get(key) != theirs.get(key):
+            name = key.removeprefix("architecture.").removeprefix("training.")
+            words.append(f"{name}: {_word(theirs.get(key))} → {_word(mine.get(key))}")
+    return "; ".join(words)
+
+
+def _word(value) -> str:
+    return "default" if value is None else str(value)
+
+
+def baseline_configuration(frame: pd.DataFrame, baseline: dict | None) -> str | None:
+    """The configuration an experiment's ``baseline: {model, training}`` names, if it ran."""
+    if not baseline or frame.empty:
+        return None
+    wanted = baseline.get("training") or {}
+    specs = frame.drop_duplicates("configuration")
+    found = [row["configuration"] for _, row in specs.iterrows()
+             if row["model_name"] == baseline.get("model")
+             and all(row["spec"]["training"].get(k) == v for k, v in wanted.items())]
+    return found[0] if len(found) == 1 else None
+
+
+def against_baseline(frame: pd.DataFrame, baseline: str, ratio: float) -> pd.DataFrame:
+    """Each configuration minus the baseline, per backend, paired over rounds."""
+    base_spec = frame.loc[frame["configuration"] == baseline, "spec"].iloc[0]
+    rows = []
+    for (configuration, backend), part in frame.groupby(["configuration", "backend"], sort=True):
+        if configuration == baseline:
+            continue
+        reference = frame[(frame["configuration"] == baseline) & (frame["backend"] == backend)]
+        row = {"configuration": configuration, "backend": backend,
+               "changes": changes(part["spec"].iloc[0], base_spec)}
+        for metric, label in ACCURACIES:
+            result = _comparison_row(part, reference, metric, ratio, ("this", "baseline"))
+            row.update({f"{label} {key}": value for key, value in result.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ranking(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
+    """Every (configuration, backend) ranked by mean joint accuracy, with corrected intervals."""
+    rows = []
+    for (configuration, backend), part in frame.groupby(["configuration", "backend"], sort=True):
+        row = {"configuration": configuration, "backend": backend, "rounds": len(part)}
+        for metric, label in ACCURACIES:
+            interval, _ = statistics.corrected_interval(100 * part[metric].to_numpy(float), ratio)
+            row.update({f"{label} mean": interval.mean, f"{label} ci_low": interval.low,
+                        f"{label} ci_high": interval.high})
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values(["joint mean", "configuration", "backend"],
+                                           ascending=[False, True, True], kind="mergesort")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True)
+
+
+def rounds_sentence(frame: pd.DataFrame, spec: SplitSpec | None) -> str:
+    """Which sources of variance the rounds sample, in one sentence."""
+    rounds, seeds = sorted(frame["round"].unique()), sorted(frame["seed"].unique())
+    if spec is not None and spec.protocol == "random":
+        split = "one random split"
+    else:
+        split = f"{len(rounds)} split round{'s' * (len(rounds) != 1)} (folds)"
+    if len(seeds) > 1:
+        what = ("the initialisation varies, the split does not" if len(rounds) == 1 else
+                "both the split and the initialisation vary")
+        return (f"Rounds: {split} × {len(seeds)} seeds {seeds} = {len(rounds) * len(seeds)} paired "
+                f"observations per comparison; {what}.")
+    what = "the split varies, the initialisation does not" if len(rounds) > 1 else "neither varies"
+    return f"Rounds: {split}, one seed ({seeds[0]}): {len(rounds)} paired observation(s) per comparison; {what}."

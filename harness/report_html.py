@@ -1,0 +1,79 @@
+"""report.html: the report's sections as one self-contained page.
+
+Images are referenced relative to the page's folder, so the folder can be moved or
+zipped. Wide tables scroll inside their own box, never the page, so a phone (390 px)
+reads it without side-scrolling; a configuration's short label shows its full
+specification on hover.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+import pandas as pd
+
+STYLE = """
+*{box-sizing:border-box}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1200px;padding:1em;
+     line-height:1.4;color:#222;overflow-wrap:anywhere}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em}
+code{background:#f3f3f3;padding:0 .2em}
+.table-box{overflow-x:auto;max-width:100%;margin:.5em 0 1em}
+table{border-collapse:collapse;font-size:13px}
+th{background:#f3f3f3;position:sticky;top:0}
+td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left;overflow-wrap:normal}
+th{min-width:4.5em}td{white-space:nowrap}
+td.label{white-space:normal;min-width:8em;max-width:20em;overflow-wrap:anywhere}
+td.long{white-space:normal;min-width:16em;max-width:40em;font-size:12px;overflow-wrap:anywhere}
+td.higher-a{background:#e3f1e3}td.higher-b{background:#f8e6d4}
+abbr{text-decoration:underline dotted;cursor:help}
+figure{margin:1em 0}img{max-width:100%;height:auto;display:block}
+@media (max-width:600px){body{padding:.5em}table{font-size:11px}td,th{padding:2px 4px}}
+"""
+LONG_COLUMNS = {"full specification", "changes", "error", "reason", "not met because", "ensemble", "file"}
+
+
+def _cell(column: str, value, titles: dict[str, str]) -> str:
+    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    shown = html.escape(text)
+    classes = []
+    if column == "configuration" and text in titles:
+        shown = f"<abbr title='{html.escape(titles[text], quote=True)}'>{shown}</abbr>"
+        classes.append("label")
+    if column in LONG_COLUMNS:
+        classes.append("long")
+    if column.startswith("verdict") and text.endswith("higher"):
+        classes.append("higher-a" if text.startswith(("Keras", "higher")) else "higher-b")
+    return f"<td class='{' '.join(classes)}'>{shown}</td>" if classes else f"<td>{shown}</td>"
+
+
+def table(frame: pd.DataFrame, titles: dict[str, str]) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "\n".join("<tr>" + "".join(_cell(str(c), v, titles) for c, v in zip(frame.columns, row)) + "</tr>"
+                     for row in frame.itertuples(index=False))
+    return f"<div class='table-box'><table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table></div>"
+
+
+def _inline(text: str) -> str:
+    """The markdown the report's sentences use: `code` only."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def page(name: str, stamp: str, intro: list[str], sections: list[tuple[str, str, pd.DataFrame]],
+         images: list[str], titles: dict[str, str], notes: list[str]) -> str:
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>{html.escape(name)}</title><style>{STYLE}</style></head><body>",
+             f"<h1>Report: {html.escape(name)}</h1>", f"<p><small>{_inline(stamp)}</small></p>"]
+    parts += [f"<p>{_inline(line)}</p>" for line in intro]
+    for title, text, frame in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if text:
+            parts.append(f"<p>{_inline(text)}</p>")
+        if len(frame):
+            parts.append(table(frame, titles))
+    parts += [f"<p>{_inline(note)}</p>" for note in notes]
+    parts.append("<h2>Plots</h2>")
+    parts += [f"<figure><img src='{html.escape(src, quote=True)}' alt='{html.escape(src, quote=True)}' "
+              "loading='eager'></figure>" for src in images]
+    return "\n".join(parts + ["</body></html>"]) + "\n"
