@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DATA   ?= ../shared/datasets/UTKFace
 RESULTS ?= results
 
-.PHONY: setup run test clean
+.PHONY: setup run test reports browser clean
 
 # Idempotent: the stamp is rebuilt only when the package definition changes.
 setup: $(VENV)/.setup-stamp
@@ -22,8 +22,27 @@ run: setup
 	$(PY) -m harness data summary --dataset utkface --path $(DATA)
 	$(PY) -m harness run experiments/quickstart.yaml --data $(DATA) --results $(RESULTS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q tests
+
+# The report tests open report.html in Debian's chromium; install it where it is missing
+# and we may (root with apt). Otherwise the tests say what to install.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "note: no chromium; the browser tests will fail until Debian's chromium package is installed"
+
+# Regenerate every published report under docs/results/ from the stored results of the
+# same name (results/NAME), and the report test's expected output from its fixture.
+PUBLISHED := $(notdir $(wildcard docs/results/*))
+reports: setup
+	@for name in $(PUBLISHED); do \
+	  if [ -f $(RESULTS)/$$name/index.jsonl ]; then \
+	    $(PY) -m harness report $(RESULTS)/$$name --out docs/results/$$name || exit 1; \
+	  else echo "skipped $$name: no stored results in $(RESULTS)/$$name (harness run experiments/$$name.yaml)"; fi; \
+	done
+	$(PY) -m harness report tests/fixtures/results/report_fixture --out tests/fixtures/report_fixture_report
 
 clean:
 	rm -rf $(VENV) .cache

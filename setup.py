@@ -18,6 +18,7 @@ setup(
         "pyyaml>=6",
         "pydantic>=2.5",
         "tqdm>=4.66",
+        "scipy>=1.11",    # the report's paired tests
         # The frameworks under comparison. tensorflow-cpu keeps CPU-only machines
         # light; the [gpu] extra brings CUDA wheels for NVIDIA machines.
         "tensorflow-cpu>=2.16",
@@ -33,7 +34,8 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "ray": ["ray>=2.9"],
         # Tests cover the Ray executor on a local instance, so they need Ray too.
-        "test": ["pytest>=8", "ray>=2.9"],
+        # Playwright drives Debian's chromium for the report's browser test (no browser download).
+        "test": ["pytest>=8", "ray>=2.9", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )

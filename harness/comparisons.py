@@ -179,7 +179,7 @@ def ranking(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
 
 def rounds_sentence(frame: pd.DataFrame, spec: SplitSpec | None) -> str:
     """Which sources of variance the rounds sample, in one sentence."""
-    rounds, seeds = sorted(frame["round"].unique()), sorted(frame["seed"].unique())
+    rounds, seeds = sorted(map(int, frame["round"].unique())), sorted(map(int, frame["seed"].unique()))
     if spec is not None and spec.protocol == "random":
         split = "one random split"
     else:

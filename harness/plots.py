@@ -68,7 +68,8 @@ def forest_plot(rows: pd.DataFrame, metrics: list[str], path: str | Path, title:
     """
     labels = list(dict.fromkeys(rows["label"]))
     groups = list(dict.fromkeys(rows["backend"])) if "backend" in rows else [None]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2.5, 1.2 + 0.32 * len(labels)),
+    height = 1.9 + 0.32 * len(labels)   # inches; the bottom 0.6 hold the legend
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2.5, height),
                              sharey=True, squeeze=False)
     y = {label: len(labels) - 1 - n for n, label in enumerate(labels)}
     for axis, metric in zip(axes[0], metrics):
@@ -94,7 +95,7 @@ def forest_plot(rows: pd.DataFrame, metrics: list[str], path: str | Path, title:
     handles, names = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(4, len(names)), fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.3 / max(len(labels), 1), 1, 1))
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)

@@ -186,8 +186,12 @@ def _signed(value: float) -> str:
 
 
 def _interval(mean: float, low: float, high: float, signed: bool = True) -> str:
+    """A difference with its interval, or (signed=False) an accuracy in %, whose interval
+    is clipped to what an accuracy can be."""
     if pd.isna(mean):
         return "—"
+    if not signed:
+        low, high = max(low, 0.0), min(high, 100.0)
     show = _signed if signed else (lambda v: f"{v:.1f}")
     return show(mean) + ("" if pd.isna(low) else f" [{show(low)}, {show(high)}]")
 
@@ -273,7 +277,7 @@ def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for (configuration, backend), part in frame.groupby(["configuration", "backend"], sort=True):
-        rows.append({"configuration": configuration, "backend": backend,
+        rows.append({"configuration": configuration, "backend": comparisons.backend_name(backend),
                      "false accept % (under 18 let in)": _mean_std(part["gate_far"], 100.0),
                      "false reject % (18+ refused)": _mean_std(part["gate_frr"], 100.0)})
     return pd.DataFrame(rows)
@@ -287,7 +291,7 @@ def calibrated_gate_table(frame: pd.DataFrame) -> pd.DataFrame:
     for (configuration, backend), part in frame.dropna(subset=["cal_met"]).groupby(["configuration", "backend"], sort=True):
         met = part[part["cal_met"].astype(bool)]
         reasons = sorted(set(part.loc[~part["cal_met"].astype(bool), "cal_reason"].dropna()))
-        rows.append({"configuration": configuration, "backend": backend,
+        rows.append({"configuration": configuration, "backend": comparisons.backend_name(backend),
                      "min age": f"{part['cal_min_age'].iloc[0]:g}",
                      "target false accept %": f"{100 * part['cal_target'].iloc[0]:.1f}",
                      "rounds met": f"{len(met)}/{len(part)}",

@@ -1,0 +1,71 @@
+"""Published reports: regenerated from stored results with identical tables, and readable
+in a real browser at laptop and phone widths."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.report import write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "results" / "report_fixture"
+PUBLISHED = ROOT / "tests" / "fixtures" / "report_fixture_report"   # what `make reports` wrote
+
+
+def chromium_executable() -> str:
+    """Debian's chromium (``.ci/run`` and ``make test`` install it where they can)."""
+    for candidate in (os.environ.get("HARNESS_CHROMIUM"), shutil.which("chromium"),
+                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if candidate:
+            return candidate
+    pytest.fail("no Chromium found: install Debian's `chromium` package (apt-get install chromium) "
+                "or point HARNESS_CHROMIUM at a Chrome/Chromium executable")
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "report_fixture"
+    write_report(FIXTURE, out)
+    return out
+
+
+def test_a_published_report_is_regenerated_with_identical_tables(regenerated):
+    published = sorted(p.name for p in (PUBLISHED / "tables").glob("*.csv"))
+    assert "framework_pairs.csv" in published and "against_baseline.csv" in published
+    assert sorted(p.name for p in (regenerated / "tables").glob("*.csv")) == published
+    for name in published:
+        assert (regenerated / "tables" / name).read_bytes() == (PUBLISHED / "tables" / name).read_bytes(), name
+    text = (regenerated / "report.md").read_text()
+    assert "2 split rounds (folds) × 2 seeds [0, 1] = 4 paired observations" in text
+    for section in ("## Frameworks side by side", "## Design factors against the baseline", "## Ranking"):
+        assert section in text
+
+
+@pytest.mark.parametrize("width,height", [(390, 844), (1280, 900)])
+def test_the_html_report_reads_in_a_browser_after_its_folder_moves(regenerated, tmp_path, width, height):
+    from playwright.sync_api import sync_playwright
+
+    moved = tmp_path / "moved" / "elsewhere"
+    shutil.copytree(regenerated, moved)   # images are relative: they must follow the folder
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(),
+                                             args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(moved.joinpath("report.html").as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("[...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+            page_width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            headings = page.locator("h2").all_inner_texts()
+            tables = page.locator("table").count()
+            hover = page.locator("abbr").first.get_attribute("title")
+            page.screenshot(path=str(tmp_path / f"report_{width}.png"), full_page=True)
+        finally:
+            browser.close()
+    assert len(images) >= 5 and all(loaded for _, loaded in images), [src for src, ok in images if not ok]
+    assert page_width[0] <= page_width[1], f"the page scrolls sideways at {width} px: {page_width}"
+    assert {"Frameworks side by side", "Design factors against the baseline", "Ranking"} <= set(headings)
+    assert tables >= 4
+    assert hover and "fcn(" in hover   # a short label shows the full specification on hover
+    assert (tmp_path / f"report_{width}.png").stat().st_size > 10_000
