@@ -1,4 +1,4 @@
-"""Command line: ``harness run | report | predict | data summary | data plot-splits | data cache``."""
+"""Command line: ``harness run | report | compare | ensemble | predict | data summary | data plot-splits | data cache``."""
 from __future__ import annotations
 
 import argparse
@@ -202,6 +202,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    import shlex
+
+    from harness.report import write_comparison
+
+    command = "harness " + shlex.join(["compare", *sys.argv[2:]])
+    try:
+        print(f"comparison: {write_comparison(args.first, args.second, args.out, command)}")
+    except ValueError as err:
+        print(f"harness compare: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_predict(args) -> int:
     import csv
 
@@ -374,6 +388,13 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="write report.md, report.html, tables/ and plots/ here instead of "
                                       "into RESULTS_DIR (for publishing, e.g. docs/results/NAME)")
     report.set_defaults(func=cmd_report)
+
+    compare = commands.add_parser("compare", help="two experiments on the same faces, configuration by "
+                                                  "configuration (e.g. pixels vs embeddings)")
+    compare.add_argument("first", help="results directory A")
+    compare.add_argument("second", help="results directory B (the reference: differences are A − B)")
+    compare.add_argument("--out", required=True, help="folder for report.md, report.html, tables/, plots/")
+    compare.set_defaults(func=cmd_compare)
 
     data = commands.add_parser("data", help="inspect and prepare datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True)

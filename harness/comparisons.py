@@ -144,6 +144,14 @@ def baseline_configuration(frame: pd.DataFrame, baseline: dict | None) -> str | 
     return found[0] if len(found) == 1 else None
 
 
+def _versus(part: pd.DataFrame, reference: pd.DataFrame, ratio: float, names: tuple[str, str]) -> dict:
+    row = {}
+    for metric, label in ACCURACIES:
+        result = _comparison_row(part, reference, metric, ratio, names)
+        row.update({f"{label} {key}": value for key, value in result.items()})
+    return row
+
+
 def against_baseline(frame: pd.DataFrame, baseline: str, ratio: float) -> pd.DataFrame:
     """Each configuration minus the baseline, per backend, paired over rounds."""
     base_spec = frame.loc[frame["configuration"] == baseline, "spec"].iloc[0]
@@ -152,12 +160,22 @@ def against_baseline(frame: pd.DataFrame, baseline: str, ratio: float) -> pd.Dat
         if configuration == baseline:
             continue
         reference = frame[(frame["configuration"] == baseline) & (frame["backend"] == backend)]
-        row = {"configuration": configuration, "backend": backend,
-               "changes": changes(part["spec"].iloc[0], base_spec)}
-        for metric, label in ACCURACIES:
-            result = _comparison_row(part, reference, metric, ratio, ("this", "baseline"))
-            row.update({f"{label} {key}": value for key, value in result.items()})
-        rows.append(row)
+        rows.append({"configuration": configuration, "backend": backend,
+                     "changes": changes(part["spec"].iloc[0], base_spec),
+                     **_versus(part, reference, ratio, ("this", "baseline"))})
+    return pd.DataFrame(rows)
+
+
+def between_experiments(a: pd.DataFrame, b: pd.DataFrame, ratio: float) -> pd.DataFrame:
+    """The same configuration and backend in two experiments (``a`` minus ``b``), paired
+    over rounds: for what the experiments change outside the grid, such as the input
+    representation. Meaningful only when their rounds test the same faces (the caller checks)."""
+    rows = []
+    for (configuration, backend), part in a.groupby(["configuration", "backend"], sort=True):
+        reference = b[(b["configuration"] == configuration) & (b["backend"] == backend)]
+        if len(reference):
+            rows.append({"configuration": configuration, "backend": backend,
+                         **_versus(part, reference, ratio, ("this", "baseline"))})
     return pd.DataFrame(rows)
 
 

@@ -238,18 +238,21 @@ def _arrow(verdict: str) -> str:
     return {"this higher": " ▲", "baseline higher": " ▼"}.get(verdict, "")
 
 
-def baseline_display(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+def versus_display(table: pd.DataFrame, labels: dict[str, str], than: str = "baseline") -> pd.DataFrame:
+    """Rows of :func:`comparisons.against_baseline` or :func:`comparisons.between_experiments`."""
     rows = []
     for _, row in table.iterrows():
         shown = {"configuration": labels[row["configuration"]],
-                 "backend": comparisons.backend_name(row["backend"]), "changes": row["changes"]}
+                 "backend": comparisons.backend_name(row["backend"])}
+        if "changes" in row:
+            shown["changes"] = row["changes"]
         for _, label in comparisons.ACCURACIES:
             shown[f"{label} Δ"] = (_interval(row[f"{label} difference"], row[f"{label} ci_low"],
                                              row[f"{label} ci_high"]) + _arrow(row[f"{label} verdict"]))
         shown["joint p (corrected t / Wilcoxon)"] = f"{_p(row['joint p_corrected_t'])} / {_p(row['joint p_wilcoxon'])}"
         shown["pairs"] = row["joint pairs"]
-        shown["verdict (joint)"] = row["joint verdict"].replace("this higher", "higher than baseline") \
-            .replace("baseline higher", "lower than baseline")
+        shown["verdict (joint)"] = row["joint verdict"].replace("this higher", f"higher than {than}") \
+            .replace("baseline higher", f"lower than {than}")
         rows.append(shown)
     return pd.DataFrame(rows)
 
@@ -638,7 +641,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
                              f"Baseline: {labels[baseline]} (`baseline:` in the experiment). Each configuration "
                              "minus the baseline on the same backend and rounds, in points with the 95 % interval; "
                              "▲ / ▼: higher / lower at α = 0.05 (corrected t-test).",
-                             baseline_display(versus, labels)))
+                             versus_display(versus, labels)))
         elif stored.get("baseline"):
             intro.append(f"The experiment's baseline {stored['baseline']} matches no single configuration "
                          "that ran, so there is no design-factor comparison.")
@@ -731,3 +734,78 @@ def _threads_note(frame: pd.DataFrame) -> str:
     return (f"Each trial ran with {' or '.join(map(str, counts))} framework thread(s), fixed by the "
             "experiment (`threads`) and recorded in each trial's env.json: on the same CPU the same "
             "count gives the same numbers, whatever `--workers` was.")
+
+
+def _same_test_faces(first: Path, second: Path) -> list[int]:
+    """The rounds both runs share, refusing any round whose test faces differ."""
+    manifests = [_manifest(first), _manifest(second)]
+    for where, manifest in zip((first, second), manifests):
+        if manifest is None:
+            raise ValueError(f"{where / 'splits'}: no split manifest, so which faces each round tests is unknown")
+    shared = sorted(set(manifests[0].rounds) & set(manifests[1].rounds))
+    if not shared:
+        raise ValueError(f"{first} and {second} share no split round")
+    for round_ in shared:
+        tested = [set(m.ids(round_, "test")) for m in manifests]
+        if tested[0] != tested[1]:
+            raise ValueError(
+                f"round {round_} tests different faces in {first} ({len(tested[0])}) and {second} "
+                f"({len(tested[1])}; {len(tested[0] & tested[1])} in common): a paired comparison needs the "
+                "same data, limit and split in both experiments")
+    return shared
+
+
+def _experiment_differences(first: dict, second: dict) -> str:
+    ignore = ("name", "description", "baseline", "time_limit_s")
+    return comparisons.changes({k: v for k, v in first.items() if k not in ignore},
+                               {k: v for k, v in second.items() if k not in ignore})
+
+
+def write_comparison(first: str | Path, second: str | Path, out: str | Path, command: str | None = None) -> Path:
+    """``harness compare A B --out DIR``: each configuration and backend that ran in both
+    experiments, A minus B, paired over the rounds (which must test the same faces)."""
+    first, second, out = Path(first), Path(second), Path(out)
+    records = [experiment_records(d) for d in (first, second)]
+    frames = [load_trials(d, r).frame for d, r in zip((first, second), records)]
+    for where, frame in zip((first, second), frames):
+        if frame.empty:
+            raise ValueError(f"{where}: no completed trials to compare")
+    shared = _same_test_faces(first, second)
+    frames = [f[f["round"].isin(shared)] for f in frames]
+    stored = [_stored_experiment(d) for d in (first, second)]
+    names = [s.get("name") or d.name for s, d in zip(stored, (first, second))]
+    ratio = comparisons.test_train_ratio(_manifest(first), _split_spec(stored[0]))
+    table = comparisons.between_experiments(frames[0], frames[1], ratio)
+    if table.empty:
+        raise ValueError(f"no configuration ran on the same backend in both {first} and {second}")
+    labels = comparisons.short_labels(pd.concat(frames, ignore_index=True))
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in (out / "tables", out / "plots"):
+        shutil.rmtree(stale, ignore_errors=True)
+    (out / "tables").mkdir()
+    (out / "plots").mkdir()
+    _numeric_csv(table.assign(configuration=table["configuration"].map(labels)), out / "tables" / "between.csv")
+    from harness.plots import forest_plot
+
+    plot = forest_plot(_forest_rows(table, labels, backend=True), [label for _, label in comparisons.ACCURACIES],
+                       out / "plots" / "forest_between.png",
+                       f"{names[0]} − {names[1]}, per configuration and backend (filled: p < 0.05)", "points")
+    stamp = _stamp(command, {**records[0], **records[1]})
+    differs = _experiment_differences(stored[0], stored[1]) or "nothing outside their names"
+    intro = [f"Each configuration that ran in both `{names[0]}` and `{names[1]}`, on the same backend: "
+             f"{names[0]} minus {names[1]}, paired over the rounds both ran, which test the same faces "
+             f"(checked). The experiments differ in: {differs}.",
+             f"{comparisons.rounds_sentence(frames[0], _split_spec(stored[0]))} Differences in points with the "
+             f"corrected resampled t-test's 95 % interval (test/train = {ratio:.3f}); ▲ / ▼: {names[0]} higher / "
+             f"lower at α = {statistics.ALPHA}; Wilcoxon's p beside it from {statistics.WILCOXON_MIN_PAIRS} pairs."]
+    shown = versus_display(table, labels, than=names[1])
+    lines = [f"# Comparison: {names[0]} − {names[1]}", "", stamp, ""] + [x for t in intro for x in (t, "")]
+    lines += [f"## {names[0]} − {names[1]}", "", _markdown_table(shown), "", "## Plots", "",
+              f"![{plot.stem}]({plot.relative_to(out).as_posix()})"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    from harness.report_html import page
+
+    (out / "report.html").write_text(page(f"{names[0]} − {names[1]}", stamp, intro,
+                                          [(f"{names[0]} − {names[1]}", "", shown)],
+                                          [plot.relative_to(out).as_posix()], {}, []))
+    return out / "report.md"

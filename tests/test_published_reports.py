@@ -69,3 +69,51 @@ def test_the_html_report_reads_in_a_browser_after_its_folder_moves(regenerated, 
     assert tables >= 4
     assert hover and "fcn(" in hover   # a short label shows the full specification on hover
     assert (tmp_path / f"report_{width}.png").stat().st_size > 10_000
+
+
+def _shifted_copy(tmp_path, joint_shift: float) -> Path:
+    """The fixture's results as if another experiment (other preprocessing) had scored
+    every trial's joint accuracy ``joint_shift`` higher on the same faces."""
+    import json
+
+    copy = tmp_path / "other"
+    shutil.copytree(FIXTURE, copy)
+    experiment = json.loads((copy / "experiment.json").read_text())
+    experiment["name"], experiment["preprocessing"]["size"] = "other", 24
+    (copy / "experiment.json").write_text(json.dumps(experiment))
+    for metrics_file in copy.glob("trials/*/metrics.json"):
+        metrics = json.loads(metrics_file.read_text())
+        metrics["joint_accuracy"] += joint_shift
+        metrics_file.write_text(json.dumps(metrics))
+    return copy
+
+
+def test_compare_pairs_two_experiments_on_the_same_faces(tmp_path):
+    from harness.report import write_comparison
+
+    other = _shifted_copy(tmp_path, 0.05)
+    write_comparison(other, FIXTURE, tmp_path / "out")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "tables" / "between.csv")
+    assert len(table) == 4 and (table["joint pairs"] == 4).all()            # 2 configurations x 2 backends
+    assert table["joint difference"].tolist() == pytest.approx([5.0] * 4)
+    assert set(table["joint verdict"]) == {"this higher"}
+    assert (table["gender difference"] == 0).all()
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "size: 16 → 24" in text and "(checked)" in text
+    assert (tmp_path / "out" / "plots" / "forest_between.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_refuses_rounds_that_test_different_faces(tmp_path):
+    import pandas as pd
+
+    from harness.report import write_comparison
+
+    other = _shifted_copy(tmp_path, 0.0)
+    splits = pd.read_csv(other / "splits" / "splits.csv", dtype=str)
+    moved = splits.index[(splits["round"] == "1") & (splits["role"] == "test")][0]
+    splits.loc[moved, "role"] = "train"
+    splits.to_csv(other / "splits" / "splits.csv", index=False)
+    with pytest.raises(ValueError, match="round 1 tests different faces"):
+        write_comparison(other, FIXTURE, tmp_path / "out")
