@@ -43,7 +43,8 @@ def short_labels(frame: pd.DataFrame) -> dict[str, str]:
     labels = {}
     for configuration, row in specs.iterrows():
         words = [f"{_short_key(key)}={row[key]}" if key not in ("head", "optimizer", "extras") else str(row[key])
-                 for key in usual if str(row[key]) != usual[key] and str(row[key])]
+                 for key in usual if str(row[key]) != usual[key] and str(row[key])
+                 and not (key == "head" and str(row[key]) in str(row["model_name"]))]   # a model fixes its head
         labels[configuration] = " ".join([str(row["model_name"]), *words])
     return labels
 
