@@ -122,7 +122,13 @@ def changes(spec: dict, baseline: dict) -> str:
     """What a configuration changes relative to the baseline, in words ('' for none)."""
     mine, theirs = _flat(spec), _flat(baseline)
     words = []
+    other_type = mine.get("architecture.type") != theirs.get("architecture.type")
+    if other_type:   # a different kind of network: its options are not one-by-one changes
+        words.append(f"architecture: {theirs.get('architecture.type')} → {mine.get('architecture.type')} "
+                     "(see the configurations table)")
     for key in sorted(set(mine) | set(theirs)):
+        if other_type and key.startswith("architecture."):
+            continue
         if mine.get(key) != theirs.get(key):
             name = key.removeprefix("architecture.").removeprefix("training.")
             words.append(f"{name}: {_word(theirs.get(key))} → {_word(mine.get(key))}")

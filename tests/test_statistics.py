@@ -96,6 +96,13 @@ def test_the_baseline_comparison_names_what_changed_and_ranking_orders_by_joint(
     assert (ranked["joint ci_low"] <= ranked["joint mean"]).all()
 
 
+def test_changes_name_a_different_kind_of_network_once():
+    fcn = {"architecture": {"type": "fcn", "widths": [8]}, "head": "two_heads", "training": {"optimizer": "adam"}}
+    cnn = {"architecture": {"type": "small_cnn", "filters": [4]}, "head": "joint16", "training": {"optimizer": "adam"}}
+    assert comparisons.changes(fcn, cnn) == ("architecture: small_cnn → fcn (see the configurations table); "
+                                             "head: joint16 → two_heads")
+
+
 def test_short_labels_are_unique_and_name_the_unusual_options():
     frame = pd.DataFrame([_trial("x", "keras", 0, 0, 0.5), _trial("y", "keras", 0, 0, 0.5),
                           _trial("z", "keras", 0, 0, 0.5, optimizer="sgd")])
