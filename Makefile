@@ -35,17 +35,13 @@ browser:
 
 # Regenerate every published report under docs/results/ from the stored results of the
 # same name (results/NAME), and the report test's expected output from its fixture.
-PUBLISHED := $(filter-out pixels_vs_embeddings,$(notdir $(wildcard docs/results/*)))
+PUBLISHED := $(notdir $(wildcard docs/results/*))
 reports: setup
 	@for name in $(PUBLISHED); do \
 	  if [ -f $(RESULTS)/$$name/index.jsonl ]; then \
 	    $(PY) -m harness report $(RESULTS)/$$name --out docs/results/$$name || exit 1; \
 	  else echo "skipped $$name: no stored results in $(RESULTS)/$$name (harness run experiments/$$name.yaml)"; fi; \
 	done
-	@if [ -f $(RESULTS)/seed_replication/index.jsonl ] && [ -f $(RESULTS)/seed_replication_embedding/index.jsonl ]; then \
-	  $(PY) -m harness compare $(RESULTS)/seed_replication_embedding $(RESULTS)/seed_replication \
-	    --out docs/results/pixels_vs_embeddings; \
-	else echo "skipped pixels_vs_embeddings: needs $(RESULTS)/seed_replication and seed_replication_embedding"; fi
 	$(PY) -m harness report tests/fixtures/results/report_fixture --out tests/fixtures/report_fixture_report
 
 clean:
