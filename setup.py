@@ -29,13 +29,19 @@ setup(
         # the landmark model shipped as a package (no download at run time).
         "dlib-bin>=19.24",
         "face-recognition-models>=0.3.0",
+        # Exported models run on LiteRT, the runtime phones use (no TensorFlow import);
+        # `harness serve` is a FastAPI app on uvicorn (python-multipart parses uploads).
+        "ai-edge-litert>=1.2",
+        "fastapi>=0.110",
+        "uvicorn>=0.29",
+        "python-multipart>=0.0.9",
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "ray": ["ray>=2.9"],
         # Tests cover the Ray executor on a local instance, so they need Ray too.
         # Playwright drives Debian's chromium for the report's browser test (no browser download).
-        "test": ["pytest>=8", "ray>=2.9", "playwright>=1.40"],
+        "test": ["pytest>=8", "ray>=2.9", "playwright>=1.40", "httpx>=0.27"],
     },
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )

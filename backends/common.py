@@ -49,3 +49,26 @@ def deterministic_on_cpu() -> None:
 
     if device() == "CPU":
         tf.config.experimental.enable_op_determinism()
+
+
+# TFLite conversion: how each ``--quantize`` choice sets up TensorFlow's converter.
+QUANTIZE_CHOICES = ("none", "dynamic", "int8")
+
+
+def configure_converter(converter, quantize: str, representative=None):
+    """none: float32 as trained. dynamic: int8 weights, float activations (no data
+    needed). int8: weights and activations in int8, calibrated on ``representative``
+    inputs; input and output stay float32 so callers feed and read the same arrays, and
+    an op without an int8 kernel stays in float rather than failing the export."""
+    import numpy as np
+    import tensorflow as tf
+
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"--quantize {quantize!r}: choose from {list(QUANTIZE_CHOICES)}")
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "int8":
+        if representative is None or not len(representative):
+            raise ValueError("int8 quantization needs representative inputs (the run's training images)")
+        converter.representative_dataset = lambda: ([np.asarray(x[None], np.float32)] for x in representative)
+    return converter

@@ -18,7 +18,7 @@ from keras import layers  # noqa: E402
 
 from backends.common import (  # noqa: E402
     ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
-    TRUNCATED_NORMAL_STDDEV, deterministic_on_cpu, device, kernel_axes, thread_counts,
+    TRUNCATED_NORMAL_STDDEV, configure_converter, deterministic_on_cpu, device, kernel_axes, thread_counts,
 )
 from harness import heads, losses  # noqa: E402
 from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
@@ -171,6 +171,16 @@ def save(model: keras.Model, directory: Path) -> None:
 
 def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) -> keras.Model:
     return keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
+
+
+def to_tflite(model: keras.Model, quantize: str = "none", representative=None) -> bytes:
+    """The model as a TFLite flatbuffer, through a SavedModel (Keras 3's own export)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as saved:
+        model.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        return configure_converter(converter, quantize, representative).convert()
 
 
 def environment() -> dict:

@@ -20,7 +20,7 @@ import tensorflow.experimental.numpy as tnp  # noqa: E402
 
 from backends.common import (  # noqa: E402
     ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
-    TRUNCATED_NORMAL_STDDEV, deterministic_on_cpu, device, kernel_axes, thread_counts,
+    TRUNCATED_NORMAL_STDDEV, configure_converter, deterministic_on_cpu, device, kernel_axes, thread_counts,
 )
 from harness import heads, losses  # noqa: E402
 from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
@@ -35,10 +35,12 @@ v1.enable_resource_variables()
 
 
 class Model:
-    """A TFLearn network with the graph it lives in and its max-norm clipping ops."""
+    """A TFLearn network with the graph it lives in, its input and output tensors and its
+    max-norm clipping ops."""
 
-    def __init__(self, graph, dnn, clip_ops, n_params):
+    def __init__(self, graph, dnn, clip_ops, n_params, inputs, outputs):
         self.graph, self.dnn, self.clip_ops, self.n_params = graph, dnn, clip_ops, n_params
+        self.inputs, self.outputs = inputs, outputs
 
 
 def _initializer(name: str):
@@ -138,7 +140,7 @@ def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...])
         np.random.seed(training.seed)   # TFLearn shuffles batches with NumPy's global RNG
         arch = spec.architecture
         kernels = _Kernels(arch.regularizer)
-        x = tflearn.input_data(shape=[None, *input_shape])
+        inputs = x = tflearn.input_data(shape=[None, *input_shape])
         x = _trunk(arch, x, kernels)
         outs = [_dense(x, p.units, p.activation, arch, kernels) for p in heads.parts(spec.head)]
         out = outs[0] if len(outs) == 1 else tf.concat(outs, axis=1)
@@ -151,7 +153,7 @@ def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...])
                                  batch_size=training.batch_size)
         # clip_gradients=0: TFLearn clips to 5 by default, Keras does not clip at all.
         dnn = tflearn.DNN(net, clip_gradients=0.0, tensorboard_verbose=0)
-    return Model(graph, dnn, kernels.clip_ops, n_params)
+    return Model(graph, dnn, kernels.clip_ops, n_params, inputs, out)
 
 
 def count_params(model: Model) -> int:
@@ -206,6 +208,22 @@ def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) 
     with model.graph.as_default():
         model.dnn.load(str(directory / MODEL_FILE))
     return model
+
+
+def to_tflite(model: Model, quantize: str = "none", representative=None) -> bytes:
+    """The network as a TFLite flatbuffer: its inference path with the weights as
+    constants (see :mod:`backends.tflearn_inference`), converted from a fresh session."""
+    from backends.tflearn_inference import inference_graph_def
+
+    graph_def = inference_graph_def(model.dnn.session, model.inputs.name, model.outputs.name)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.import_graph_def(graph_def, name="")
+        with v1.Session(graph=graph) as session:
+            converter = v1.lite.TFLiteConverter.from_session(
+                session, [graph.get_tensor_by_name(model.inputs.name)],
+                [graph.get_tensor_by_name(model.outputs.name)])
+            return configure_converter(converter, quantize, representative).convert()
 
 
 def environment() -> dict:

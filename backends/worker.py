@@ -8,6 +8,8 @@ Other verbs, each in a fresh process for the same reason (TFLearn and Keras 3 ca
 share one):
     python -m backends.worker predict RUN_DIR OUT.npz [--role test]
         reload the saved model and predict one role of the trial's split
+    python -m backends.worker export RUN_DIR OUT.tflite [--quantize none|dynamic|int8]
+        convert the saved model to TFLite (int8 calibrates on the run's training images)
     python -m backends.worker count-params BACKEND SPECS.json
         print the trainable-parameter count of each (model, input shape) in SPECS.json
 """
@@ -176,6 +178,23 @@ def predict(run_dir: Path, out: Path, role: str = "test", tta: str | None = None
     _save_npz(out, ids=np.asarray(data.ids, dtype=str), outputs=outputs, age=data.age, gender=data.gender)
 
 
+# int8 calibration: this many training images, evenly spaced (TFLite's guidance is 100-500).
+REPRESENTATIVE_IMAGES = 200
+
+
+def export(run_dir: Path, out: Path, quantize: str = "none") -> None:
+    config = read_config(run_dir)
+    with output_to(run_dir / LOG_FILE):
+        backend = backend_module(config.backend)
+        model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
+        representative = None
+        if quantize == "int8":
+            x = load_splits(run_dir, config, ["train"])["train"].x
+            representative = x[np.linspace(0, len(x) - 1, min(len(x), REPRESENTATIVE_IMAGES)).astype(int)]
+        flatbuffer = backend.to_tflite(model, quantize, representative)
+    write_atomic(out, lambda p: p.write_bytes(flatbuffer))
+
+
 def count_params(backend_name: str, specs_file: Path) -> list[int]:
     entries = json.loads(specs_file.read_text())
     with output_to(Path(os.devnull)):
@@ -187,7 +206,7 @@ def count_params(backend_name: str, specs_file: Path) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("train", "predict", "count-params", "-h", "--help"):
+    if argv and argv[0] not in ("train", "predict", "export", "count-params", "-h", "--help"):
         argv.insert(0, "train")
     parser = argparse.ArgumentParser(prog="python -m backends.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -198,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--role", default="test", choices=["train", "val", "test"])
     p.add_argument("--tta", choices=["flip"], default=None, help="test-time augmentation")
+    e = verbs.add_parser("export")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("out", type=Path)
+    e.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none")
     c = verbs.add_parser("count-params")
     c.add_argument("backend")
     c.add_argument("specs", type=Path)
@@ -207,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in result.items() if not k.endswith("confusion")}))
     elif args.verb == "predict":
         predict(args.run_dir, args.out, args.role, args.tta)
+    elif args.verb == "export":
+        export(args.run_dir, args.out, args.quantize)
     else:
         print(json.dumps(count_params(args.backend, args.specs)))
     return 0

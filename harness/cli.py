@@ -252,6 +252,24 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_export(args) -> int:
+    from harness.export import export
+
+    manifest = export(args.run_dir, args.out, args.quantize, args.format)
+    parity = manifest.parity
+    change = ", ".join(f"{k.replace('_accuracy', '')} {v:+.2f}" for k, v in parity.accuracy_change_points.items())
+    print(f"exported {args.run_dir} -> {args.out} ({manifest.kind}, {args.format}, quantize {args.quantize}, "
+          f"{parity.bytes:,} bytes, {parity.single_face_latency_ms:.2f} ms per face with LiteRT)")
+    print(f"parity on {parity.test_faces} test faces: max |probability difference| "
+          f"{parity.max_abs_probability_difference:.2e}, same labels for {parity.decoded_agreement:.1%}, "
+          f"accuracy change in points: {change}")
+    if parity.passed is False:
+        print(f"harness export: error: the float32 export differs from the framework model by more than "
+              f"{parity.tolerance:g} (kept in {args.out} for inspection)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_ensemble(args) -> int:
     from harness import ensemble
 
@@ -352,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify the faces in photos with a trained run")
     predict.add_argument("--model", required=True,
-                         help="a finished trial directory (RUN_DIR) or an ensemble round (ENSEMBLE/round-N)")
+                         help="a finished trial directory (RUN_DIR), an ensemble round (ENSEMBLE/round-N) "
+                              "or an export folder (harness export; run by LiteRT)")
     predict.add_argument("images", nargs="+", help="image files or directories")
     predict.add_argument("--json", action="store_true", help="machine-readable output")
     predict.add_argument("--csv", help="also write one row per face to this CSV")
@@ -363,6 +382,16 @@ def build_parser() -> argparse.ArgumentParser:
                               "run's calibrated gate threshold for that age, else 0.5)")
     predict.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     predict.set_defaults(func=cmd_predict)
+
+    exp = commands.add_parser("export", help="a finished run (or ensemble round) as a TFLite model folder "
+                                             "with a manifest and measured parity")
+    exp.add_argument("run_dir", help="a finished trial directory or an ensemble round")
+    exp.add_argument("--format", choices=["tflite"], default="tflite")
+    exp.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none",
+                     help="none: float32; dynamic: int8 weights; int8: int8 weights and activations, "
+                          "calibrated on the run's training images")
+    exp.add_argument("--out", required=True, help="export folder (new, empty, or an earlier export)")
+    exp.set_defaults(func=cmd_export)
 
     ens = commands.add_parser("ensemble", help="average finished trials' predictions; scored like a trial")
     ens.add_argument("results_dir", help="an experiment's results directory")

@@ -166,6 +166,35 @@ class EnsemblePredictor:
             self.close()
 
 
+class ExportPredictor:
+    """An export folder (:mod:`harness.export`) run by LiteRT: no framework is imported.
+
+    The same faces, preprocessing, decoding and gate as :class:`Predictor`; an exported
+    ensemble averages its members' scores as the ensemble round did.
+    """
+
+    def __init__(self, export_dir: str | Path, tta: str | None = None, threads: int | None = None):
+        from harness.litert import open_networks
+
+        self.run_dir = Path(export_dir)
+        self.manifest, self.networks = open_networks(self.run_dir, threads)
+        self.tta = _check_tta(tta)
+
+    @property
+    def calibrated_gate(self) -> dict | None:
+        return self.manifest.gate.get("calibrated")
+
+    def scores(self, chips) -> np.ndarray:
+        batches: dict[str, list[np.ndarray]] = {}
+        results = []
+        for network in self.networks:
+            key = network.preprocessing.model_dump_json()
+            if key not in batches:
+                batches[key] = model_batches(chips, network.preprocessing, self.tta)
+            results.append(np.mean([network.scores(batch) for batch in batches[key]], axis=0))
+        return np.mean(results, axis=0)
+
+
 def _serve_member(run_dir: str, connection) -> None:
     """A member's process: load its model once, then answer input batches with scores."""
     import signal
@@ -201,10 +230,14 @@ def _receive(connection, member) -> tuple[str, object]:
 
 
 def open_model(path: str | Path, tta: str | None = None):
-    """A trial run directory -> :class:`Predictor`; an ensemble round -> :class:`EnsemblePredictor`."""
+    """A trial run directory -> :class:`Predictor`; an ensemble round -> :class:`EnsemblePredictor`;
+    an export folder -> :class:`ExportPredictor`."""
     from harness.ensemble import ENSEMBLE_FILE, is_ensemble_run
+    from harness.litert import is_export
 
     path = Path(path)
+    if is_export(path):
+        return ExportPredictor(path, tta)
     if (path / ENSEMBLE_FILE).is_file():
         rounds = sorted(p.name for p in path.glob("round-*") if is_ensemble_run(p))
         raise ValueError(f"--model {path}: an ensemble with one model per round; give one round's "

@@ -1,0 +1,246 @@
+"""``harness export``: a finished run's model as a self-describing TFLite folder.
+
+run directory -> (its backend's worker converts the saved model) -> ``model.tflite``
+-> parity on the run's test split, measured with LiteRT against the framework model's
+own stored test predictions -> ``export.json`` (see :mod:`harness.litert`), written last.
+
+An ensemble round is exported as one folder per member under ``members/`` (each a
+complete export of that trial) plus a manifest saying the ensemble is their mean: the
+members may differ in backend, input and preprocessing, which one merged graph could not
+keep apart without re-implementing both translations.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from harness import heads, metrics
+from harness.augmentation import mirror
+from harness.gate import DEFAULT_GATE_THRESHOLD
+from harness.labels import AGE_GROUPS, GENDER_WORDS
+from harness.litert import (
+    MANIFEST_FILE, MANIFEST_VERSION, MODEL_FILE, ExportManifest, LiteModel, Parity,
+)
+from harness.results import write_atomic
+from harness.trial import DONE_FILE, METRICS_FILE, PREDICTIONS_FILE, load_splits, read_config
+
+FORMATS = ("tflite",)
+QUANTIZE = ("none", "dynamic", "int8")
+# A float32 export must give the framework's probabilities to within this.
+FLOAT_TOLERANCE = 1e-4
+ACCURACIES = ("gender_accuracy", "age_exact_accuracy", "age_one_off_accuracy")
+LATENCY_CALLS = 50
+ROOT = Path(__file__).resolve().parents[1]
+MEMBERS_DIR = "members"
+
+
+class ExportError(ValueError):
+    """The run cannot be exported; the message says which file and why."""
+
+
+def export(run_dir: str | Path, out: str | Path, quantize: str = "none", fmt: str = "tflite") -> ExportManifest:
+    """Export ``run_dir`` (a trial or an ensemble round) into ``out``; returns the manifest.
+
+    A float32 export whose parity misses :data:`FLOAT_TOLERANCE` is still written, with
+    ``parity.passed`` false, so that it can be inspected; the CLI exits non-zero on it.
+    """
+    from harness.ensemble import is_ensemble_run
+
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r}: choose from {list(FORMATS)}")
+    if quantize not in QUANTIZE:
+        raise ExportError(f"--quantize {quantize!r}: choose from {list(QUANTIZE)}")
+    run_dir, out = _finished(run_dir), _output_folder(out)
+    if is_ensemble_run(run_dir):
+        return _export_ensemble(run_dir, out, quantize)
+    return _export_trial(run_dir, out, quantize)
+
+
+def _finished(run_dir) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ExportError(f"{run_dir}: no such run directory")
+    if not (run_dir / DONE_FILE).is_file():
+        raise ExportError(f"{run_dir}: not a finished run (no {DONE_FILE}); train it first")
+    return run_dir
+
+
+def _output_folder(out) -> Path:
+    """An empty folder, or an earlier export (replaced); anything else is left alone."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
+        raise ExportError(f"--out {out}: exists and is not an export folder; give a new or empty folder")
+    if out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return out
+
+
+def _export_trial(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
+    config = read_config(run_dir)
+    model_path = out / MODEL_FILE
+    result = subprocess.run([sys.executable, "-m", "backends.worker", "export", str(run_dir), str(model_path),
+                             "--quantize", quantize], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if result.returncode or not model_path.is_file():
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ExportError(f"{run_dir}: converting the {config.backend} model to TFLite failed: {last[0]} "
+                          f"(details in {run_dir / 'log.txt'})")
+    test = _test_split(run_dir, config)
+    model = LiteModel(model_path)
+    framework = _stored_outputs(run_dir, test.ids)
+    exported = model.outputs(test.x)
+    parity = _parity(config.model.head, framework, exported, test, quantize, config.threshold,
+                     model_path.stat().st_size, _latency(model, test.x[:1]))
+    manifest = ExportManifest(
+        **_common(run_dir, config, quantize, parity), kind="trial", model_file=MODEL_FILE,
+        sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        input_shape=list(model.input_shape), input_dtype="float32",
+        preprocessing=config.preprocessing, head=config.model.head)
+    _write_manifest(out, manifest)
+    return manifest
+
+
+def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
+    from harness.ensemble import member_dirs
+
+    members, description = member_dirs(run_dir)
+    names, member_scores = [], []
+    test_ids = None
+    for index, member in enumerate(members):
+        name = f"{MEMBERS_DIR}/{index}"
+        manifest = _export_trial(_finished(member), _output_folder(out / name), quantize)
+        config = read_config(member)
+        test = _test_split(member, config)
+        model = LiteModel(out / name / MODEL_FILE)
+        outputs = [model.outputs(test.x)]
+        if description.get("tta") == "flip":
+            outputs.append(model.outputs(mirror(test.x)))
+        member_scores.append(np.mean([heads.scores(manifest.head, o) for o in outputs], axis=0))
+        test_ids = test.ids if test_ids is None else test_ids
+        names.append(name)
+    framework = _stored_outputs(run_dir, test_ids)
+    exported = np.mean(member_scores, axis=0)
+    total = sum((out / n / MODEL_FILE).stat().st_size for n in names)
+    latency = sum(read_manifest_parity(out / n).single_face_latency_ms for n in names)
+    parity = _parity("two_heads", framework, exported, test, quantize, float(description.get("threshold") or 0.0),
+                     total, latency)
+    config = read_config(members[0])
+    manifest = ExportManifest(**_common(run_dir, config, quantize, parity), kind="ensemble",
+                              tta=description.get("tta"), members=names,
+                              combine="mean of the members' age and gender scores")
+    manifest.source.update(trial_id=None, backend="+".join(sorted({read_config(m).backend for m in members})))
+    _write_manifest(out, manifest)
+    return manifest
+
+
+def read_manifest_parity(export_dir: Path) -> Parity:
+    from harness.litert import read_manifest
+
+    return read_manifest(export_dir).parity
+
+
+def _test_split(run_dir: Path, config):
+    try:
+        return load_splits(run_dir, config, ["test"])["test"]
+    except FileNotFoundError as err:
+        raise ExportError(f"{run_dir}: its cached arrays are gone ({err.filename}); parity is measured on "
+                          f"the run's test faces, so rebuild the cache (harness data cache, or run the "
+                          f"experiment again: finished trials are not retrained)") from None
+
+
+def _stored_outputs(run_dir: Path, ids: list[str]) -> np.ndarray:
+    path = run_dir / PREDICTIONS_FILE
+    try:
+        saved = np.load(path)
+        stored_ids, outputs = saved["ids"].astype(str), saved["outputs"]
+    except (OSError, KeyError, ValueError) as err:
+        raise ExportError(f"{path}: cannot read the framework's test predictions: {err}") from None
+    position = {face: i for i, face in enumerate(stored_ids)}
+    missing = [face for face in ids if face not in position]
+    if missing:
+        raise ExportError(f"{path}: has no prediction for {len(missing)} test faces (e.g. {missing[0]}); "
+                          "the run's cache changed since it was trained")
+    return outputs[[position[face] for face in ids]]
+
+
+def _parity(head: str, framework: np.ndarray, exported: np.ndarray, test, quantize: str, threshold: float,
+            size: int, latency_ms: float) -> Parity:
+    framework_scores, exported_scores = heads.scores(head, framework), heads.scores(head, exported)
+    scored = {name: metrics.compute(head, outputs, test.age, test.gender, threshold=threshold)
+              for name, outputs in (("framework", framework), ("exported", exported))}
+    probability_gap = _max_abs(framework_scores - exported_scores)
+    tolerance = FLOAT_TOLERANCE if quantize == "none" else None
+    decoded = [(s[:, :len(AGE_GROUPS)].argmax(1), s[:, len(AGE_GROUPS):].argmax(1))
+               for s in (np.nan_to_num(framework_scores), np.nan_to_num(exported_scores))]
+    agree = (decoded[0][0] == decoded[1][0]) & (decoded[0][1] == decoded[1][1])
+    return Parity(
+        test_faces=len(test.ids), max_abs_output_difference=_max_abs(framework - exported),
+        max_abs_probability_difference=probability_gap, tolerance=tolerance,
+        passed=None if tolerance is None else bool(probability_gap <= tolerance),
+        decoded_agreement=float(agree.mean()) if len(agree) else 1.0,
+        framework={k: scored["framework"][k] for k in ACCURACIES},
+        exported={k: scored["exported"][k] for k in ACCURACIES},
+        accuracy_change_points={k: round(100 * (scored["exported"][k] - scored["framework"][k]), 4)
+                                for k in ACCURACIES},
+        bytes=size, single_face_latency_ms=latency_ms)
+
+
+def _max_abs(difference: np.ndarray) -> float:
+    difference = np.abs(np.asarray(difference, dtype=np.float64))
+    return float(np.nanmax(difference)) if difference.size and not np.isnan(difference).all() else 0.0
+
+
+def _latency(model: LiteModel, one_face: np.ndarray) -> float:
+    """Median milliseconds of one call on one face, after a warm-up call."""
+    if not len(one_face):
+        return float("nan")
+    model.outputs(one_face)
+    times = []
+    for _ in range(LATENCY_CALLS):
+        started = time.perf_counter()
+        model.outputs(one_face)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1000)
+
+
+def _common(run_dir: Path, config, quantize: str, parity: Parity) -> dict:
+    return dict(
+        manifest_version=MANIFEST_VERSION, format="tflite", harness_version=_harness_version(),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        source={"run_dir": str(run_dir.resolve()), "trial_id": config.trial_id(), "backend": config.backend,
+                "round": config.round},
+        quantize=quantize,
+        labels={"age_groups": [f"({lo}, {hi})" for lo, hi in AGE_GROUPS], "genders": list(GENDER_WORDS)},
+        decode_threshold=float(config.threshold or 0.0),
+        gate={"default_threshold": DEFAULT_GATE_THRESHOLD, "calibrated": _calibrated_gate(run_dir)},
+        parity=parity)
+
+
+def _calibrated_gate(run_dir: Path) -> dict | None:
+    try:
+        found = json.loads((run_dir / METRICS_FILE).read_text()).get("gate")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, dict) and found.get("met") else None
+
+
+def _harness_version() -> str:
+    try:
+        return version("agegender-harness")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _write_manifest(out: Path, manifest: ExportManifest) -> None:
+    write_atomic(out / MANIFEST_FILE, lambda p: p.write_text(manifest.model_dump_json(indent=2) + "\n"))

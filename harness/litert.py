@@ -1,0 +1,171 @@
+"""An exported model run by LiteRT, the runtime phones use; TensorFlow is never imported.
+
+An export folder (see :mod:`harness.export`) holds ``model.tflite`` and ``export.json``,
+which says everything needed to use the file without the run it came from: the
+preprocessing, the input shape, the head and label order, the decode threshold and the
+door gate's threshold. An ensemble's folder holds one such folder per member under
+``members/`` and the mean of their scores is the ensemble's.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from harness import heads
+from harness.images import Preprocessing, to_float
+
+MANIFEST_FILE = "export.json"
+MODEL_FILE = "model.tflite"
+MANIFEST_VERSION = 1
+# Faces per interpreter call: bounds the interpreter's tensors on a test split.
+BATCH = 256
+
+
+class Parity(BaseModel):
+    """The export against the framework model, on the source run's test split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    test_faces: int
+    max_abs_output_difference: float
+    max_abs_probability_difference: float
+    tolerance: float | None            # float32 exports must stay within it; None when quantized
+    passed: bool | None
+    decoded_agreement: float           # share of faces with the same age group and gender
+    framework: dict[str, float]        # accuracies from the framework's own test predictions
+    exported: dict[str, float]         # the same accuracies from the exported model
+    accuracy_change_points: dict[str, float]
+    bytes: int
+    single_face_latency_ms: float      # median of repeated one-face calls, LiteRT
+
+
+class ExportManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    manifest_version: int
+    format: Literal["tflite"]
+    kind: Literal["trial", "ensemble"]
+    harness_version: str
+    created: str
+    source: dict                        # run_dir, trial_id, backend, round
+    quantize: Literal["none", "dynamic", "int8"]
+    tta: Literal["flip"] | None = None
+    labels: dict                        # age_groups and genders, in output order
+    decode_threshold: float
+    gate: dict                          # default_threshold and the run's calibrated gate (or None)
+    parity: Parity
+    # A trial's export: its network.
+    model_file: str | None = None
+    sha256: str | None = None
+    input_shape: list[int] | None = None
+    input_dtype: Literal["float32"] | None = None
+    preprocessing: Preprocessing | None = None
+    head: str | None = None
+    # An ensemble's export: its members' folders, each with a manifest of its own.
+    members: list[str] | None = None
+    combine: str | None = None
+
+
+def read_manifest(export_dir: str | Path) -> ExportManifest:
+    path = Path(export_dir) / MANIFEST_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing; not an export folder (make one with harness export)") from None
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not readable JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("manifest_version") != MANIFEST_VERSION:
+        raise ValueError(f"{path}: manifest_version must be {MANIFEST_VERSION}, "
+                         f"got {data.get('manifest_version') if isinstance(data, dict) else data!r}")
+    try:
+        manifest = ExportManifest.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"{path}: key {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    if manifest.kind == "trial" and (manifest.model_file is None or manifest.preprocessing is None
+                                     or manifest.head is None):
+        raise ValueError(f"{path}: a trial export needs model_file, preprocessing and head")
+    if manifest.kind == "ensemble" and not manifest.members:
+        raise ValueError(f"{path}: an ensemble export needs members")
+    return manifest
+
+
+def is_export(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
+class LiteModel:
+    """One ``.tflite`` network: float32 inputs in, raw outputs out, any batch size."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from backends.worker import output_to
+
+        path = Path(path)
+        # LiteRT announces its CPU delegate on stderr; predict's output stays the user's.
+        with output_to(Path(os.devnull)):
+            try:
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as err:
+                raise ValueError(f"{path}: not a loadable TFLite model: {err}") from None
+        (self._input,) = self.interpreter.get_input_details()
+        (self._output,) = self.interpreter.get_output_details()
+        if len(self._input["shape"]) < 2 or len(self._output["shape"]) != 2:
+            raise ValueError(f"{path}: expected one batched input and one (N, units) output")
+        self.input_shape = tuple(int(n) for n in self._input["shape"][1:])
+        self.output_units = int(self._output["shape"][-1])
+        self._batch = int(self._input["shape"][0])
+
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"the model takes inputs of shape {self.input_shape}, got {x.shape[1:]}")
+        chunks = [self._call(np.ascontiguousarray(x[i:i + BATCH])) for i in range(0, len(x), BATCH)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.output_units), np.float32)
+
+    def _call(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self._batch:
+            self.interpreter.resize_tensor_input(self._input["index"], [len(batch), *self.input_shape])
+            self.interpreter.allocate_tensors()
+            self._batch = len(batch)
+        self.interpreter.set_tensor(self._input["index"], batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"]).copy()
+
+
+class ExportedNetwork:
+    """A trial's export: its LiteRT model with its preprocessing and head."""
+
+    def __init__(self, export_dir: Path, manifest: ExportManifest, threads: int | None = None):
+        self.directory, self.manifest = export_dir, manifest
+        self.model = LiteModel(export_dir / manifest.model_file, threads)
+        if list(self.model.input_shape) != manifest.input_shape:
+            raise ValueError(f"{export_dir / MANIFEST_FILE}: input_shape {manifest.input_shape} does not "
+                             f"match {manifest.model_file}'s {list(self.model.input_shape)}")
+        self.preprocessing, self.head = manifest.preprocessing, manifest.head
+
+    def scores(self, inputs: np.ndarray) -> np.ndarray:
+        """Model inputs (uint8 pixels or descriptors, as the cache holds them) -> (N, 10)."""
+        return heads.scores(self.head, self.model.outputs(to_float(inputs, self.preprocessing)))
+
+
+def open_networks(export_dir: str | Path, threads: int | None = None) -> tuple[ExportManifest, list[ExportedNetwork]]:
+    """The export's manifest and its networks (one, or an ensemble's members)."""
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    if manifest.kind == "trial":
+        return manifest, [ExportedNetwork(export_dir, manifest, threads)]
+    members = []
+    for member in manifest.members:
+        member_dir = (export_dir / member).resolve()
+        if export_dir.resolve() not in member_dir.parents:
+            raise ValueError(f"{export_dir / MANIFEST_FILE}: member {member!r} is outside the export folder")
+        members.append(ExportedNetwork(member_dir, read_manifest(member_dir), threads))
+    return manifest, members
