@@ -9,6 +9,7 @@ setup(
     ),
     python_requires=">=3.11",
     packages=find_packages(include=["harness", "harness.*", "backends", "backends.*"]),
+    package_data={"harness": ["serve_static/*"]},
     install_requires=[
         "numpy>=1.26",
         "pandas>=2.1",

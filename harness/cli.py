@@ -1,4 +1,4 @@
-"""Command line: ``harness run | report | compare | ensemble | predict | data summary | data plot-splits | data cache``."""
+"""Command line: ``harness run | report | compare | ensemble | predict | export | serve | data summary | data plot-splits | data cache``."""
 from __future__ import annotations
 
 import argparse
@@ -270,6 +270,17 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    from harness.serve import serve
+
+    serve(args.model, args.host, args.port, args.token or os.environ.get("HARNESS_SERVE_TOKEN") or None,
+          args.min_age, args.max_upload_mb, args.max_megapixels, args.queue, args.cors_origin, args.tta,
+          args.ssl_certfile, args.ssl_keyfile)
+    return 0
+
+
 def cmd_ensemble(args) -> int:
     from harness import ensemble
 
@@ -392,6 +403,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "calibrated on the run's training images")
     exp.add_argument("--out", required=True, help="export folder (new, empty, or an earlier export)")
     exp.set_defaults(func=cmd_export)
+
+    srv = commands.add_parser("serve", help="an HTTP API and a phone page for a trained or exported model")
+    srv.add_argument("--model", required=True, help="a finished trial, an ensemble round or an export folder")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only; "
+                                                          "any other needs --token)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every /v1 call (default: "
+                                     "$HARNESS_SERVE_TOKEN; keeps the token out of the process list)")
+    srv.add_argument("--min-age", type=_age, default=18, help="the door's age (default 18)")
+    srv.add_argument("--max-upload-mb", type=float, default=10, help="larger uploads get 413 (default 10)")
+    srv.add_argument("--max-megapixels", type=float, default=50,
+                     help="larger images get 413 before they are decoded (default 50)")
+    srv.add_argument("--queue", type=int, default=32, help="photos waiting for the model before 503 (default 32)")
+    srv.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; default none)")
+    srv.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
+    srv.add_argument("--ssl-certfile", help="serve HTTPS (phones need it for the live camera on the LAN)")
+    srv.add_argument("--ssl-keyfile")
+    srv.set_defaults(func=cmd_serve)
 
     ens = commands.add_parser("ensemble", help="average finished trials' predictions; scored like a trial")
     ens.add_argument("results_dir", help="an experiment's results directory")

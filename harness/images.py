@@ -6,6 +6,7 @@ small, and scaling to [0, 1] happens per batch in :func:`to_float`.
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -70,7 +71,15 @@ class Preprocessing(BaseModel):
 
 
 class ImageError(ValueError):
-    """An image file that cannot be decoded; the message says why."""
+    """An image file that cannot be decoded; the message says why.
+
+    ``kind`` sorts the reasons for callers that answer differently to each (the
+    server's status codes): empty, format, too_large, corrupt, missing.
+    """
+
+    def __init__(self, message: str, kind: str = "corrupt"):
+        super().__init__(message)
+        self.kind = kind
 
 
 # Pillow's own guard against decompression bombs warns above its limit and raises only
@@ -95,14 +104,32 @@ def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
     reason, so one bad file is one listed skip and never a crash of the batch.
     """
     path = Path(path)
-    limit = max_pixels()
     try:
         if path.stat().st_size == 0:
-            raise ImageError("empty file")
+            raise ImageError("empty file", "empty")
+    except FileNotFoundError:
+        raise ImageError("file not found", "missing") from None
+    except IsADirectoryError:
+        raise ImageError("a directory, not an image file", "missing") from None
+    return _decode(path, max_pixels(), draft_size)
+
+
+def image_from_bytes(data: bytes, limit: int | None = None) -> Image.Image:
+    """:func:`open_image` for an image held in memory (an upload): nothing touches the disk.
+
+    ``limit``: the most pixels accepted (default: :func:`max_pixels`).
+    """
+    if not data:
+        raise ImageError("empty file", "empty")
+    return _decode(io.BytesIO(data), limit or max_pixels())
+
+
+def _decode(source, limit: int, draft_size: int | None = None) -> Image.Image:
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = limit
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 _check_size(image.size, limit)
                 if draft_size and image.format == "JPEG":
                     # Let libjpeg decode at a reduced scale when the target is much
@@ -113,16 +140,16 @@ def open_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError("file not found") from None
+        raise ImageError("file not found", "missing") from None
     except IsADirectoryError:
-        raise ImageError("a directory, not an image file") from None
+        raise ImageError("a directory, not an image file", "missing") from None
     except Image.UnidentifiedImageError:
-        raise ImageError("not a recognised image format") from None
+        raise ImageError("not a recognised image format", "format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"too large to decode safely (the limit is {limit:,} pixels; raise "
-                         f"{MAX_PIXELS_ENV} to allow more): {err}") from None
+                         f"{MAX_PIXELS_ENV} to allow more): {err}", "too_large") from None
     except MemoryError:
-        raise ImageError("too large to decode in the memory available") from None
+        raise ImageError("too large to decode in the memory available", "too_large") from None
     except Exception as err:   # decoders raise many types; none may take a batch down
         raise ImageError(f"cannot decode: {type(err).__name__}: {err}") from None
 
@@ -131,7 +158,8 @@ def _check_size(size: tuple[int, int], limit: int) -> None:
     width, height = size
     if width * height > limit:
         raise ImageError(f"too large to decode safely (the limit is {limit:,} pixels; raise "
-                         f"{MAX_PIXELS_ENV} to allow more): {width}x{height} = {width * height:,} pixels")
+                         f"{MAX_PIXELS_ENV} to allow more): {width}x{height} = {width * height:,} pixels",
+                         "too_large")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

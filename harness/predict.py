@@ -339,8 +339,14 @@ def classify(predictor: Predictor, path: Path, threshold: float | None = None,
 
 
 def _classify(predictor, path, threshold, min_age, gate_at) -> list[FaceResult]:
+    return classify_image(predictor, str(path), open_image(path), threshold, min_age, gate_at)
+
+
+def classify_image(predictor, name: str, image, threshold: float | None, min_age: float | None,
+                   gate_at: float) -> list[FaceResult]:
+    """Every face in one decoded photo (``name`` labels the results)."""
+    path = name
     decode_threshold = threshold or 0.0
-    image = open_image(path)
     faces = find_faces(image)
     if not faces:
         result = undefined("no face found")
