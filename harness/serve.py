@@ -38,6 +38,7 @@ DEFAULT_MAX_UPLOAD_MB = 10
 DEFAULT_MAX_MEGAPIXELS = 50     # above any phone camera's photo
 DEFAULT_QUEUE_LIMIT = 32
 IMAGE_FIELD = "image"
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 MIN_TOKEN_LENGTH = 16
 
 SECURITY_HEADERS = {
@@ -200,10 +201,15 @@ async def _read_upload(request, limit: int) -> tuple[bytes, str]:
         chunks.append(chunk)
     body = b"".join(chunks)
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    kind = content_type.split(";")[0].strip().lower()   # the boundary after it is case-sensitive
+    if kind == "multipart/form-data":
         data, name = _multipart_image(body, content_type)
-    else:
+    elif not kind or kind.startswith(RAW_IMAGE_TYPES):
         data, name = body, "upload"
+    else:
+        raise RequestProblem(415, f"Content-Type {kind!r} is not taken: send "
+                                  f"multipart/form-data with the file field {IMAGE_FIELD!r}, or the image "
+                                  "itself as the body (image/* or application/octet-stream)")
     if len(data) > limit:
         raise RequestProblem(413, f"image of {len(data):,} bytes is over the limit of {limit:,} bytes")
     return data, name
@@ -261,8 +267,13 @@ def _classify_upload(predictor, body: bytes, name: str, max_pixels: int,
         image = image_from_bytes(body, max_pixels)
     except ImageError as err:
         status = IMAGE_ERROR_STATUS.get(err.kind, 422)
-        raise RequestProblem(status, f"{name}: {err}" + (
-            " (send a JPEG, PNG, WebP, BMP, GIF or TIFF photo)" if err.kind == "format" else "")) from None
+        if err.kind == "too_large":
+            message = f"too large to decode safely: over this server's limit of {max_pixels:,} pixels"
+        elif err.kind == "format":
+            message = f"{err} (send a JPEG, PNG, WebP, BMP, GIF or TIFF photo)"
+        else:
+            message = str(err)
+        raise RequestProblem(status, f"{name}: {message}") from None
     threshold = gate_threshold(predictor, min_age) if min_age is not None else (DEFAULT_GATE_THRESHOLD, "default")
     return classify_image(predictor, name, image, None, min_age, threshold[0]), threshold
 

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.door_fixtures import door_exports, door_runs  # noqa: F401  (shared by export and serve tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 UTKFACE = SHARED / "UTKFace"

@@ -1,26 +1,16 @@
 """Published reports: regenerated from stored results with identical tables, and readable
 in a real browser at laptop and phone widths."""
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from harness.report import write_report
+from tests.browser import chromium_executable
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "results" / "report_fixture"
 PUBLISHED = ROOT / "tests" / "fixtures" / "report_fixture_report"   # what `make reports` wrote
-
-
-def chromium_executable() -> str:
-    """Debian's chromium (``.ci/run`` and ``make test`` install it where they can)."""
-    for candidate in (os.environ.get("HARNESS_CHROMIUM"), shutil.which("chromium"),
-                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
-        if candidate:
-            return candidate
-    pytest.fail("no Chromium found: install Debian's `chromium` package (apt-get install chromium) "
-                "or point HARNESS_CHROMIUM at a Chrome/Chromium executable")
 
 
 @pytest.fixture(scope="module")

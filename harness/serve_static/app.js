@@ -13,6 +13,7 @@
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
   if (fromHash) { sessionStorage.setItem("token", fromHash); history.replaceState(null, "", location.pathname); }
   tokenInput.value = sessionStorage.getItem("token") || "";
+  $("settings-form").addEventListener("submit", (event) => event.preventDefault());
   tokenInput.addEventListener("change", () => { sessionStorage.setItem("token", tokenInput.value.trim()); loadInfo(); });
 
   function headers() {

@@ -1,0 +1,159 @@
+"""harness export: TFLite folders with measured parity; harness predict on LiteRT."""
+import hashlib
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.backend_runs import ROOT
+from tests.door_fixtures import harness
+
+FRAMEWORK_MODULES = ("tensorflow", "keras", "tflearn")
+
+
+@pytest.mark.parametrize("name", ["keras", "tflearn", "embedding"])
+def test_a_float_export_gives_the_framework_models_probabilities(door_runs, door_exports, name):
+    from harness.litert import read_manifest
+    from harness.trial import read_config
+
+    manifest = read_manifest(door_exports[name])
+    config = read_config(door_runs[name])
+    parity = manifest.parity
+    assert parity.passed is True and parity.tolerance == 1e-4
+    assert parity.max_abs_probability_difference <= 1e-4
+    assert parity.test_faces > 0 and parity.decoded_agreement == 1.0
+    assert parity.exported == parity.framework
+    # The folder describes itself: enough to use the file without the run.
+    assert manifest.preprocessing == config.preprocessing
+    assert manifest.input_shape == list(config.preprocessing.shape)
+    assert manifest.head == config.model.head and manifest.source["trial_id"] == config.trial_id()
+    assert manifest.labels["age_groups"][3] == "(15, 20)" and manifest.labels["genders"] == ["male", "female"]
+    assert manifest.gate["default_threshold"] == 0.5
+    model_file = door_exports[name] / manifest.model_file
+    assert hashlib.sha256(model_file.read_bytes()).hexdigest() == manifest.sha256
+    assert parity.bytes == model_file.stat().st_size
+
+
+def test_parity_is_measured_on_the_runs_test_faces(door_runs, door_exports):
+    """The manifest's figures, recomputed here from the exported file and stored predictions."""
+    from harness import metrics
+    from harness.litert import LiteModel, read_manifest
+    from harness.trial import load_splits, read_config
+
+    run = door_runs["tflearn"]
+    config = read_config(run)
+    test = load_splits(run, config, ["test"])["test"]
+    outputs = LiteModel(door_exports["tflearn"] / "model.tflite").outputs(test.x)
+    stored = np.load(run / "predictions.npz")
+    assert list(stored["ids"].astype(str)) == test.ids
+    assert np.abs(outputs - stored["outputs"]).max() <= 1e-4
+    manifest = read_manifest(door_exports["tflearn"])
+    scored = metrics.compute(config.model.head, outputs, test.age, test.gender)
+    assert manifest.parity.exported["age_exact_accuracy"] == scored["age_exact_accuracy"]
+    assert manifest.parity.test_faces == len(test.ids)
+
+
+@pytest.mark.parametrize("quantize", ["dynamic", "int8"])
+def test_a_quantized_export_reports_its_accuracy_change_and_size(door_runs, door_exports, tmp_path, quantize):
+    from harness import metrics
+    from harness.litert import LiteModel, read_manifest
+    from harness.trial import load_splits, read_config
+
+    run = door_runs["tflearn"]
+    result = harness("export", run, "--quantize", quantize, "--out", tmp_path / quantize)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(tmp_path / quantize)
+    parity, float_parity = manifest.parity, read_manifest(door_exports["tflearn"]).parity
+    assert manifest.quantize == quantize and parity.passed is None and parity.tolerance is None
+    assert parity.bytes < float_parity.bytes
+    config = read_config(run)
+    test = load_splits(run, config, ["test"])["test"]
+    scored = metrics.compute(config.model.head, LiteModel(tmp_path / quantize / "model.tflite").outputs(test.x),
+                             test.age, test.gender)
+    for key, change in parity.accuracy_change_points.items():
+        assert parity.exported[key] == scored[key]
+        assert change == pytest.approx(100 * (scored[key] - parity.framework[key]), abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory, utkface_sample):
+    out = tmp_path_factory.mktemp("faces")
+    for i, path in enumerate(utkface_sample["path"].iloc[30:36]):
+        Image.open(path).convert("RGB").save(out / f"face{i}.jpg")
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (200, 240, 3), dtype=np.uint8)).save(out / "noise.png")
+    return out
+
+
+def _by_face(result) -> dict:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {(r["file"].rsplit("/", 1)[-1], r["face"]): r for r in json.loads(result.stdout)}
+
+
+@pytest.mark.parametrize("name", ["keras", "tflearn", "embedding"])
+def test_litert_predict_matches_the_framework_model_on_real_faces(door_runs, door_exports, faces, name):
+    framework = _by_face(harness("predict", "--model", door_runs[name], faces, "--json", "--min-age", "18"))
+    exported = _by_face(harness("predict", "--model", door_exports[name], faces, "--json", "--min-age", "18"))
+    assert framework.keys() == exported.keys()
+    assert sum(r["face"] is not None for r in exported.values()) >= 5
+    for key, ours in exported.items():
+        theirs = framework[key]
+        for field in ("sentence", "age_group", "gender", "gate", "undefined_reason", "box"):
+            assert ours[field] == theirs[field], (key, field)
+        for group, p in ours["age_probabilities"].items():
+            assert p == pytest.approx(theirs["age_probabilities"][group], abs=2e-4)
+    assert exported[("noise.png", None)]["sentence"] == "Undefined: no face found"
+
+
+def test_litert_predict_imports_no_framework(door_exports, faces):
+    code = ("import sys, json; from harness.cli import main; "
+            f"rc = main(['predict', '--model', {str(door_exports['tflearn'])!r}, {str(faces / 'face0.jpg')!r}, "
+            "'--json']); "
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORK_MODULES!r})))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    assert result.stderr == ""   # LiteRT's own start-up line does not reach the terminal
+
+
+def test_an_ensemble_exports_one_folder_per_member(door_runs, faces, tmp_path):
+    from harness.ensemble import Member, build_round
+    from harness.litert import read_manifest
+    from harness.trial import read_config
+
+    members = [Member(f"t-{b}", door_runs[b], read_config(door_runs[b]), b) for b in ("keras", "tflearn")]
+    build_round(members, tmp_path / "round-0")
+    result = harness("export", tmp_path / "round-0", "--out", tmp_path / "export")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(tmp_path / "export")
+    assert manifest.kind == "ensemble" and manifest.members == ["members/0", "members/1"]
+    assert manifest.parity.passed is True and manifest.parity.decoded_agreement == 1.0
+    assert {read_manifest(tmp_path / "export" / m).source["backend"] for m in manifest.members} == {"keras", "tflearn"}
+    # The members' mean, as the ensemble round computes it, from the exported files.
+    from harness.predict import ExportPredictor, classify
+
+    (face,) = classify(ExportPredictor(tmp_path / "export"), faces / "face0.jpg")
+    assert face.undefined_reason is None and sum(face.age_probabilities.values()) == pytest.approx(1, abs=1e-3)
+
+
+def test_bad_exports_are_refused_with_the_file_and_the_reason(door_runs, door_exports, tmp_path):
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    result = harness("export", unfinished, "--out", tmp_path / "a")
+    assert result.returncode == 2 and "not a finished run (no DONE)" in result.stderr
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    result = harness("export", door_runs["keras"], "--out", taken)
+    assert result.returncode == 2 and "is not an export folder" in result.stderr
+    assert (taken / "notes.txt").read_text() == "mine"
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    manifest = json.loads((door_exports["keras"] / "export.json").read_text())
+    del manifest["head"], manifest["preprocessing"]
+    (damaged / "export.json").write_text(json.dumps({**manifest, "quantize": "int4"}))
+    result = harness("predict", "--model", damaged, tmp_path)
+    assert result.returncode == 2 and "export.json: key quantize" in result.stderr

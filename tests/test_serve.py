@@ -1,0 +1,318 @@
+"""harness serve: the API against a real server process, and the door page in a real browser."""
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.faces import find_faces
+from tests.browser import chromium_executable
+
+TOKEN = "door-test-token-0123456789"
+SCREENSHOTS_ENV = "HARNESS_SCREENSHOTS"   # keep the browser tests' screenshots here
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``harness serve`` in a process of its own, in an empty working and temporary folder."""
+
+    def __init__(self, model: Path, scratch: Path, *options: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cwd, self.tmp = scratch / "cwd", scratch / "tmp"
+        self.cwd.mkdir(parents=True)
+        self.tmp.mkdir()
+        self.log = open(scratch / "server.log", "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "harness", "serve", "--model", str(model), "--port", str(self.port), *options],
+            cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "TMPDIR": str(self.tmp), "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited: {(scratch / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        raise AssertionError("the server did not answer /healthz within 120 s")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def auth(token: str = TOKEN) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def face_photo(tmp_path_factory, utkface_sample) -> Path:
+    """A real UTKFace face that dlib finds, saved as a phone would send it."""
+    out = tmp_path_factory.mktemp("door_photos")
+    for path in utkface_sample["path"].iloc[40:]:
+        image = Image.open(path).convert("RGB")
+        if find_faces(image):
+            image.save(out / "face.jpg", quality=92)
+            return out / "face.jpg"
+    raise AssertionError("no face found in the sample")
+
+
+@pytest.fixture(scope="module")
+def server(door_exports, tmp_path_factory):
+    running = Server(door_exports["keras"], tmp_path_factory.mktemp("server"), "--token", TOKEN,
+                     "--max-upload-mb", "1", "--max-megapixels", "2")
+    yield running
+    running.stop()
+
+
+def upload(server, path_or_bytes, route="/v1/predict", name="photo.jpg", headers=None, **params):
+    data = path_or_bytes.read_bytes() if isinstance(path_or_bytes, Path) else path_or_bytes
+    return httpx.post(server.url + route, files={"image": (name, data, "application/octet-stream")},
+                      headers=auth() if headers is None else headers, params=params, timeout=120)
+
+
+def test_a_face_gets_its_age_group_and_gender(server, face_photo):
+    response = upload(server, face_photo)
+    assert response.status_code == 200, response.text
+    (face,) = response.json()
+    assert face["file"] == "photo.jpg" and face["face"] == 0 and face["undefined_reason"] is None
+    assert face["age_group"] in face["age_probabilities"] and face["gender"] in ("male", "female")
+    assert face["sentence"].startswith(f"a {face['gender']} ")
+    assert sum(face["age_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    # The same answer as `harness predict --json` on the same photo and model.
+    cli = subprocess.run([sys.executable, "-m", "harness", "predict", "--model", str(server_model(server)),
+                          str(face_photo), "--json"], capture_output=True, text=True, timeout=300)
+    (expected,) = json.loads(cli.stdout)
+    assert {k: v for k, v in face.items() if k != "file"} == {k: v for k, v in expected.items() if k != "file"}
+
+
+def server_model(server) -> Path:
+    return Path(server.process.args[server.process.args.index("--model") + 1])
+
+
+def test_the_gate_answers_allow_or_deny_with_the_threshold_used(server, face_photo):
+    response = upload(server, face_photo, "/v1/gate", min_age=18)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["verdict"] in ("allow", "deny") and answer["min_age"] == 18
+    assert answer["threshold"] == 0.5 and answer["threshold_source"] == "default"
+    assert 0 <= answer["adult_probability"] <= 1 and answer["faces"][0]["gate"] == answer["verdict"]
+    # At 100 nobody is let in: the age is the request's, not the server's default.
+    assert upload(server, face_photo, "/v1/gate", min_age=100).json()["verdict"] == "deny"
+
+
+def test_noise_is_undefined(server):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(buffer, "PNG")
+    response = upload(server, buffer.getvalue(), "/v1/gate", name="noise.png")
+    assert response.status_code == 200
+    assert response.json()["verdict"] == "undefined" and response.json()["sentence"] == "Undefined: no face found"
+
+
+def _png(width, height) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 120, 120)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("case, status, message", [
+    ("over the size cap", 413, "over the limit of 1,048,576 bytes"),
+    ("over the pixel cap", 413, "too large to decode safely"),
+    ("not an image", 415, "not a recognised image format"),
+    ("truncated", 422, "image file is truncated"),
+    ("empty", 422, "empty file"),
+    ("no image field", 422, "send it as the file field 'image'"),
+    ("a form without a file", 415, "'application/x-www-form-urlencoded' is not taken"),
+    ("malformed form", 422, "multipart"),
+    ("min_age out of range", 422, "min_age must be between 0 and 100"),
+])
+def test_each_bad_request_gets_its_status_and_message_and_the_server_goes_on(server, face_photo, case, status,
+                                                                             message):
+    good = face_photo.read_bytes()
+    if case == "over the size cap":
+        response = upload(server, os.urandom(1_200_000))
+    elif case == "over the pixel cap":
+        response = upload(server, _png(2000, 1500), name="huge.png")     # 3 MP, under 1 MB as a file
+    elif case == "not an image":
+        response = upload(server, b"%PDF-1.4 not a photo" * 20, name="doc.pdf")
+    elif case == "truncated":
+        response = upload(server, good[:len(good) // 3])
+    elif case == "empty":
+        response = upload(server, b"")
+    elif case == "no image field":
+        response = httpx.post(server.url + "/v1/predict", files={"note": (None, "hello")}, headers=auth(),
+                              timeout=30)
+    elif case == "a form without a file":
+        response = httpx.post(server.url + "/v1/predict", data={"note": "hello"}, headers=auth(), timeout=30)
+    elif case == "malformed form":
+        response = httpx.post(server.url + "/v1/predict", content=b"--x\r\nnonsense",
+                              headers={**auth(), "Content-Type": "multipart/form-data"}, timeout=30)
+    else:
+        response = upload(server, good, "/v1/gate", min_age=-3)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200
+    assert upload(server, good).status_code == 200
+
+
+def test_a_token_is_required_and_checked(server, face_photo):
+    assert upload(server, face_photo, headers={}).status_code == 401
+    wrong = upload(server, face_photo, headers=auth("x" * len(TOKEN)))
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert httpx.get(server.url + "/v1/info", timeout=10).status_code == 401
+    assert httpx.get(server.url + "/v1/info", headers=auth(), timeout=10).json()["min_age"] == 18
+    assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200   # probes need no token
+
+
+def test_security_headers_and_no_cors(server):
+    page = httpx.get(server.url + "/", headers={"Origin": "https://elsewhere.example"}, timeout=10)
+    assert page.status_code == 200 and "Door check" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+    assert "access-control-allow-origin" not in page.headers
+    assert "server" not in page.headers
+    # Everything the page loads comes from this server.
+    for asset in ("/static/app.js", "/static/app.css"):
+        assert httpx.get(server.url + asset, timeout=10).status_code == 200
+    assert "http" not in page.text.replace("http-equiv", "")
+    assert httpx.get(server.url + "/static/..%2Fserve.py", timeout=10).status_code == 404
+
+
+def test_health_answers_while_photos_wait_and_nothing_is_written(server, face_photo):
+    big = Image.open(face_photo).resize((1400, 1400))
+    buffer = io.BytesIO()
+    big.save(buffer, "JPEG", quality=90)
+    statuses = []
+    threads = [threading.Thread(target=lambda: statuses.append(upload(server, buffer.getvalue()).status_code))
+               for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    health = httpx.get(server.url + "/healthz", timeout=10)
+    assert health.status_code == 200
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 6
+    # Uploads are neither stored nor spooled: the server's folders stay empty.
+    assert list(server.cwd.iterdir()) == [] and list(server.tmp.iterdir()) == []
+
+
+def test_listening_beyond_this_machine_needs_a_token(door_exports):
+    result = subprocess.run([sys.executable, "-m", "harness", "serve", "--model", str(door_exports["keras"]),
+                             "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "needs --token" in result.stderr
+    short = subprocess.run([sys.executable, "-m", "harness", "serve", "--model", str(door_exports["keras"]),
+                            "--token", "short"], capture_output=True, text=True, timeout=120)
+    assert short.returncode == 2 and "at least 16 characters" in short.stderr
+
+
+def test_a_trained_run_directory_is_served_too(door_runs, face_photo, tmp_path):
+    """The framework model itself (TFLearn here), without exporting it first."""
+    running = Server(door_runs["tflearn"], tmp_path)
+    try:
+        response = upload(running, face_photo, "/v1/gate", headers={})
+        assert response.status_code == 200, response.text
+        assert response.json()["verdict"] in ("allow", "deny")
+    finally:
+        running.stop()
+
+
+# --- the door page in a real browser -------------------------------------------------
+
+PHONE = {"width": 390, "height": 844}
+
+
+def _screenshots(tmp_path) -> Path:
+    folder = Path(os.environ.get(SCREENSHOTS_ENV) or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _fake_camera_video(face_photo: Path, out: Path) -> Path:
+    """A Y4M clip (what Chromium's fake camera plays) of the face in a 640x480 frame."""
+    frame = Image.new("RGB", (640, 480), (200, 200, 195))
+    face = Image.open(face_photo).convert("RGB").resize((360, 360))
+    frame.paste(face, (140, 60))
+    ycbcr = np.asarray(frame.convert("YCbCr"))
+    y = ycbcr[:, :, 0]
+    cb = np.asarray(Image.fromarray(ycbcr[:, :, 1]).resize((320, 240)))
+    cr = np.asarray(Image.fromarray(ycbcr[:, :, 2]).resize((320, 240)))
+    with open(out, "wb") as handle:
+        handle.write(b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n")
+        for _ in range(10):
+            handle.write(b"FRAME\n" + y.tobytes() + cb.tobytes() + cr.tobytes())
+    return out
+
+
+# Selectors, not wait_for_function: that evaluates strings in the page, which the page's
+# Content-Security-Policy (script-src 'self') rightly forbids.
+def _verdict(page) -> tuple[str, str]:
+    page.wait_for_selector(", ".join(f"#verdict[data-verdict={kind}]" for kind in ("allow", "deny", "undefined")),
+                           state="attached", timeout=120_000)
+    return page.get_attribute("#verdict", "data-verdict"), page.inner_text("#verdict-detail")
+
+
+def test_the_phone_page_judges_an_uploaded_photo(server, face_photo, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+        page = browser.new_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+        errors = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.goto(f"{server.url}/#token={TOKEN}")
+        page.wait_for_selector("#model:has-text('export')")
+        assert "token" not in page.url          # the token leaves the address bar at once
+        page.set_input_files("#photo", str(face_photo))
+        verdict, sentence = _verdict(page)
+        assert verdict in ("allow", "deny"), page.inner_text("#error")
+        assert " between " in sentence and "adult" in sentence
+        assert page.locator("#faces li").count() == 1
+        assert page.evaluate("document.getElementById('view').width") > 0
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        page.screenshot(path=str(_screenshots(tmp_path) / "door_photo_390.png"), full_page=True)
+        assert not errors
+        browser.close()
+
+
+def test_the_phone_page_judges_the_live_camera(server, face_photo, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    clip = _fake_camera_video(face_photo, tmp_path / "face.y4m")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"])
+        context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+        context.grant_permissions(["camera"], origin=server.url)
+        page = context.new_page()
+        page.goto(f"{server.url}/#token={TOKEN}")
+        page.click("#camera")
+        deadline = time.monotonic() + 30
+        while page.evaluate("document.getElementById('video').videoWidth") != 640:
+            assert time.monotonic() < deadline, "the fake camera did not start"
+            page.wait_for_timeout(200)
+        verdict, sentence = _verdict(page)    # a frame is sent every second
+        assert verdict in ("allow", "deny"), page.inner_text("#error") or sentence
+        assert " between " in sentence
+        page.screenshot(path=str(_screenshots(tmp_path) / "door_camera_390.png"), full_page=True)
+        page.click("#stop")
+        assert page.is_hidden("#live")
+        browser.close()
