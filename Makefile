@@ -22,8 +22,11 @@ run: setup
 	$(PY) -m harness data summary --dataset utkface --path $(DATA)
 	$(PY) -m harness run experiments/quickstart.yaml --data $(DATA) --results $(RESULTS)
 
+# Test files run on TEST_WORKERS processes (pytest-xdist), each file whole in one of them
+# so that its module fixtures (trained runs) are built once.
+TEST_WORKERS ?= 2
 test: setup browser
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # The report tests open report.html in Debian's chromium; install it where it is missing
 # and we may (root with apt). Otherwise the tests say what to install.

@@ -42,7 +42,9 @@ setup(
         "ray": ["ray>=2.9"],
         # Tests cover the Ray executor on a local instance, so they need Ray too.
         # Playwright drives Debian's chromium for the report's browser test (no browser download).
-        "test": ["pytest>=8", "ray>=2.9", "playwright>=1.40", "httpx>=0.27"],
+        # pytest-xdist runs test files on two processes: most tests wait on framework
+        # subprocesses, and the suite would otherwise take over 20 minutes on 2 cores.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "playwright>=1.40", "httpx>=0.27"],
     },
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )
