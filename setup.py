@@ -35,6 +35,8 @@ setup(
         "ai-edge-litert>=1.2",
         "fastapi>=0.110",
         "uvicorn>=0.29",
+        "httptools>=0.6",   # uvicorn's C HTTP parser and event loop, used when present
+        "uvloop>=0.19",
         "python-multipart>=0.0.9",
     ],
     extras_require={

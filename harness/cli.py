@@ -1,4 +1,5 @@
-"""Command line: ``harness run | report | compare | ensemble | predict | export | serve | data summary | data plot-splits | data cache``."""
+"""Command line: ``harness run | report | compare | ensemble | predict | export | serve``
+and ``harness data summary | plot-splits | cache``."""
 from __future__ import annotations
 
 import argparse

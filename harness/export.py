@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -31,8 +30,9 @@ from harness.labels import AGE_GROUPS, GENDER_WORDS
 from harness.litert import (
     MANIFEST_FILE, MANIFEST_VERSION, MODEL_FILE, ExportManifest, LiteModel, Parity,
 )
+from harness.predict import stored_gate
 from harness.results import write_atomic
-from harness.trial import DONE_FILE, METRICS_FILE, PREDICTIONS_FILE, load_splits, read_config
+from harness.trial import DONE_FILE, PREDICTIONS_FILE, load_splits, read_config
 
 FORMATS = ("tflite",)
 QUANTIZE = ("none", "dynamic", "int8")
@@ -101,7 +101,7 @@ def _export_trial(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
     framework = _stored_outputs(run_dir, test.ids)
     exported = model.outputs(test.x)
     parity = _parity(config.model.head, framework, exported, test, quantize, config.threshold,
-                     model_path.stat().st_size, _latency(model, test.x[:1]))
+                     model_path.stat().st_size, single_face_latency_ms(model, test.x[:1]))
     manifest = ExportManifest(
         **_common(run_dir, config, quantize, parity), kind="trial", model_file=MODEL_FILE,
         sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
@@ -201,13 +201,13 @@ def _max_abs(difference: np.ndarray) -> float:
     return float(np.nanmax(difference)) if difference.size and not np.isnan(difference).all() else 0.0
 
 
-def _latency(model: LiteModel, one_face: np.ndarray) -> float:
+def single_face_latency_ms(model: LiteModel, one_face: np.ndarray, calls: int = LATENCY_CALLS) -> float:
     """Median milliseconds of one call on one face, after a warm-up call."""
     if not len(one_face):
         return float("nan")
     model.outputs(one_face)
     times = []
-    for _ in range(LATENCY_CALLS):
+    for _ in range(calls):
         started = time.perf_counter()
         model.outputs(one_face)
         times.append(time.perf_counter() - started)
@@ -223,16 +223,8 @@ def _common(run_dir: Path, config, quantize: str, parity: Parity) -> dict:
         quantize=quantize,
         labels={"age_groups": [f"({lo}, {hi})" for lo, hi in AGE_GROUPS], "genders": list(GENDER_WORDS)},
         decode_threshold=float(config.threshold or 0.0),
-        gate={"default_threshold": DEFAULT_GATE_THRESHOLD, "calibrated": _calibrated_gate(run_dir)},
+        gate={"default_threshold": DEFAULT_GATE_THRESHOLD, "calibrated": stored_gate(run_dir)},
         parity=parity)
-
-
-def _calibrated_gate(run_dir: Path) -> dict | None:
-    try:
-        found = json.loads((run_dir / METRICS_FILE).read_text()).get("gate")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return found if isinstance(found, dict) and found.get("met") else None
 
 
 def _harness_version() -> str:

@@ -90,7 +90,7 @@ class Predictor:
 
     @property
     def calibrated_gate(self) -> dict | None:
-        return _calibrated_gate(self.run_dir)
+        return stored_gate(self.run_dir)
 
     def scores_of(self, batches: list[np.ndarray]) -> np.ndarray:
         """Model input batches (the face, and its mirror with TTA) -> mean (N, 10) scores."""
@@ -135,7 +135,7 @@ class EnsemblePredictor:
 
     @property
     def calibrated_gate(self) -> dict | None:
-        return _calibrated_gate(self.run_dir)
+        return stored_gate(self.run_dir)
 
     def scores(self, chips) -> np.ndarray:
         batches: dict[str, list[np.ndarray]] = {}
@@ -262,7 +262,7 @@ def _check_tta(tta: str | None) -> str | None:
     return tta
 
 
-def _calibrated_gate(run_dir: Path) -> dict | None:
+def stored_gate(run_dir: Path) -> dict | None:
     """The gate threshold chosen on validation faces when the run was trained, if one was met."""
     try:
         gate_info = json.loads((run_dir / METRICS_FILE).read_text()).get("gate")

@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 
 from harness.gate import DEFAULT_GATE_THRESHOLD
@@ -92,22 +94,11 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     waiting = {"count": 0}
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        try:
-            if request.url.path.startswith(API_PREFIX) and request.method != "OPTIONS":
-                _check_token(request, token)
-            response = await call_next(request)
-        except RequestProblem as problem:
-            response = JSONResponse({"error": problem.message}, problem.status, headers=problem.headers)
-        response.headers.update(SECURITY_HEADERS)
-        if request.url.path.startswith(API_PREFIX):
-            response.headers["Cache-Control"] = "no-store"
-        return response
-
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
+    # Outermost, so that even CORS preflights and errors carry the headers.
+    app.add_middleware(Guard, token=token)
 
     async def infer(request: Request, gate_age: float | None):
         body, name = await _read_upload(request, max_upload_bytes)
@@ -129,14 +120,14 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
     async def predict(request: Request, min_age: float | None = None):
         if min_age is not None:
             _check_age(min_age)
-        faces, _ = await infer(request, min_age)
-        return [face.to_dict() for face in faces]
+        faces, _, took = await infer(request, min_age)
+        return JSONResponse([face.to_dict() for face in faces], headers=_timing(took))
 
     @app.post("/v1/gate")
     async def door(request: Request, min_age: float | None = None):
         age = _check_age(min_age if min_age is not None else serve_min_age)
-        faces, (threshold, source) = await infer(request, age)
-        return gate_answer(faces, age, threshold, source)
+        faces, (threshold, source), took = await infer(request, age)
+        return JSONResponse(gate_answer(faces, age, threshold, source), headers=_timing(took))
 
     @app.get("/v1/info")
     async def info():
@@ -170,16 +161,51 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
     return app
 
 
+class Guard:
+    """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs milliseconds per
+    request): the token on ``/v1`` calls, and the security headers on every response."""
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        api = scope["path"].startswith(API_PREFIX)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                if api:
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        if api and scope["method"] != "OPTIONS":
+            try:
+                _check_token(Headers(scope=scope), self.token)
+            except RequestProblem as problem:
+                response = JSONResponse({"error": problem.message}, problem.status, headers=problem.headers)
+                return await response(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
+
+
+def _timing(milliseconds: float) -> dict:
+    """Server-Timing: the photo's own time (decode, faces, model), apart from HTTP and waiting."""
+    return {"Server-Timing": f"photo;dur={milliseconds:.1f}"}
+
+
 def _check_age(min_age: float) -> float:
     if not 0 < float(min_age) <= 100:
         raise RequestProblem(422, f"min_age must be between 0 and 100 years, got {min_age}")
     return float(min_age)
 
 
-def _check_token(request, token: str | None) -> None:
+def _check_token(headers, token: str | None) -> None:
     if token is None:
         return
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    scheme, _, given = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise RequestProblem(401, "this server needs 'Authorization: Bearer <token>'",
                              {"WWW-Authenticate": "Bearer"})
@@ -263,6 +289,7 @@ def _multipart_image(body: bytes, content_type: str) -> tuple[bytes, str]:
 
 def _classify_upload(predictor, body: bytes, name: str, max_pixels: int,
                      min_age: float | None):
+    started = time.perf_counter()
     try:
         image = image_from_bytes(body, max_pixels)
     except ImageError as err:
@@ -275,7 +302,8 @@ def _classify_upload(predictor, body: bytes, name: str, max_pixels: int,
             message = str(err)
         raise RequestProblem(status, f"{name}: {message}") from None
     threshold = gate_threshold(predictor, min_age) if min_age is not None else (DEFAULT_GATE_THRESHOLD, "default")
-    return classify_image(predictor, name, image, None, min_age, threshold[0]), threshold
+    faces = classify_image(predictor, name, image, None, min_age, threshold[0])
+    return faces, threshold, (time.perf_counter() - started) * 1000
 
 
 def gate_answer(faces, min_age: float, threshold: float, source: str) -> dict:
