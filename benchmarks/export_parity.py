@@ -44,7 +44,8 @@ def main(argv=None) -> int:
                 inputs = ("descriptor" if manifest.preprocessing and manifest.preprocessing.embedding
                           else "pixels" if manifest.preprocessing else manifest.kind)
                 size = f"{parity.bytes / float_bytes:.2f}" if float_bytes else "n/a"
-                print(f"| {run.parent.parent.name}/{run.name} | {manifest.source['backend']} | {inputs} | {quantize} "
+                label = "/".join(run.parts[-3:] if manifest.kind == "ensemble" else run.parts[-3::2])
+                print(f"| {label} | {manifest.source['backend']} | {inputs} | {quantize} "
                       f"| {parity.test_faces} | {parity.bytes:,} | {size} | {parity.max_abs_probability_difference:.1e} "
                       f"| {parity.decoded_agreement:.1%} | {change['gender_accuracy']:+.2f} "
                       f"| {change['age_exact_accuracy']:+.2f} | {change['age_one_off_accuracy']:+.2f} "
