@@ -42,11 +42,15 @@ setup(
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "ray": ["ray>=2.9"],
+        # Keras on JAX (backend `keras-jax`), CPU wheels; a CUDA machine installs jax[cuda12].
+        "jax": ["jax[cpu]>=0.4.30"],
         # Tests cover the Ray executor on a local instance, so they need Ray too.
         # Playwright drives Debian's chromium for the report's browser test (no browser download).
         # pytest-xdist runs test files on two processes: most tests wait on framework
         # subprocesses, and the suite would otherwise take over 20 minutes on 2 cores.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "playwright>=1.40", "httpx>=0.27"],
+        # The tests cover keras-jax too, so they bring JAX.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "playwright>=1.40", "httpx>=0.27",
+                 "jax[cpu]>=0.4.30"],
     },
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )

@@ -1,4 +1,9 @@
-"""Keras 3 backend: translates a ModelSpec into a functional Keras model.
+"""Keras 3 backend: translates a ModelSpec into a functional Keras model, on any engine.
+
+The same translation serves ``keras`` (TensorFlow) and ``keras-jax`` (JAX): the worker
+sets ``KERAS_BACKEND`` before this module is imported (see
+:func:`backends.worker.backend_module`), and nothing here imports TensorFlow unless
+the engine is TensorFlow: layers and the loss use ``keras.ops``.
 
 Imported only inside a worker process (never next to TFLearn, which switches
 TensorFlow into graph mode and breaks Keras 3).
@@ -12,9 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow.experimental.numpy as tnp  # noqa: E402
-from keras import layers  # noqa: E402
+from keras import layers, ops  # noqa: E402
 
 from backends.common import (  # noqa: E402
     ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
@@ -25,6 +28,14 @@ from harness.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, Tra
 
 NAME = "keras"
 MODEL_FILE = "model.keras"
+ENGINE = keras.backend.backend()     # "tensorflow", "jax" or "torch"
+if ENGINE != "tensorflow":
+    # Keras imports TensorFlow whenever it is installed, even on another engine (to seed
+    # it, to offer tf.data); here it runs as on a machine without TensorFlow, so that a
+    # JAX trial computes with JAX alone (tests/test_backends.py checks sys.modules).
+    from keras.src.utils import module_utils
+
+    module_utils.tensorflow._available = False
 
 
 @keras.saving.register_keras_serializable(package="harness")
@@ -36,7 +47,15 @@ class LocalResponseNormalization(layers.Layer):
         self.params = {"depth_radius": depth_radius, "bias": bias, "alpha": alpha, "beta": beta}
 
     def call(self, inputs):
-        return tf.nn.local_response_normalization(inputs, **self.params)
+        if ENGINE == "tensorflow":   # TensorFlow's own kernel, as the published runs used
+            import tensorflow as tf
+
+            return tf.nn.local_response_normalization(inputs, **self.params)
+        # The same formula in keras.ops: each channel over its 2r+1 neighbours.
+        radius, channels = self.params["depth_radius"], inputs.shape[-1]
+        squares = ops.pad(ops.square(inputs), [[0, 0]] * (len(inputs.shape) - 1) + [[radius, radius]])
+        window = sum(squares[..., k:k + channels] for k in range(2 * radius + 1))
+        return inputs / ops.power(self.params["bias"] + self.params["alpha"] * window, self.params["beta"])
 
     def get_config(self):
         return {**super().get_config(), **self.params}
@@ -109,7 +128,7 @@ def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...])
     model = keras.Model(inputs, outputs)
 
     def loss(y_true, y_pred):
-        return losses.per_sample(tnp, spec.head, training.loss, y_true, y_pred)
+        return losses.per_sample(ops, spec.head, training.loss, y_true, y_pred)
 
     # CategoricalAccuracy is argmax equality, the same thing TFLearn's default metric
     # computes; both are logged as "framework accuracy" and never used as a result.
@@ -147,9 +166,11 @@ class _EpochReport(keras.callbacks.Callback):
 def train(model: keras.Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
           on_epoch, tensorboard_dir: Path, epoch_inputs=None) -> None:
     """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images."""
+    callbacks = [_EpochReport(on_epoch)]
+    if ENGINE == "tensorflow":   # Keras' TensorBoard callback writes through tf.summary
+        callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
     options = dict(batch_size=training.batch_size, validation_data=(x_val, y_val) if len(x_val) else None,
-                   shuffle=True, verbose=2,
-                   callbacks=[_EpochReport(on_epoch), keras.callbacks.TensorBoard(str(tensorboard_dir))])
+                   shuffle=True, verbose=2, callbacks=callbacks)
     if epoch_inputs is None:
         model.fit(x_train, y_train, epochs=training.epochs, **options)
         return
@@ -174,9 +195,16 @@ def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) 
 
 
 def to_tflite(model: keras.Model, quantize: str = "none", representative=None) -> bytes:
-    """The model as a TFLite flatbuffer, through a SavedModel (Keras 3's own export)."""
+    """The model as a TFLite flatbuffer, through a SavedModel (Keras 3's own export).
+
+    Needs the TensorFlow engine; a model trained on another engine is loaded on this
+    one for export (the ``.keras`` file is engine-independent)."""
     import tempfile
 
+    import tensorflow as tf
+
+    if ENGINE != "tensorflow":
+        raise ValueError(f"TFLite export needs Keras on TensorFlow; this process runs Keras on {ENGINE}")
     with tempfile.TemporaryDirectory() as saved:
         model.export(saved, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
@@ -184,14 +212,39 @@ def to_tflite(model: keras.Model, quantize: str = "none", representative=None) -
 
 
 def environment() -> dict:
-    return {"framework": "keras", "keras": keras.__version__, "tensorflow": tf.__version__,
-            "device": device()}
+    from importlib.metadata import version
+
+    engine_package = {"tensorflow": "tensorflow-cpu", "jax": "jax", "torch": "torch"}[ENGINE]
+    try:
+        engine_version = version(engine_package)
+    except Exception:   # tensorflow instead of tensorflow-cpu, a GPU build, ...
+        engine_version = __import__(ENGINE).__version__
+    return {"framework": "keras" if ENGINE == "tensorflow" else f"keras-{ENGINE}", "keras": keras.__version__,
+            "engine": ENGINE, ENGINE: engine_version, "device": engine_device()}
+
+
+def engine_device() -> str:
+    """The device the engine computes on: its GPUs when it sees any, else the CPU."""
+    if ENGINE == "tensorflow":
+        return device()
+    if ENGINE == "jax":
+        import jax
+
+        accelerators = [d for d in jax.devices() if d.platform != "cpu"]
+        return ", ".join(f"{d.platform}:{d.id} {d.device_kind}" for d in accelerators) or "CPU"
+    import torch
+
+    return f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "CPU"
 
 
 def configure(seed: int) -> None:
-    intra, inter = thread_counts()
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    if ENGINE == "tensorflow":
+        import tensorflow as tf
+
+        intra, inter = thread_counts()
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
     keras.utils.set_random_seed(seed)
-    deterministic_on_cpu()
+    if ENGINE == "tensorflow":
+        deterministic_on_cpu()

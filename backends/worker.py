@@ -43,9 +43,22 @@ from harness.trial import (
 VAL_CURVES = ("gender_accuracy", "age_exact_accuracy", "joint_accuracy")
 
 
+# Backends that are one translation (backends/keras.py) on different Keras engines.
+KERAS_ENGINES = {"keras": "tensorflow", "keras-jax": "jax"}
+
+
 def backend_module(name: str):
+    """Import the backend's translation; for a Keras engine, choose the engine first."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
+    if name in KERAS_ENGINES:
+        engine = KERAS_ENGINES[name]
+        loaded = sys.modules.get("keras")
+        if loaded is not None and loaded.backend.backend() != engine:
+            raise RuntimeError(f"backend {name}: Keras is already running on {loaded.backend.backend()} "
+                               f"in this process, and its engine cannot change")
+        os.environ["KERAS_BACKEND"] = engine
+        return importlib.import_module("backends.keras")
     return importlib.import_module(f"backends.{name}")
 
 
@@ -185,7 +198,9 @@ REPRESENTATIVE_IMAGES = 200
 def export(run_dir: Path, out: Path, quantize: str = "none") -> None:
     config = read_config(run_dir)
     with output_to(run_dir / LOG_FILE):
-        backend = backend_module(config.backend)
+        # TFLite conversion is TensorFlow's: a Keras model of any engine is exported from
+        # Keras on TensorFlow (the .keras file does not depend on the engine).
+        backend = backend_module("keras" if config.backend in KERAS_ENGINES else config.backend)
         model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
         representative = None
         if quantize == "int8":

@@ -1,11 +1,12 @@
-"""Training throughput of the two backends on identical specs and arrays.
+"""Training throughput of every backend on identical specs and arrays.
 
 Trains the same FCN (the original study's largest) and the same CNN (Levi & Hassner's,
-scaled for CPUs) on both backends, from the same UTKFace cache entry and split, each in
-its own worker process, and prints training images/s (median over epochs after the
-first, which includes graph building) for each backend and the Keras / TFLearn ratio.
+scaled for CPUs) on TFLearn, Keras on TensorFlow and Keras on JAX, from the same
+UTKFace cache entry and split, each in its own worker process, and prints training
+images/s (median over epochs after the first, which includes graph building or JIT
+compilation) for each backend, and each backend's ratio to TFLearn.
 
-    python benchmarks/backend_throughput.py [--images 4000] [--epochs 3] [--size 64]
+    python benchmarks/backend_throughput.py [--images 4000] [--epochs 3] [--size 64] [--backends ...]
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--backends", nargs="+", default=["tflearn", "keras", "keras-jax"])
     args = parser.parse_args()
 
     table = load_utkface(args.path).table.sample(args.images, random_state=0)
@@ -50,7 +52,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, arch in SPECS.items():
-            for backend in ("tflearn", "keras"):
+            for backend in args.backends:
                 run_dir = Path(tmp) / f"{backend}-{len(rows)}"
                 config = TrialConfig(backend=backend, model=ModelSpec(architecture=arch),
                                      training=TrainingSpec(epochs=args.epochs, batch_size=args.batch_size),
@@ -64,7 +66,10 @@ def main() -> None:
                 steady = history["images_per_second"].iloc[1:] if len(history) > 1 else history["images_per_second"]
                 rows.append({"model": label, "backend": backend, "images_per_second": steady.median()})
     frame = pd.DataFrame(rows).pivot(index="model", columns="backend", values="images_per_second")
-    frame["keras / tflearn"] = frame["keras"] / frame["tflearn"]
+    frame = frame[[b for b in args.backends if b in frame.columns]]
+    if "tflearn" in frame.columns:
+        for backend in [b for b in args.backends if b != "tflearn"]:
+            frame[f"{backend} / tflearn"] = frame[backend] / frame["tflearn"]
     print(f"{args.images} UTKFace images at {args.size}x{args.size}, batch {args.batch_size}, "
           f"{args.epochs} epochs; training images/s (median of epochs 2..{args.epochs})")
     print(frame.round(2).to_string())

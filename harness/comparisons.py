@@ -19,9 +19,9 @@ from harness.splits import SplitManifest, SplitSpec
 ACCURACIES = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
               ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint")]
 PAIR_KEYS = ["round", "seed"]
-BACKEND_NAMES = {"tflearn": "TFLearn", "keras": "Keras"}
+BACKEND_NAMES = {"tflearn": "TFLearn", "keras": "Keras", "keras-jax": "Keras (JAX)"}
 # The first backend of a pair is the reference: differences read "Keras − TFLearn".
-BACKEND_ORDER = ["tflearn", "keras"]
+BACKEND_ORDER = ["tflearn", "keras", "keras-jax"]
 LABEL_KEYS = ["head", "optimizer", "learning_rate", "loss_fn", "batch_size", "epochs", "extras"]
 ONE_BACKEND = "one backend only"
 

@@ -24,7 +24,7 @@ from harness.images import Preprocessing
 from harness.labels import N_JOINT
 from harness.spec import Architecture, Augmentation, HeadName, ModelSpec, TrainingSpec
 from harness.splits import SplitSpec
-from harness.trial import BACKENDS, TrialConfig
+from harness.trial import DEFAULT_BACKENDS, TrialConfig
 
 
 class ExperimentError(ValueError):
@@ -119,7 +119,7 @@ class Experiment(_Strict):
     preprocessing: Preprocessing = Preprocessing()
     split: SplitSpec = SplitSpec()
     rounds: list[NonNegativeInt] | None = Field(None, min_length=1, description="rounds (folds) to run; default all")
-    backends: list[Literal["keras", "tflearn"]] = Field(default=list(BACKENDS), min_length=1)
+    backends: list[Literal["keras", "tflearn", "keras-jax"]] = Field(default=list(DEFAULT_BACKENDS), min_length=1)
     grid: Grid
     include: list[Include] = []
     exclude: list[Exclude] = []

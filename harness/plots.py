@@ -57,7 +57,7 @@ def plot_split_balance(table: pd.DataFrame, manifest: SplitManifest, out_dir: st
     return written
 
 
-BACKEND_COLOURS = {"tflearn": "#dd8452", "keras": "#4c72b0"}
+BACKEND_COLOURS = {"tflearn": "#dd8452", "keras": "#4c72b0", "keras-jax": "#55a868"}
 
 
 def forest_plot(rows: pd.DataFrame, metrics: list[str], path: str | Path, title: str, xlabel: str) -> Path:

@@ -23,7 +23,9 @@ from harness.images import Preprocessing
 from harness.spec import ModelSpec, TrainingSpec, drop_neutral
 from harness.splits import SplitManifest
 
-BACKENDS = ("keras", "tflearn")
+BACKENDS = ("keras", "tflearn", "keras-jax")
+# What an experiment runs when it names no backends: the study's two frameworks.
+DEFAULT_BACKENDS = ("keras", "tflearn")
 CONFIG_FILE, LABELS_FILE = "config.json", "labels.csv"
 HISTORY_FILE, PREDICTIONS_FILE = "history.csv", "predictions.npz"
 VAL_PREDICTIONS_FILE = "val_predictions.npz"
@@ -35,7 +37,7 @@ class TrialConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["keras", "tflearn"]
+    backend: Literal["keras", "tflearn", "keras-jax"]
     model: ModelSpec
     training: TrainingSpec = TrainingSpec()
     preprocessing: Preprocessing = Preprocessing()

@@ -1,4 +1,5 @@
-"""Both backends, trained for real in worker processes on a few hundred UTKFace faces."""
+"""Every backend (TFLearn, and Keras on TensorFlow and on JAX), trained for real in worker
+processes on a few hundred UTKFace faces."""
 import json
 import subprocess
 import sys
@@ -13,14 +14,16 @@ from harness.spec import (
     FCN, ORIGINAL_STUDY, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec,
 )
 from harness.trial import TrialConfig
+from harness.images import Preprocessing
 from tests.backend_runs import ROOT, make_trial, metrics_of, worker
 
-BACKENDS = ["keras", "tflearn"]
+BACKENDS = ["keras", "tflearn", "keras-jax"]
+STUDY_BACKENDS = ["keras", "tflearn"]   # the two frameworks the original study compared
 
 
 @pytest.fixture(scope="module")
 def trials(tmp_path_factory, utkface_sample):
-    """One finished 2-epoch run of every head on both backends."""
+    """One finished 2-epoch run of every head on every backend."""
     from concurrent.futures import ThreadPoolExecutor
 
     base = tmp_path_factory.mktemp("trials")
@@ -40,7 +43,8 @@ def test_every_head_trains_on_both_backends(trials, backend, head):
     for name in ("history.csv", "predictions.npz", "metrics.json", "env.json", "log.txt",
                  "DONE", "splits.csv", "config.json"):
         assert (run_dir / name).is_file(), name
-    assert any((run_dir / "tensorboard").rglob("*")), "no TensorBoard logs"
+    if backend != "keras-jax":   # Keras writes TensorBoard logs through TensorFlow only
+        assert any((run_dir / "tensorboard").rglob("*")), "no TensorBoard logs"
     history = pd.read_csv(run_dir / "history.csv")
     assert history["epoch"].tolist() == [1, 2]
     assert np.isfinite(history[["loss", "val_loss", "seconds"]].to_numpy()).all()
@@ -93,7 +97,7 @@ def test_parameter_counts_match_for_every_shipped_architecture(tmp_path):
     specs.write_text(json.dumps(entries))
     counts = {b: json.loads(worker("count-params", b, specs).stdout.strip().splitlines()[-1])
               for b in BACKENDS}
-    assert counts["keras"] == counts["tflearn"]
+    assert counts["keras"] == counts["tflearn"] == counts["keras-jax"]
     assert len(set(counts["keras"])) > 10 and min(counts["keras"]) > 0
 
 
@@ -127,13 +131,72 @@ def test_keras_model_loads_in_safe_mode(trials):
     assert int(out.stdout.strip().splitlines()[-1]) > 0
 
 
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory, utkface_sample):
+    """A Levi & Hassner net (LRN included) trained, reloaded and run on the JAX engine in one
+    process, and the top-level packages that process had imported."""
+    base = tmp_path_factory.mktemp("jax_run")
+    run_dir = make_trial(base / "run", utkface_sample, base / "cache", "keras-jax",
+                         architecture=LeviHassner(filters=(8, 16, 16), dense=[16, 16]),
+                         prep=Preprocessing(size=48))
+    code = ("import json, sys; from pathlib import Path; from backends import worker; "
+            f"run = Path({str(run_dir)!r}); worker.train(run); "
+            "worker.predict(run, run / 'again.npz'); "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tflearn'})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir, json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_keras_on_jax_never_imports_tensorflow(jax_run):
+    run_dir, imported = jax_run
+    assert imported == []
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["engine"] == "jax" and env["framework"] == "keras-jax" and "jax" in env
+    assert env["device"] == "CPU"
+    np.testing.assert_allclose(np.load(run_dir / "again.npz")["outputs"],
+                               np.load(run_dir / "predictions.npz")["outputs"], atol=1e-5, rtol=0)
+
+
+def test_a_keras_on_jax_run_predicts_photos_and_exports_through_tensorflow(jax_run, utkface_sample, tmp_path):
+    run_dir, _ = jax_run
+    photo = utkface_sample["path"].iloc[0]
+    out = subprocess.run([sys.executable, "-m", "harness", "predict", "--model", str(run_dir), photo, "--json"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (face,) = json.loads(out.stdout)
+    assert face["undefined_reason"] is None and face["gender"] in ("male", "female")
+    # The .keras file does not depend on the engine: TFLite export loads it on TensorFlow,
+    # and parity is measured against the JAX model's own test predictions.
+    exported = subprocess.run([sys.executable, "-m", "harness", "export", str(run_dir), "--out", str(tmp_path / "e")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    parity = json.loads((tmp_path / "e" / "export.json").read_text())["parity"]
+    assert parity["passed"] is True and parity["decoded_agreement"] == 1.0
+
+
+def test_keras_on_jax_lrn_is_tensorflows_formula():
+    """The LRN written in keras.ops (for engines other than TensorFlow) against TensorFlow's
+    kernel, side by side in one process whose Keras runs on JAX."""
+    code = ("import os; os.environ['KERAS_BACKEND'] = 'jax'; import numpy as np; "
+            "from backends.worker import backend_module; k = backend_module('keras-jax'); "
+            "x = np.random.default_rng(0).normal(size=(2, 5, 5, 7)).astype('float32'); "
+            "ours = np.asarray(k.LocalResponseNormalization(**k.LRN)(x)); "
+            "import tensorflow as tf; theirs = tf.nn.local_response_normalization(x, **k.LRN).numpy(); "
+            "print(float(np.abs(ours - theirs).max()), float(np.abs(theirs - x).max()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    difference, effect = map(float, out.stdout.split()[-2:])
+    assert difference < 1e-6 and effect > 1e-5   # equal, and the layer does change its input
+
+
 def test_harness_catches_the_tuple_accuracy_artifact(tmp_path, utkface_sample):
     """The study's tuple model: the framework's argmax 'accuracy' looks excellent.
 
     On a 2-unit (age_index, gender_index) output, argmax just asks whether the age index
     beats the gender index, true for nearly every face; the harness scores the labels.
     """
-    for backend in BACKENDS:
+    for backend in STUDY_BACKENDS:
         run_dir = make_trial(tmp_path / backend, utkface_sample, tmp_path / "cache", backend,
                              "tuple_original", ORIGINAL_STUDY["tuple_fcn"],
                              TrainingSpec(epochs=15, batch_size=32, loss="mean_squared_error"))
