@@ -131,6 +131,8 @@ def train(run_dir: Path) -> dict:
                        "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
                        "threads": {"intra_op": intra, "inter_op": inter},
                        "n_params": backend.count_params(model)}
+        if os.environ.get("HARNESS_RAY_NODE_ID"):   # set by harness.executors for Ray tasks
+            environment["ray_node_id"] = os.environ["HARNESS_RAY_NODE_ID"]
 
     frame = pd.DataFrame(history)
     write_atomic(run_dir / HISTORY_FILE, lambda p: frame.to_csv(p, index=False))

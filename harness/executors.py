@@ -133,6 +133,18 @@ class LocalExecutor:
             process.wait()
 
 
+# The Ray node a trial ran on, handed to its worker, which records it in env.json (on a
+# cluster of one machine every node has the same host name).
+RAY_NODE_ENV = "HARNESS_RAY_NODE_ID"
+
+
+def _run_on_ray_node(run_dir: str, time_limit_s: float | None) -> Outcome:
+    import ray
+
+    os.environ[RAY_NODE_ENV] = ray.get_runtime_context().get_node_id()
+    return run_worker(run_dir, time_limit_s)
+
+
 class RayExecutor:
     """The same workers as Ray tasks, on a cluster that sees the results directory.
 
@@ -153,7 +165,7 @@ class RayExecutor:
         self._refs: dict = {}
 
     def map_unordered(self, jobs: list[Job]):
-        remote = self.ray.remote(run_worker)
+        remote = self.ray.remote(_run_on_ray_node)
         self._refs = {remote.options(num_cpus=min(job.threads, self.cpus)).remote(job.run_dir, job.time_limit_s): job.key
                       for job in jobs}
         try:

@@ -24,7 +24,7 @@ from harness.images import Preprocessing
 from harness.labels import N_JOINT
 from harness.spec import Architecture, Augmentation, HeadName, ModelSpec, TrainingSpec
 from harness.splits import SplitSpec
-from harness.trial import DEFAULT_BACKENDS, TrialConfig
+from harness.trial import BACKEND_INSTALL, BACKEND_PACKAGES, DEFAULT_BACKENDS, TrialConfig
 
 
 class ExperimentError(ValueError):
@@ -137,8 +137,10 @@ class Experiment(_Strict):
     @model_validator(mode="after")
     def _backends_installed(self):
         for backend in self.backends:
-            if find_spec(backend) is None:
-                raise ValueError(f"backend {backend!r} is not installed in this environment")
+            missing = [package for package in BACKEND_PACKAGES[backend] if find_spec(package) is None]
+            if missing:
+                raise ValueError(f"backend {backend!r} needs {' and '.join(missing)}, not installed in this "
+                                 f"environment ({BACKEND_INSTALL.get(backend, 'pip install -e .')})")
         return self
 
     @model_validator(mode="after")

@@ -24,6 +24,10 @@ from harness.spec import ModelSpec, TrainingSpec, drop_neutral
 from harness.splits import SplitManifest
 
 BACKENDS = ("keras", "tflearn", "keras-jax")
+# The packages each backend imports (checked before anything runs), and how to get them.
+BACKEND_PACKAGES = {"keras": ("keras", "tensorflow"), "tflearn": ("tflearn", "tensorflow"),
+                    "keras-jax": ("keras", "jax")}
+BACKEND_INSTALL = {"keras-jax": "pip install -e '.[jax]'"}
 # What an experiment runs when it names no backends: the study's two frameworks.
 DEFAULT_BACKENDS = ("keras", "tflearn")
 CONFIG_FILE, LABELS_FILE = "config.json", "labels.csv"

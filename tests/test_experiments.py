@@ -186,6 +186,8 @@ def test_ray_executor_on_a_local_instance(tmp_path):
     records = list(read_index(tmp_path / "r" / "tiny").values())
     assert [r["status"] for r in records] == ["completed"]
     assert records[0]["metrics"]["n"] > 50
+    (env_file,) = (tmp_path / "r" / "tiny" / "trials").glob("*/env.json")
+    assert len(json.loads(env_file.read_text())["ray_node_id"]) >= 16   # the Ray node it ran on
 
 
 def test_unreadable_images_are_listed_or_fatal_with_strict(tmp_path, utkface_sample):
