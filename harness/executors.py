@@ -133,6 +133,9 @@ class LocalExecutor:
             process.wait()
 
 
+# A task whose node is lost (raylet gone, machine down) runs again on another node, up
+# to this many times; each attempt is a fresh worker under the trial's time limit.
+RAY_RETRIES = 3
 # The Ray node a trial ran on, handed to its worker, which records it in env.json (on a
 # cluster of one machine every node has the same host name).
 RAY_NODE_ENV = "HARNESS_RAY_NODE_ID"
@@ -166,16 +169,25 @@ class RayExecutor:
 
     def map_unordered(self, jobs: list[Job]):
         remote = self.ray.remote(_run_on_ray_node)
-        self._refs = {remote.options(num_cpus=min(job.threads, self.cpus)).remote(job.run_dir, job.time_limit_s): job.key
-                      for job in jobs}
+        self._refs = {remote.options(num_cpus=min(job.threads, self.cpus), max_retries=RAY_RETRIES)
+                      .remote(job.run_dir, job.time_limit_s): job.key for job in jobs}
         try:
             while self._refs:
                 done, _ = self.ray.wait(list(self._refs), num_returns=1)
                 for ref in done:
-                    yield self._refs.pop(ref), self.ray.get(ref)
+                    yield self._refs.pop(ref), self._outcome(ref)
         finally:
             if self._refs:
                 self.stop()
+
+    def _outcome(self, ref) -> Outcome:
+        """The worker's outcome; a task Ray could not finish (its node lost more often than
+        it retries) is a failed trial, recorded like any other, never a crashed grid."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as err:
+            return Outcome(1, 0.0, f"lost on the Ray cluster after {RAY_RETRIES} retries: "
+                                   f"{type(err).__name__}: {err}"[-4000:])
 
     def stop(self) -> None:
         for ref in list(self._refs):
