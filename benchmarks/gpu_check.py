@@ -37,14 +37,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "UTKFace"))
     parser.add_argument("--results", default="results")
+    parser.add_argument("--experiment", default=str(EXPERIMENT), help="the grid (default experiments/gpu_check.yaml)")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="a rehearsal on a machine without a GPU: report instead of failing")
     args = parser.parse_args(argv)
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "harness", "run", str(EXPERIMENT), "--data", args.data,
+    subprocess.run([sys.executable, "-m", "harness", "run", args.experiment, "--data", args.data,
                     "--results", args.results, "--no-report"], cwd=ROOT, env=env, check=True)
-    trials = sorted(p for p in (Path(args.results) / "gpu_check" / "trials").iterdir() if (p / "DONE").is_file())
+    import yaml
+
+    name = yaml.safe_load(Path(args.experiment).read_text())["name"]
+    trials = sorted(p for p in (Path(args.results) / name / "trials").iterdir() if (p / "DONE").is_file())
     if not trials:
         print("gpu_check: no finished trial", file=sys.stderr)
         return 1
