@@ -162,7 +162,9 @@ class RayExecutor:
             raise RuntimeError("--executor ray needs Ray: pip install -e '.[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+            # Without an address, a new local instance ("local"): plain ray.init() would join
+            # any cluster already running on this machine, someone else's included.
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
                      num_cpus=None if address else (os.cpu_count() or 1))
         self.cpus = int(self.ray.cluster_resources().get("CPU", 1))
         self._refs: dict = {}

@@ -75,7 +75,7 @@ def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
                "training": {"optimizer": ["adam", "adamw"]}}}, "optimizer", "'sgd', 'adam'"),
     ({"grid": {"models": [{"name": "a", "architecture": {"type": "fcn", "widths": [8]}}],
                "training": {"epochs": -1}}}, "epochs", "greater than 0"),
-    ({"backends": ["keras", "caffe"]}, "backends.1", "'keras' or 'tflearn'"),
+    ({"backends": ["keras", "caffe"]}, "backends.1", "'keras', 'tflearn' or 'keras-jax'"),
     ({"preprocessing": {"size": 16, "colour": "rgb"}}, "preprocessing.colour", "not permitted"),
 ])
 def test_invalid_experiments_name_file_key_and_what_is_allowed(tmp_path, change, key, allowed):
@@ -90,7 +90,7 @@ def test_a_backend_that_is_not_installed_is_refused(tmp_path, monkeypatch):
     import importlib.util
     real = importlib.util.find_spec
     monkeypatch.setattr(experiments, "find_spec", lambda name: None if name == "tflearn" else real(name))
-    with pytest.raises(ExperimentError, match="'tflearn' is not installed"):
+    with pytest.raises(ExperimentError, match="backend 'tflearn' needs tflearn, not installed"):
         experiments.load(write(tmp_path, TINY))
 
 
