@@ -33,7 +33,7 @@ def inference_graph_def(session, input_name: str, output_name: str) -> "tf.compa
     flag_handle = flag.op.name if flag.op.type == "VarHandleOp" else flag.handle.op.name
 
     false_nodes: set[str] = set()      # nodes whose value is the training flag, i.e. False
-    aliases: dict[str, str] = {}       # 'switch:0' -> its data input (the live branch)
+    aliases: dict[str, str] = {}       # 'merge:0' -> the input of its live branch
     dead: dict[str, bool] = {}
 
     def is_false(name: str) -> bool:
@@ -68,10 +68,8 @@ def inference_graph_def(session, input_name: str, output_name: str) -> "tf.compa
     def _input_dead(name: str, index: int) -> bool:
         node = nodes[name]
         if node.op == "Switch" and is_false(_name(node.input[1])[0]):
-            if index == 1:
-                return True
-            aliases[f"{name}:0"] = _resolve(node.input[0])
-            return is_dead(_name(node.input[0])[0])
+            # Output 1 is the training branch; output 0 is its data input (see _resolve).
+            return index == 1 or is_dead(_name(node.input[0])[0])
         return is_dead(name)
 
     def _resolve(reference: str) -> str:

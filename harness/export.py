@@ -63,7 +63,7 @@ def export(run_dir: str | Path, out: str | Path, quantize: str = "none", fmt: st
     run_dir, out = _finished(run_dir), _output_folder(out)
     if is_ensemble_run(run_dir):
         return _export_ensemble(run_dir, out, quantize)
-    return _export_trial(run_dir, out, quantize)
+    return _export_trial(run_dir, out, quantize)[0]
 
 
 def _finished(run_dir) -> Path:
@@ -86,7 +86,9 @@ def _output_folder(out) -> Path:
     return out
 
 
-def _export_trial(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
+def _export_trial(run_dir: Path, out: Path, quantize: str):
+    """-> (manifest, the run's test split, the exported LiteRT model), the last two for an
+    ensemble's own parity."""
     config = read_config(run_dir)
     model_path = out / MODEL_FILE
     result = subprocess.run([sys.executable, "-m", "backends.worker", "export", str(run_dir), str(model_path),
@@ -108,46 +110,35 @@ def _export_trial(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
         input_shape=list(model.input_shape), input_dtype="float32",
         preprocessing=config.preprocessing, head=config.model.head)
     _write_manifest(out, manifest)
-    return manifest
+    return manifest, test, model
 
 
 def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
     from harness.ensemble import member_dirs
 
     members, description = member_dirs(run_dir)
-    names, member_scores = [], []
-    test_ids = None
-    for index, member in enumerate(members):
-        name = f"{MEMBERS_DIR}/{index}"
-        manifest = _export_trial(_finished(member), _output_folder(out / name), quantize)
-        config = read_config(member)
-        test = _test_split(member, config)
-        model = LiteModel(out / name / MODEL_FILE)
+    names = [f"{MEMBERS_DIR}/{index}" for index in range(len(members))]
+    manifests, member_scores = [], []
+    for name, member in zip(names, members):
+        manifest, test, model = _export_trial(_finished(member), _output_folder(out / name), quantize)
         outputs = [model.outputs(test.x)]
         if description.get("tta") == "flip":
             outputs.append(model.outputs(mirror(test.x)))
         member_scores.append(np.mean([heads.scores(manifest.head, o) for o in outputs], axis=0))
-        test_ids = test.ids if test_ids is None else test_ids
-        names.append(name)
-    framework = _stored_outputs(run_dir, test_ids)
+        manifests.append(manifest)
+    # Members share one split (harness ensemble checks it): the last member's test faces are all's.
+    framework = _stored_outputs(run_dir, test.ids)
     exported = np.mean(member_scores, axis=0)
-    total = sum((out / n / MODEL_FILE).stat().st_size for n in names)
-    latency = sum(read_manifest_parity(out / n).single_face_latency_ms for n in names)
     parity = _parity("two_heads", framework, exported, test, quantize, float(description.get("threshold") or 0.0),
-                     total, latency)
+                     sum(m.parity.bytes for m in manifests),
+                     sum(m.parity.single_face_latency_ms for m in manifests))
     config = read_config(members[0])
     manifest = ExportManifest(**_common(run_dir, config, quantize, parity), kind="ensemble",
                               tta=description.get("tta"), members=names,
                               combine="mean of the members' age and gender scores")
-    manifest.source.update(trial_id=None, backend="+".join(sorted({read_config(m).backend for m in members})))
+    manifest.source.update(trial_id=None, backend="+".join(sorted({m.source["backend"] for m in manifests})))
     _write_manifest(out, manifest)
     return manifest
-
-
-def read_manifest_parity(export_dir: Path) -> Parity:
-    from harness.litert import read_manifest
-
-    return read_manifest(export_dir).parity
 
 
 def _test_split(run_dir: Path, config):
