@@ -194,6 +194,11 @@ def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) 
     return keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
 
 
+def release(model: keras.Model) -> None:
+    """Free a finished trial's model (the next trial's :func:`configure` clears the rest)."""
+    keras.backend.clear_session()
+
+
 def to_tflite(model: keras.Model, quantize: str = "none", representative=None) -> bytes:
     """The model as a TFLite flatbuffer, through a SavedModel (Keras 3's own export).
 
@@ -238,6 +243,10 @@ def engine_device() -> str:
 
 
 def configure(seed: int) -> None:
+    """Start a trial from a blank Keras state: in a reused worker process the previous
+    trial's models, layer names and global seed generator go, so the trial computes
+    what it would in a fresh process."""
+    keras.backend.clear_session()
     if ENGINE == "tensorflow":
         import tensorflow as tf
 

@@ -210,6 +210,11 @@ def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) 
     return model
 
 
+def release(model: Model) -> None:
+    """Close a finished trial's session so that a reused worker does not hold its graph."""
+    model.dnn.session.close()
+
+
 def to_tflite(model: Model, quantize: str = "none", representative=None) -> bytes:
     """The network as a TFLite flatbuffer: its inference path with the weights as
     constants (see :mod:`backends.tflearn_inference`), converted from a fresh session."""
@@ -234,8 +239,11 @@ def environment() -> dict:
 
 
 def configure(seed: int) -> None:
+    """Every trial builds its own graph and session (see :func:`build`); the process-wide
+    state left here is the default graph and the seeds, reset for each trial."""
     import random
 
+    v1.reset_default_graph()
     random.seed(seed)
     np.random.seed(seed)
     deterministic_on_cpu()

@@ -4,6 +4,12 @@ Reads the trial's files, imports exactly one framework, trains, and writes into 
 history.csv, predictions.npz, metrics.json, the native model, tensorboard/, env.json,
 and DONE last. Framework output goes to RUN_DIR/log.txt, not the terminal.
 
+A reused worker trains many trials of one backend in turn, importing its framework once:
+    python -m backends.worker serve BACKEND THREADS --reply-fd FD
+        reads one JSON request per line on stdin ({"run_dir": ...}), trains it exactly as
+        ``train`` would in a fresh process, and answers one JSON line on FD; it exits at
+        the end of stdin, or after answering for a trial that failed
+
 Other verbs, each in a fresh process for the same reason (TFLearn and Keras 3 cannot
 share one):
     python -m backends.worker predict RUN_DIR OUT.npz [--role test]
@@ -23,6 +29,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +38,7 @@ import pandas as pd
 from backends.common import THREADS_ENV, thread_counts
 from harness import heads, metrics
 from harness.augmentation import augment, mirror
+from harness.cache import CachedArrays
 from harness.labels import N_TWO_HOT, soft_age
 from harness.results import write_atomic
 from harness.spec import ModelSpec, TrainingSpec
@@ -82,7 +90,38 @@ def output_to(log_path: Path):
             os.close(saved[1])
 
 
-def train(run_dir: Path) -> dict:
+class RecentSplits:
+    """What a reused worker last read: the open cache entry and the roles of one round.
+
+    A trial whose (cache entry, data fingerprint, round) equals the previous trial's
+    takes the same arrays from memory: the fingerprint covers the cached images and each
+    role's ids and labels, so equal keys mean equal arrays. Only the latest round is
+    kept, so a worker holds one split's arrays beside its model. The arrays are made
+    read-only, so a trial cannot change what the next one trains on.
+    """
+
+    def __init__(self):
+        self.cached: CachedArrays | None = None
+        self.key, self.splits = None, None
+
+    def load(self, run_dir: Path, config) -> tuple[dict, bool]:
+        """(role -> RoleData, whether they were already in memory)."""
+        key = (config.cache_entry, config.data_fingerprint, config.round)
+        if key == self.key:
+            return self.splits, True
+        self.key = self.splits = None
+        if self.cached is None or self.cached.directory != Path(config.cache_entry):
+            self.cached = CachedArrays.open(Path(config.cache_entry))
+        splits = load_splits(run_dir, config, cached=self.cached)
+        for role in splits.values():
+            role.x.setflags(write=False)
+        self.key, self.splits = key, splits
+        return splits, False
+
+
+def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: int = 1) -> dict:
+    """Train one trial. ``recent`` and ``trial_in_worker`` are a reused worker's (see
+    :func:`serve`); a fresh process trains its one trial with neither."""
     config = read_config(run_dir)
     for stale in (DONE_FILE, METRICS_FILE):
         (run_dir / stale).unlink(missing_ok=True)
@@ -95,9 +134,10 @@ def train(run_dir: Path) -> dict:
         backend = backend_module(config.backend)
         backend.configure(config.training.seed)
         head, training = config.model.head, config.training
-        splits = load_splits(run_dir, config)
+        splits, in_memory = recent.load(run_dir, config) if recent else (load_splits(run_dir, config), False)
         train_data, val, test = splits["train"], splits["val"], splits["test"]
-        print(f"train {len(train_data.x)} val {len(val.x)} test {len(test.x)} images", flush=True)
+        print(f"train {len(train_data.x)} val {len(val.x)} test {len(test.x)} images"
+              + (" (in memory from the previous trial)" if in_memory else ""), flush=True)
 
         model = backend.build(config.model, training, config.preprocessing.shape)
         history, started = [], [time.perf_counter()]
@@ -133,6 +173,9 @@ def train(run_dir: Path) -> dict:
                        "n_params": backend.count_params(model)}
         if os.environ.get("HARNESS_RAY_NODE_ID"):   # set by harness.executors for Ray tasks
             environment["ray_node_id"] = os.environ["HARNESS_RAY_NODE_ID"]
+        # Which process trained it, and its how-manieth trial there (1: a fresh process).
+        environment["worker"] = {"pid": os.getpid(), "trial": trial_in_worker}
+        backend.release(model)
 
     frame = pd.DataFrame(history)
     write_atomic(run_dir / HISTORY_FILE, lambda p: frame.to_csv(p, index=False))
@@ -212,6 +255,47 @@ def export(run_dir: Path, out: Path, quantize: str = "none") -> None:
     write_atomic(out, lambda p: p.write_bytes(flatbuffer))
 
 
+def resident_mb() -> float:
+    """This process's resident memory now, in MiB (what the executor's ceiling checks)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):   # not Linux: the peak instead
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def serve(backend_name: str, threads: int, reply_fd: int) -> int:
+    """Train the trials named on stdin one after another in this process.
+
+    Each answer is one JSON line on ``reply_fd`` (not stdout, which each trial sends to
+    its own log): ``{"ok": true, "rss_mb": ...}``, or ``{"ok": false, "error": ...}``
+    after which the worker exits, so that whatever the failure left behind (a graph
+    half built, a session mid-step) never reaches another trial.
+    """
+    recent = RecentSplits()
+    with os.fdopen(reply_fd, "w", buffering=1) as reply:
+        for count, line in enumerate(sys.stdin, start=1):
+            try:
+                run_dir = Path(json.loads(line)["run_dir"])
+                config = read_config(run_dir)
+                if (config.backend, config.threads) != (backend_name, threads):
+                    # Two frameworks cannot share a process, and TensorFlow fixes its
+                    # thread pools at first use: such a trial needs another worker.
+                    raise ValueError(f"{run_dir}: a {config.backend} trial on {config.threads} threads "
+                                     f"sent to a {backend_name} worker on {threads} threads")
+                train(run_dir, recent, count)
+            except Exception:
+                error = traceback.format_exc()
+                sys.stderr.write(error)
+                sys.stderr.flush()
+                reply.write(json.dumps({"ok": False, "error": error[-4000:]}) + "\n")
+                return 1
+            reply.write(json.dumps({"ok": True, "rss_mb": round(resident_mb(), 1)}) + "\n")
+    return 0
+
+
 def count_params(backend_name: str, specs_file: Path) -> list[int]:
     entries = json.loads(specs_file.read_text())
     with output_to(Path(os.devnull)):
@@ -223,12 +307,16 @@ def count_params(backend_name: str, specs_file: Path) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("train", "predict", "export", "count-params", "-h", "--help"):
+    if argv and argv[0] not in ("train", "serve", "predict", "export", "count-params", "-h", "--help"):
         argv.insert(0, "train")
     parser = argparse.ArgumentParser(prog="python -m backends.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser("train").add_argument("run_dir", type=Path)
+    r = verbs.add_parser("serve")
+    r.add_argument("backend", choices=BACKENDS)
+    r.add_argument("threads", type=int)
+    r.add_argument("--reply-fd", type=int, required=True)
     p = verbs.add_parser("predict")
     p.add_argument("run_dir", type=Path)
     p.add_argument("out", type=Path)
@@ -245,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "train":
         result = train(args.run_dir)
         print(json.dumps({k: v for k, v in result.items() if not k.endswith("confusion")}))
+    elif args.verb == "serve":
+        return serve(args.backend, args.threads, args.reply_fd)
     elif args.verb == "predict":
         predict(args.run_dir, args.out, args.role, args.tta)
     elif args.verb == "export":

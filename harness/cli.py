@@ -137,7 +137,7 @@ def cmd_run(args) -> int:
 
 def _run(args) -> int:
     from harness import experiments, runner
-    from harness.executors import LocalExecutor, RayExecutor
+    from harness.executors import LocalExecutor, RayExecutor, Reuse
     from harness.paths import child_path
     from harness.results import trial_dir
 
@@ -180,7 +180,9 @@ def _run(args) -> int:
               f"{cores} cores: the numbers stay the same, each trial runs slower", file=sys.stderr)
     if args.overwrite and runner.experiment_changes(experiment, results):
         runner.discard_results(results)
-    executor = RayExecutor(args.ray_address) if args.executor == "ray" else LocalExecutor(args.workers)
+    reuse = None if args.fresh_process else Reuse(args.worker_trials, args.worker_memory_mb)
+    executor = (RayExecutor(args.ray_address, reuse) if args.executor == "ray"
+                else LocalExecutor(args.workers, reuse))
     counts = runner.run(experiment, results, executor, prepared=prepared)
     if len(prepared.unaligned_images):
         print(f"{len(prepared.unaligned_images)} images had no face dlib finds and were used whole: "
@@ -359,6 +361,18 @@ def _age(text: str) -> float:
     return value
 
 
+def _positive(number):
+    def parse(text: str):
+        try:
+            value = number(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be a positive {number.__name__}, got {text}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -373,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true",
                      help="stop at an unreadable image (default: skip it and list it)")
     run.add_argument("--no-report", action="store_true")
+    reuse = run.add_argument_group("worker processes", "by default a worker process trains many trials of "
+                                   "one backend in turn, importing its framework once")
+    reuse.add_argument("--fresh-process", action="store_true", help="one new process per trial instead")
+    reuse.add_argument("--worker-trials", type=_positive(int), default=100, metavar="N",
+                       help="start a new worker after N trials (default 100)")
+    reuse.add_argument("--worker-memory-mb", type=_positive(float), default=None, metavar="MB",
+                       help="start a new worker once one holds more than MB of memory after a trial "
+                            "(default: half of this machine's memory, shared by --workers)")
     where = run.add_mutually_exclusive_group()
     where.add_argument("--new", action="store_true",
                        help="if the results directory holds a different experiment, use NAME-2, NAME-3, ...")

@@ -268,7 +268,8 @@ def run(experiment: Experiment, results_dir: str | Path, executor, progress: boo
 
     by_id = {t.trial_id: t for t in todo}
     jobs = [Job(t.trial_id, str(trial_dir(results_dir, t.trial_id)), experiment.time_limit_s,
-                t.config.threads) for t in todo]
+                t.config.threads, t.config.backend, f"{t.config.data_fingerprint}/{t.config.round}")
+            for t in todo]
     bar = None
     if progress and todo:
         from tqdm import tqdm

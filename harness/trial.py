@@ -124,14 +124,16 @@ class RoleData(NamedTuple):
     years: np.ndarray        # exact ages in years; NaN where the dataset has none
 
 
-def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val", "test")) -> dict[str, RoleData]:
+def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val", "test"),
+                cached: CachedArrays | None = None) -> dict[str, RoleData]:
     """role -> :class:`RoleData` for the trial's round.
 
     Images the cache had to skip are left out here, so labels and images stay paired.
-    The cache index, manifest and labels are read once for all roles.
+    The cache index, manifest and labels are read once for all roles. ``cached``: the
+    trial's cache entry, already open (a reused worker opens each entry once).
     """
     run_dir = Path(run_dir)
-    cached = CachedArrays.open(Path(config.cache_entry))
+    cached = cached or CachedArrays.open(Path(config.cache_entry))
     manifest = SplitManifest.load(run_dir)
     labels = pd.read_csv(run_dir / LABELS_FILE, dtype={"id": str}).set_index("id")
     usable = set(cached.valid_ids())

@@ -126,6 +126,11 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path):
     assert (tmp_path / "r" / "tiny" / "report.md").read_text().count("Failed trials") == 1
 
 
+def _children(pid: int) -> list[int]:
+    ps = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout
+    return [int(child) for child, parent in (line.split() for line in ps.splitlines()[1:]) if int(parent) == pid]
+
+
 def test_resume_after_kill_9_of_the_runner(tmp_path):
     experiment = {**TINY, "grid": {**TINY["grid"], "training": {"epochs": [2, 3], "batch_size": 32}}}
     path, results = write(tmp_path, experiment), tmp_path / "r"
@@ -143,11 +148,15 @@ def test_resume_after_kill_9_of_the_runner(tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail("the runner never got one trial done and another started")
+    workers = _children(runner.pid)   # the reused worker(s), each serving many trials
+    assert workers
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     first_done = {d.parent.name: d.stat().st_mtime_ns for d in trials.glob("*/DONE")}
     time.sleep(3)   # an orphaned worker would finish its 2-epoch trial in this time
     assert {d.parent.name for d in trials.glob("*/DONE")} == set(first_done), "a worker outlived the runner"
+    assert not any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                   for pid in workers), "a worker outlived the runner"
     result = harness_cli("run", path, "--results", results, cache=str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
     index_lines = [json.loads(line) for line in (results / "tiny" / "index.jsonl").read_text().splitlines()]
