@@ -246,7 +246,7 @@ def configure(seed: int) -> None:
     """Start a trial from a blank Keras state: in a reused worker process the previous
     trial's models, layer names and global seed generator go, so the trial computes
     what it would in a fresh process."""
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)   # release() collected the garbage
     if ENGINE == "tensorflow":
         import tensorflow as tf
 

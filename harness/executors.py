@@ -242,6 +242,11 @@ class JobQueue:
             same_data = [i for i in same_worker if self._jobs[i].data == data]
             return self._jobs.pop((same_data or same_worker or [0])[0])
 
+    def put_back(self, job: Job) -> None:
+        """A job to run again (its worker was lost): first in line."""
+        with self._lock:
+            self._jobs.insert(0, job)
+
     def clear(self) -> None:
         with self._lock:
             self._jobs.clear()
@@ -325,7 +330,6 @@ RAY_RETRIES = 3
 # The Ray node a trial ran on, handed to its worker, which records it in env.json (on a
 # cluster of one machine every node has the same host name).
 RAY_NODE_ENV = "HARNESS_RAY_NODE_ID"
-LOST = "lost on the Ray cluster"
 
 
 def _run_on_ray_node(run_dir: str, time_limit_s: float | None) -> Outcome:
@@ -333,6 +337,12 @@ def _run_on_ray_node(run_dir: str, time_limit_s: float | None) -> Outcome:
 
     os.environ[RAY_NODE_ENV] = ray.get_runtime_context().get_node_id()
     return run_worker(run_dir, time_limit_s)
+
+
+def _lost(err: Exception) -> Outcome:
+    """A trial Ray could not finish (its node lost more often than it retries): a failed
+    trial, recorded like any other, never a crashed grid."""
+    return Outcome(1, 0.0, f"lost on the Ray cluster after {RAY_RETRIES} retries: {type(err).__name__}: {err}"[:4000])
 
 
 class RaySlot:
@@ -389,9 +399,10 @@ class RayExecutor:
             return
         # One thread count per experiment: every actor reserves the largest.
         cpus = min(max(job.threads for job in jobs), self.cpus)
-        actor_class = self.ray.remote(RaySlot).options(
-            num_cpus=cpus, max_restarts=RAY_RETRIES, max_task_retries=RAY_RETRIES)
-        queue = JobQueue(jobs)
+        # Lost actors are replaced here rather than restarted by Ray: a call to an actor
+        # whose node just died fails at once (ActorUnavailableError) and is not retried.
+        actor_class = self.ray.remote(RaySlot).options(num_cpus=cpus, max_restarts=0)
+        queue, attempts = JobQueue(jobs), {job.key: 0 for job in jobs}
         idle = [(actor_class.remote(self.reuse), None, None)
                 for _ in range(min(len(jobs), max(1, self.cpus // cpus)))]
         self._actors = [actor for actor, _, _ in idle]
@@ -401,26 +412,39 @@ class RayExecutor:
                     actor, worker, data = idle.pop()
                     job = queue.take(worker, data)
                     self._refs[actor.run.remote(job)] = (job, actor)
-                # An idle actor holds its CPUs: with nothing left to give it, end it, so
-                # that an actor restarting elsewhere after a lost node can be placed.
+                # An idle actor holds its CPUs: with nothing left to give it, end it.
                 for actor, _, _ in idle:
-                    self.ray.kill(actor)
+                    self._end(actor)
                 idle = []
                 if not self._refs:
                     break
                 done, _ = self.ray.wait(list(self._refs), num_returns=1)
                 for ref in done:
                     job, actor = self._refs.pop(ref)
-                    outcome = self._outcome(ref)
-                    if outcome.returncode == 1 and outcome.stderr_tail.startswith(LOST):
-                        # Restarted more often than allowed: a new actor for the rest.
-                        self.ray.kill(actor)
-                        actor = actor_class.remote(self.reuse)
-                        self._actors.append(actor)
+                    try:
+                        outcome = self.ray.get(ref)
+                    except self.ray.exceptions.RayActorError as err:   # its node or process is gone
+                        self._end(actor)
+                        attempts[job.key] += 1
+                        if attempts[job.key] <= RAY_RETRIES:
+                            queue.put_back(job)    # a fresh worker elsewhere, under the same time limit
+                        else:
+                            yield job.key, _lost(err)
+                        if not self._actors or self.ray.available_resources().get("CPU", 0) >= cpus:
+                            actor = actor_class.remote(self.reuse)
+                            self._actors.append(actor)
+                            idle.append((actor, None, None))
+                        continue
+                    except self.ray.exceptions.RayError as err:
+                        outcome = Outcome(1, 0.0, f"{type(err).__name__}: {err}"[:4000])
                     idle.append((actor, (job.backend, job.threads), job.data))
                     yield job.key, outcome
         finally:
             self.stop()
+
+    def _end(self, actor) -> None:
+        self.ray.kill(actor)
+        self._actors = [a for a in self._actors if a is not actor]
 
     def _collect(self):
         try:
@@ -433,12 +457,10 @@ class RayExecutor:
                 self.stop()
 
     def _outcome(self, ref) -> Outcome:
-        """The worker's outcome; a trial Ray could not finish (its node lost more often than
-        it retries) is a failed trial, recorded like any other, never a crashed grid."""
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayError as err:
-            return Outcome(1, 0.0, f"{LOST} after {RAY_RETRIES} retries: {type(err).__name__}: {err}"[:4000])
+            return _lost(err)
 
     def stop(self) -> None:
         if self.reuse is None:   # tasks; an actor's task ends with its actor, killed below

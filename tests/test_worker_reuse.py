@@ -117,9 +117,8 @@ def test_a_worker_killed_mid_trial_fails_that_trial_only_and_workers_are_recycle
 
     def long_trial_training():
         for run_dir in trials.glob("*"):
-            log = run_dir / "log.txt"
-            if (read_config(run_dir).training.epochs == 400 and log.is_file()
-                    and "Epoch 2/400" in log.read_text()):
+            log = run_dir / "log.txt"   # written by the worker, after the runner wrote the config
+            if log.is_file() and read_config(run_dir).training.epochs == 400 and "Epoch 2/400" in log.read_text():
                 return run_dir
         return None
 
