@@ -196,7 +196,7 @@ def load(directory: Path, spec: ModelSpec, training: TrainingSpec, input_shape) 
 
 def release(model: keras.Model) -> None:
     """Free a finished trial's model (the next trial's :func:`configure` clears the rest)."""
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
 
 
 def to_tflite(model: keras.Model, quantize: str = "none", representative=None) -> bytes:
