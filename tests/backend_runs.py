@@ -24,6 +24,19 @@ def worker(*args, check=True) -> subprocess.CompletedProcess:
     return result
 
 
+def train_all(run_dirs, parallel: int = 2) -> None:
+    """Train trial folders as ``harness run`` does: ``parallel`` slots of reused workers,
+    so each framework is imported once per slot rather than once per trial."""
+    from harness.executors import Job, LocalExecutor, Reuse
+    from harness.trial import read_config
+
+    configs = {str(d): read_config(d) for d in run_dirs}
+    jobs = [Job(d, d, 600, c.threads, c.backend, c.data_fingerprint) for d, c in configs.items()]
+    failed = {d: o.stderr_tail for d, o in LocalExecutor(parallel, Reuse()).map_unordered(jobs) if o.returncode != 0}
+    if failed:
+        raise AssertionError(f"trials failed: {failed}")
+
+
 def make_trial(run_dir: Path, table, cache_dir: Path, backend: str, head: str = "two_heads",
                architecture=None, training: TrainingSpec | None = None, prep: Preprocessing = PREP) -> Path:
     built = cache.build(table["id"], table["path"], prep, cache_dir=cache_dir)

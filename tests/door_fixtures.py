@@ -6,7 +6,7 @@ import pytest
 
 from harness.images import Preprocessing
 from harness.spec import FCN, SmallCNN, TrainingSpec
-from tests.backend_runs import ROOT, make_trial, worker
+from tests.backend_runs import ROOT, make_trial, train_all
 
 
 def harness(*args, cwd=ROOT) -> subprocess.CompletedProcess:
@@ -31,8 +31,7 @@ def door_runs(tmp_path_factory, utkface_sample):
                                 architecture=FCN(widths=[32], dropout=0.2), training=training,
                                 prep=Preprocessing(representation="dlib_embedding")),
     }
-    for run in made.values():
-        worker(run)
+    train_all(made.values())
     return made
 
 

@@ -15,7 +15,7 @@ from harness.spec import (
 )
 from harness.trial import TrialConfig
 from harness.images import Preprocessing
-from tests.backend_runs import ROOT, make_trial, metrics_of, worker
+from tests.backend_runs import ROOT, make_trial, metrics_of, train_all, worker
 
 BACKENDS = ["keras", "tflearn", "keras-jax"]
 STUDY_BACKENDS = ["keras", "tflearn"]   # the two frameworks the original study compared
@@ -24,15 +24,10 @@ STUDY_BACKENDS = ["keras", "tflearn"]   # the two frameworks the original study 
 @pytest.fixture(scope="module")
 def trials(tmp_path_factory, utkface_sample):
     """One finished 2-epoch run of every head on every backend."""
-    from concurrent.futures import ThreadPoolExecutor
-
     base = tmp_path_factory.mktemp("trials")
     runs = {(backend, head): make_trial(base / f"{backend}_{head}", utkface_sample, base / "cache", backend, head)
             for backend in BACKENDS for head in heads.HEADS}
-    # Two worker processes at a time: most of a 2-epoch trial is one core importing its
-    # framework, so the pair roughly halves the wait (nothing here compares numbers).
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(worker, runs.values()))
+    train_all(runs.values())
     return runs
 
 

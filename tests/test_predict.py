@@ -11,16 +11,15 @@ from PIL import Image
 from harness.faces import find_faces
 from harness.gate import adult_groups, gate, gate_rates
 from harness.labels import decode, to_two_hot
-from tests.backend_runs import ROOT, make_trial, worker
+from tests.backend_runs import ROOT, make_trial, train_all, worker
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, utkface_sample):
     base = tmp_path_factory.mktemp("models")
-    runs = {}
-    for backend in ("keras", "tflearn"):
-        runs[backend] = make_trial(base / backend, utkface_sample, base / "cache", backend)
-        worker(runs[backend])
+    runs = {backend: make_trial(base / backend, utkface_sample, base / "cache", backend)
+            for backend in ("keras", "tflearn")}
+    train_all(runs.values())
     return runs
 
 
