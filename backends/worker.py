@@ -152,7 +152,7 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
             if len(val.x):
                 # Learning curves in the harness's own measures, from real predictions.
                 scored = metrics.compute(head, backend.predict(model, val.x), val.age, val.gender,
-                                         training.loss)
+                                         training.loss, years=val.years)
                 row.update({f"val_{key}": scored[key] for key in VAL_CURVES})
             history.append(row)
             started[0] = time.perf_counter()
@@ -183,7 +183,7 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
     for name, role, role_outputs in saved:
         write_atomic(run_dir / name, lambda p, role=role, out=role_outputs: _save_npz(
             p, ids=np.asarray(role.ids, dtype=str), outputs=out, age=role.age, gender=role.gender))
-    result = metrics.compute(head, outputs, test.age, test.gender, training.loss, config.threshold)
+    result = metrics.compute(head, outputs, test.age, test.gender, training.loss, config.threshold, test.years)
     if config.gate is not None:
         val_scores = heads.scores(head, val_outputs) if len(val.x) else np.zeros((0, N_TWO_HOT))
         result["gate"] = metrics.calibrated_gate(config.gate, val_scores, val.years,
@@ -202,7 +202,7 @@ def training_targets(config, role) -> np.ndarray:
     """The targets ``role`` trains on: one-hot, or with soft age groups from exact ages."""
     training = config.training
     distribution = soft_age(role.years, training.age_sigma) if training.age_target == "soft" else None
-    return heads.targets(config.model.head, role.age, role.gender, distribution)
+    return heads.targets(config.model.head, role.age, role.gender, distribution, role.years)
 
 
 def _cpu_model() -> str:

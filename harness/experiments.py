@@ -19,7 +19,7 @@ from pydantic import (
 from sklearn.model_selection import ParameterGrid
 
 from harness.gate import GateSpec
-from harness.heads import SOFT_AGE_HEADS, part_losses
+from harness.heads import SOFT_AGE_HEADS, YEARS_HEADS, part_losses
 from harness.images import Preprocessing
 from harness.labels import N_JOINT
 from harness.spec import Architecture, Augmentation, HeadName, ModelSpec, TrainingSpec
@@ -366,6 +366,8 @@ def exact_age_uses(experiment: Experiment) -> list[str]:
         uses.append("training.age_target: soft")
     if experiment.gate is not None:
         uses.append("gate")
+    uses += [f"grid.models {m.name}: head {m.head} (age in years)" for m in experiment.grid.models
+             if m.head in YEARS_HEADS]
     return uses
 
 

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.labels import N_AGE, N_GENDER, N_JOINT, to_joint, to_two_hot
+from harness.labels import N_AGE, N_GENDER, N_JOINT, ages_to_groups, to_joint, to_two_hot
+
+# Age in years: a softmax over 0, 1, ..., 100 (DEX, Rothe et al. 2015), or one linear unit.
+N_YEARS = 101
+# The regression unit predicts years / 100, so that its output and its loss live on the
+# scale of the other heads' (a raw unit starting at 0 would crawl towards 30 years).
+YEARS_SCALE = 100.0
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,15 @@ HEADS: dict[str, tuple[Part, ...]] = {
     # Its sound variant: regress the age index, classify gender.
     "tuple_sound": (Part(1, "linear", "mean_squared_error", fixed_loss=True),
                     Part(N_GENDER, "softmax", "categorical_crossentropy", fixed_loss=True)),
+    # Age in years and gender: the expected value of a distribution over years ...
+    "years_softmax": (Part(N_YEARS, "softmax", "categorical_crossentropy"),
+                      Part(N_GENDER, "softmax", "categorical_crossentropy")),
+    # ... or a regressed age under a robust loss (Huber: a far-off face is not squared).
+    "years_regression": (Part(1, "linear", "huber", fixed_loss=True),
+                         Part(N_GENDER, "softmax", "categorical_crossentropy", fixed_loss=True)),
 }
+# Heads trained on exact ages: a dataset without them (Adience) cannot train these.
+YEARS_HEADS = ("years_softmax", "years_regression")
 
 
 def parts(head: str) -> tuple[Part, ...]:
@@ -51,8 +65,9 @@ def part_losses(head: str, loss: str | None) -> list[str]:
     chosen = []
     for part in parts(head):
         if loss is not None and part.fixed_loss and loss != part.default_loss:
-            raise ValueError(f"head {head!r} fixes its losses (mean_squared_error on age, "
-                             f"categorical_crossentropy on gender); loss={loss!r} is not allowed")
+            fixed = " and ".join(p.default_loss for p in parts(head))
+            raise ValueError(f"head {head!r} fixes its losses ({fixed}, age then gender); "
+                             f"loss={loss!r} is not allowed")
         chosen.append(part.default_loss if loss is None or part.fixed_loss else loss)
     return chosen
 
@@ -61,13 +76,23 @@ def part_losses(head: str, loss: str | None) -> list[str]:
 SOFT_AGE_HEADS = ("two_heads", "softmax10", "joint16")
 
 
-def targets(head: str, age, gender, age_distribution=None) -> np.ndarray:
-    """Training targets for ``head`` from label indices.
+def targets(head: str, age, gender, age_distribution=None, years=None) -> np.ndarray:
+    """Training targets for ``head`` from label indices (and exact ages for years heads).
 
     ``age_distribution`` (N, 8), when given, replaces the one-hot age part (see
     :func:`harness.labels.soft_age`); gender stays one-hot.
     """
     age, gender = np.asarray(age, dtype=int), np.asarray(gender, dtype=int)
+    if head in YEARS_HEADS:
+        years = np.asarray(years if years is not None else np.full(len(age), np.nan), dtype=np.float64)
+        if len(years) != len(age) or not np.isfinite(years).all() or (years < 0).any():
+            raise ValueError(f"head {head!r} trains on exact ages in years; some faces have none "
+                             "(Adience labels only groups: use UTKFace or a CSV with an 'age' column)")
+        gender_hot = np.eye(N_GENDER, dtype=np.float32)[gender]
+        if head == "years_softmax":
+            year_hot = np.eye(N_YEARS, dtype=np.float32)[np.clip(np.floor(years), 0, N_YEARS - 1).astype(int)]
+            return np.concatenate([year_hot, gender_hot], axis=1)
+        return np.concatenate([(years / YEARS_SCALE)[:, None].astype(np.float32), gender_hot], axis=1)
     if age_distribution is not None:
         if head not in SOFT_AGE_HEADS:
             raise ValueError(f"head {head!r} has no age softmax, so it cannot take soft age targets "
@@ -101,6 +126,30 @@ def _one_hot_rounded(values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def predicted_years(head: str, outputs) -> np.ndarray:
+    """A years head's outputs -> the predicted age of each face in years (NaN if invalid):
+    the softmax's expected value, or the regressed unit, within 0-100."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if head == "years_softmax":
+        p = outputs[:, :N_YEARS]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            years = (p * np.arange(N_YEARS)).sum(axis=1) / p.sum(axis=1)
+    elif head == "years_regression":
+        years = outputs[:, 0] * YEARS_SCALE
+    else:
+        raise ValueError(f"head {head!r} does not predict years; years heads: {list(YEARS_HEADS)}")
+    return np.where(np.isfinite(years), np.clip(years, 0, N_YEARS - 1), np.nan)
+
+
+def _groups_of_years(years: np.ndarray) -> np.ndarray:
+    """Predicted ages -> one-hot age groups (the labels' own mapping); NaN stays NaN."""
+    finite = np.isfinite(years)
+    out = np.zeros((len(years), N_AGE), dtype=np.float64)
+    out[np.flatnonzero(finite), ages_to_groups(years[finite])] = 1.0
+    out[~finite] = np.nan
+    return out
+
+
 def scores(head: str, outputs) -> np.ndarray:
     """Model outputs -> (N, 10) scores: 8 age then 2 gender, each part summing to 1."""
     outputs = np.asarray(outputs, dtype=np.float64)
@@ -118,6 +167,9 @@ def scores(head: str, outputs) -> np.ndarray:
     if head == "joint16":
         grid = outputs.reshape(-1, N_GENDER, N_AGE)      # joint = gender * 8 + age
         return np.concatenate([grid.sum(axis=1), grid.sum(axis=2)], axis=1)
+    if head in YEARS_HEADS:
+        # The group is the predicted age's, as a face's exact age gives its label.
+        return np.concatenate([_groups_of_years(predicted_years(head, outputs)), outputs[:, -N_GENDER:]], axis=1)
     if head == "tuple_original":
         return np.concatenate([_one_hot_rounded(outputs[:, 0], N_AGE),
                                _one_hot_rounded(outputs[:, 1], N_GENDER)], axis=1)

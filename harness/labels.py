@@ -45,6 +45,14 @@ def age_to_group(age: float) -> int:
     return bisect.bisect_right(_AGE_CUTS, age)
 
 
+def ages_to_groups(years) -> np.ndarray:
+    """Vectorised :func:`age_to_group`: exact (or predicted) ages -> group indices."""
+    years = np.asarray(years, dtype=np.float64)
+    if not np.isfinite(years).all() or (years < 0).any():
+        raise ValueError("ages must be non-negative finite numbers")
+    return np.searchsorted(_AGE_CUTS, years, side="right")
+
+
 _RANGE = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _NUMBER = re.compile(r"^\d+$")
 

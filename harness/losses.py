@@ -32,7 +32,19 @@ def squared_hinge(xp, y_true, y_pred):
     return xp.mean(xp.square(xp.maximum(1.0 - _signed(y_true) * y_pred, 0.0)), axis=-1)
 
 
-FORMULAS = {f.__name__: f for f in (categorical_crossentropy, mean_squared_error, hinge, squared_hinge)}
+# Huber's transition, on the years regression's scale (years / 100): 5 years. Within it
+# the loss is squared; beyond it linear, so a mislabelled or odd face pulls no harder
+# than a 5-year miss does.
+HUBER_DELTA = 0.05
+
+
+def huber(xp, y_true, y_pred):
+    error = xp.abs(y_true - y_pred)
+    quadratic = xp.minimum(error, HUBER_DELTA)
+    return xp.mean(0.5 * xp.square(quadratic) + HUBER_DELTA * (error - quadratic), axis=-1)
+
+
+FORMULAS = {f.__name__: f for f in (categorical_crossentropy, mean_squared_error, hinge, squared_hinge, huber)}
 
 
 def per_sample(xp, head: str, loss: str | None, y_true, y_pred):

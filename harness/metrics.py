@@ -25,11 +25,32 @@ def _confusion(true: np.ndarray, pred: np.ndarray, n: int) -> list[list[int]]:
     return confusion_matrix(true, pred, labels=range(n)).tolist()
 
 
+# Cumulative score: the share of faces whose predicted age is within this many years.
+CS_YEARS = 5
+
+
+def years_metrics(predicted, true) -> dict:
+    """Mean absolute error in years and CS(5) of predicted ages; NaN predictions count as
+    misses for CS and make the MAE NaN (never silently dropped)."""
+    predicted, true = np.asarray(predicted, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    error = np.abs(predicted - true)
+    with np.errstate(invalid="ignore"):
+        within = np.where(np.isfinite(error), error <= CS_YEARS, False)
+    return {"age_mae": float(error.mean()) if len(error) else float("nan"),
+            f"age_cs{CS_YEARS}": float(within.mean()) if len(error) else float("nan")}
+
+
 def compute(head: str, outputs, age, gender, loss: str | None = None,
-            threshold: float = 0.0) -> dict:
-    """All metrics for one set of test predictions (raw model outputs and true labels)."""
+            threshold: float = 0.0, years=None) -> dict:
+    """All metrics for one set of test predictions (raw model outputs and true labels).
+
+    ``years``: the faces' exact ages; a years head is then also scored in years (MAE,
+    CS(5)). Its group accuracies come from the group of each predicted age.
+    """
     outputs = np.asarray(outputs, dtype=np.float64)
     age, gender = np.asarray(age, dtype=int), np.asarray(gender, dtype=int)
+    in_years = head in heads.YEARS_HEADS
+    known = years is not None and np.isfinite(np.asarray(years, dtype=np.float64)).all()
     scores = heads.scores(head, outputs)
     pred_age = _argmax_or_invalid(scores[:, :N_AGE])
     pred_gender = _argmax_or_invalid(scores[:, N_AGE:])
@@ -37,8 +58,12 @@ def compute(head: str, outputs, age, gender, loss: str | None = None,
     with np.errstate(invalid="ignore"):
         rounded = np.where(np.isfinite(scores), scores >= 0.5, False)
     exact = (rounded == heads.targets("two_heads", age, gender).astype(bool)).all(axis=1)
-    per_sample = losses.per_sample(np, head, loss, heads.targets(head, age, gender), outputs)
+    if in_years and not known:   # its loss is on years: without them there is none
+        per_sample = np.full(len(age), np.nan)
+    else:
+        per_sample = losses.per_sample(np, head, loss, heads.targets(head, age, gender, years=years), outputs)
     valid = (pred_age >= 0) & (pred_gender >= 0)
+    extra = years_metrics(heads.predicted_years(head, outputs), years) if in_years and known else {}
     return {
         "n": int(len(age)),
         "gender_accuracy": float(gender_ok.mean()),
@@ -50,6 +75,7 @@ def compute(head: str, outputs, age, gender, loss: str | None = None,
         "undefined": int(sum(not d.defined for d in decode_batch(scores, threshold))),
         "age_confusion": _confusion(age[valid], pred_age[valid], N_AGE),
         "gender_confusion": _confusion(gender[valid], pred_gender[valid], N_GENDER),
+        **extra,
     }
 
 

@@ -24,6 +24,8 @@ from harness.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_F
 
 METRICS = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
            ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint"), ("loss", "loss")]
+# Years heads are also scored in years (harness.metrics.years_metrics).
+YEARS_METRICS = [("age_mae", "age MAE (years)"), ("age_cs5", "CS(5) %")]
 GATE_AGE = 18
 REFERENCE = pd.DataFrame([
     {"source": "Levi & Hassner 2015 (CNN per task)", "dataset": "Adience, 5 subject-disjoint folds",
@@ -141,6 +143,7 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
                      "training": {k: v for k, v in training.items() if k != "seed"}},
             "images_per_second": metrics.get("train_images_per_second"),
             **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
+            **{key: metrics[key] for key, _ in YEARS_METRICS if key in metrics},   # years heads only
             **loaded.gate, **_calibrated_columns(metrics),
         })
     frame = pd.DataFrame(rows)
@@ -198,6 +201,20 @@ def _interval(mean: float, low: float, high: float, signed: bool = True) -> str:
 
 def _p(value: float) -> str:
     return "—" if pd.isna(value) else "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def years_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Trials of years heads: MAE and CS(5) beside the group accuracies their predicted
+    ages give, per configuration and backend (mean ± std over rounds)."""
+    scored = frame[frame["age_mae"].notna()] if "age_mae" in frame else frame.iloc[:0]
+    rows = []
+    for (configuration, backend), part in scored.groupby(["configuration", "backend"], sort=True):
+        row = {"configuration": configuration, "backend": comparisons.backend_name(backend), "rounds": len(part),
+               YEARS_METRICS[0][1]: _mean_std(part["age_mae"], 1.0), YEARS_METRICS[1][1]: _mean_std(part["age_cs5"], 100.0)}
+        for key, label in METRICS[:3]:
+            row[f"{label} %"] = _mean_std(part[key], 100.0)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def configurations_table(frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
@@ -647,6 +664,12 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
                          "that ran, so there is no design-factor comparison.")
         sections.append(("Ranking", "Every configuration and backend by mean joint accuracy; intervals are "
                          "the corrected 95 % intervals of the mean over rounds.", ranking_display(ranked, labels)))
+        in_years = years_table(frame.assign(configuration=frame["configuration"].map(labels)))
+        if len(in_years):
+            in_years.to_csv(tables / "age_in_years.csv", index=False)
+            sections.append(("Age in years", "Models that predict an age in years: mean absolute error, the "
+                             "share within 5 years (CS(5)), and the group accuracies of their predicted ages "
+                             "(mapped to groups as exact ages are), on the test split.", in_years))
         gates = gate_table(frame.assign(configuration=frame["configuration"].map(labels)))
         if len(gates):
             gates.to_csv(tables / "age_gate.csv", index=False)

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_serializer
 Activation = Literal["relu", "tanh", "sigmoid", "elu", "softplus", "linear"]
 Initializer = Literal["glorot_uniform", "glorot_normal", "he_normal", "he_uniform",
                       "truncated_normal"]
-HeadName = Literal["two_heads", "softmax10", "joint16", "tuple_original", "tuple_sound"]
+HeadName = Literal["two_heads", "softmax10", "joint16", "tuple_original", "tuple_sound", "years_softmax",
+                   "years_regression"]
 LossName = Literal["categorical_crossentropy", "mean_squared_error", "hinge", "squared_hinge"]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 

@@ -85,9 +85,12 @@ def shipped_architectures():
 
 
 def test_parameter_counts_match_for_every_shipped_architecture(tmp_path):
+    # A head is the last layers only: every trunk with one head, every head on one trunk.
+    pairs = [(arch, "two_heads") for arch in shipped_architectures()] + \
+            [(FCN(widths=[32, 16]), head) for head in heads.HEADS]
     entries = [{"model": ModelSpec(architecture=arch, head=head).model_dump(mode="json"),
                 "input_shape": [227, 227, 3] if arch == LeviHassner() else [64, 64, 3]}
-               for arch in shipped_architectures() for head in heads.HEADS]
+               for arch, head in pairs]
     specs = tmp_path / "specs.json"
     specs.write_text(json.dumps(entries))
     counts = {b: json.loads(worker("count-params", b, specs).stdout.strip().splitlines()[-1])

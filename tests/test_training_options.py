@@ -100,11 +100,15 @@ def test_soft_targets_and_the_gate_need_exact_ages_adience_is_refused(tmp_path, 
     from tests.conftest import ADIENCE
 
     root, _ = adience_images
-    for extra in ({"grid__training": {"age_target": "soft"}}, {"gate": {"min_age": 18}}):
+    years_head = [{"name": "years", "head": "years_softmax", "architecture": {"type": "fcn", "widths": [8]}}]
+    for extra in ({"grid__training": {"age_target": "soft"}}, {"gate": {"min_age": 18}},
+                  {"grid__models": years_head}):
         path = _experiment(tmp_path, data={"dataset": "adience", "path": str(ADIENCE), "images": str(root)},
                            split={"protocol": "adience_folds"}, **extra)
-        with pytest.raises(ExperimentError, match="exact age in years.*only an age group"):
+        with pytest.raises(ExperimentError, match="exact age in years.*only an age group") as refused:
             prepare(experiments.load(path), dry_run=True)
+        if "grid__models" in extra:
+            assert "head years_softmax (age in years)" in str(refused.value)
 
 
 def test_soft_age_targets_keep_the_true_group_on_top_and_spread_to_neighbours():
