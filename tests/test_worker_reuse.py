@@ -6,16 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from harness.executors import Job, JobQueue, Reuse, WorkerSlot
 from harness.results import read_index
 from harness.trial import read_config
 from tests.test_experiments import TINY, harness_cli, write
+from tests.test_interrupts import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # A linear net under SGD at lr 10 grows to an inf/NaN loss within 3 epochs in both
@@ -100,16 +99,6 @@ def _serve_workers(pid: int) -> list[int]:
             if int(line.split()[1]) == pid and "backends.worker serve" in line]
 
 
-def _wait_for(condition, what: str, seconds: float = 300):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_a_worker_killed_mid_trial_fails_that_trial_only_and_workers_are_recycled(tmp_path):
     # The second trial trains long enough to be killed (as the kernel's OOM killer would).
     experiment = {**TINY, "backends": ["keras"], "threads": 1,
@@ -128,7 +117,7 @@ def test_a_worker_killed_mid_trial_fails_that_trial_only_and_workers_are_recycle
                 return run_dir
         return None
 
-    long_trial = _wait_for(long_trial_training, "the long trial to train")
+    long_trial = wait_for(long_trial_training, timeout=300, what="the long trial to train")
     (worker,) = _serve_workers(runner.pid)
     os.kill(worker, signal.SIGKILL)
     _, stderr = runner.communicate(timeout=600)
