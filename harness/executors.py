@@ -59,6 +59,10 @@ class Reuse:
     max_trials: int = 100               # retired after this many trials
     max_memory_mb: float | None = None  # retired above this resident memory; None: see memory_ceiling_mb
 
+    def ceiling_mb(self, slots: int) -> float:
+        """The memory ceiling for one of ``slots`` workers on this machine."""
+        return self.max_memory_mb or memory_ceiling_mb(slots)
+
 
 def memory_ceiling_mb(slots: int) -> float:
     """The default ceiling: half of this machine's memory, shared by the slots."""
@@ -199,7 +203,7 @@ class WorkerSlot:
     The same slot serves a local thread and a Ray actor.
     """
 
-    def __init__(self, reuse: Reuse | None, memory_ceiling: float, on_start=None):
+    def __init__(self, reuse: Reuse | None, memory_ceiling: float | None, on_start=None):
         self.reuse, self.memory_ceiling, self.on_start = reuse, memory_ceiling, on_start
         self.worker: ReusedWorker | None = None
 
@@ -258,8 +262,7 @@ class LocalExecutor:
     def __init__(self, workers: int = 1, reuse: Reuse | None = Reuse()):
         self.workers = max(1, workers)
         self.reuse = reuse
-        self.memory_ceiling = (reuse.max_memory_mb if reuse and reuse.max_memory_mb
-                               else memory_ceiling_mb(self.workers))
+        self.memory_ceiling = reuse.ceiling_mb(self.workers) if reuse else None
         self._live: set[subprocess.Popen] = set()
         self._lock = threading.Lock()
         self._stopping = False
@@ -353,7 +356,7 @@ class RaySlot:
         import ray
 
         os.environ[RAY_NODE_ENV] = ray.get_runtime_context().get_node_id()
-        self.slot = WorkerSlot(reuse, reuse.max_memory_mb or memory_ceiling_mb(os.cpu_count() or 1))
+        self.slot = WorkerSlot(reuse, reuse.ceiling_mb(os.cpu_count() or 1))
 
     def run(self, job: Job) -> Outcome:
         return self.slot.run(job)
