@@ -39,12 +39,12 @@ from backends.common import THREADS_ENV, thread_counts
 from harness import heads, metrics
 from harness.augmentation import augment, mirror
 from harness.cache import CachedArrays
-from harness.labels import N_TWO_HOT, soft_age
+from harness.labels import soft_age
 from harness.results import write_atomic
 from harness.spec import ModelSpec, TrainingSpec
 from harness.trial import (
     BACKENDS, DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
-    load_splits, read_config,
+    age_residuals, load_splits, read_config,
 )
 
 
@@ -183,11 +183,14 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
     for name, role, role_outputs in saved:
         write_atomic(run_dir / name, lambda p, role=role, out=role_outputs: _save_npz(
             p, ids=np.asarray(role.ids, dtype=str), outputs=out, age=role.age, gender=role.gender))
-    result = metrics.compute(head, outputs, test.age, test.gender, training.loss, config.threshold, test.years)
+    residuals = age_residuals(run_dir, head)   # from the validation predictions just saved
+    result = metrics.compute(head, outputs, test.age, test.gender, training.loss, config.threshold, test.years,
+                             residuals)
     if config.gate is not None:
-        val_scores = heads.scores(head, val_outputs) if len(val.x) else np.zeros((0, N_TWO_HOT))
-        result["gate"] = metrics.calibrated_gate(config.gate, val_scores, val.years,
-                                                 heads.scores(head, outputs), test.years)
+        val_readouts = (heads.readout(head, val_outputs, residuals) if len(val.x)
+                        else np.zeros((0, heads.readout_width(head))))
+        result["gate"] = metrics.calibrated_gate(config.gate, val_readouts, val.years,
+                                                 heads.readout(head, outputs, residuals), test.years)
     result["train_images_per_second"] = float(frame["images_per_second"].median()) if len(frame) else None
     result["train_seconds"] = float(frame["seconds"].sum()) if len(frame) else None
     result["final_framework_val_accuracy"] = (

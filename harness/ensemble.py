@@ -1,5 +1,8 @@
 """Ensembles: the mean age/gender probabilities of finished trials, scored like a trial.
 
+Members average their readouts (:func:`harness.heads.readout`): group models their 10
+scores, years models their distributions over 0..100 years; the two kinds do not mix.
+
 An ensemble directory holds ``ensemble.json`` (how the members were chosen) and one run
 directory per round, ``round-<r>/``: the members of that round (trials of one split and
 round, any backends and inputs), their mean test and validation scores, and metrics
@@ -22,12 +25,11 @@ import pandas as pd
 
 from harness import heads, metrics
 from harness.gate import GateSpec
-from harness.labels import N_TWO_HOT
 from harness.results import experiment_records, trial_dir, write_atomic
 from harness.splits import SplitManifest
 from harness.trial import (
     DONE_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
-    TrialConfig, read_config,
+    TrialConfig, age_residuals, read_config,
 )
 
 ENSEMBLE_FILE, MEMBERS_FILE = "ensemble.json", "members.json"
@@ -129,7 +131,7 @@ def _check_same_split(members: list[Member]) -> None:
 
 
 def member_scores(member: Member, role: str, tta: str | None = None) -> dict | None:
-    """ids, (N, 10) scores and labels of one member on one role; None if it has none saved.
+    """ids, readouts (``scores``) and labels of one member on one role; None if it has none saved.
 
     Stored predictions without test-time augmentation; with it, the member's own backend
     predicts again in a worker process of its own.
@@ -150,7 +152,9 @@ def member_scores(member: Member, role: str, tta: str | None = None) -> dict | N
                 raise EnsembleError(f"{member.label}: predicting the {role} split with --tta {tta} failed: "
                                     f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")
             saved = dict(np.load(out))
-    return {"ids": saved["ids"].astype(str), "scores": heads.scores(member.config.model.head, saved["outputs"]),
+    head = member.config.model.head
+    return {"ids": saved["ids"].astype(str),
+            "scores": heads.readout(head, saved["outputs"], age_residuals(member.run_dir, head)),
             "age": saved["age"], "gender": saved["gender"]}
 
 
@@ -183,19 +187,21 @@ def build_round(members: list[Member], out: Path, tta: str | None = None, gate: 
                                 "cannot be mirrored; train them with embedding_flip instead")
     _check_same_round(members)
     _check_same_split(members)
+    _check_same_readout(members)
     test = _mean_scores(members, "test", tta)
     val = _mean_scores(members, "val", tta)
     out.mkdir(parents=True, exist_ok=True)
     (out / DONE_FILE).unlink(missing_ok=True)
     labels = pd.read_csv(members[0].run_dir / LABELS_FILE, dtype={"id": str}).set_index("id")
-    result = metrics.compute("two_heads", test["scores"], test["age"], test["gender"],
-                             threshold=members[0].config.threshold)
+    result = metrics.compute(heads.readout_head(test["scores"]), test["scores"], test["age"], test["gender"],
+                             threshold=members[0].config.threshold,
+                             years=labels.loc[test["ids"], "age"].to_numpy(float))
     gate_spec = gate or members[0].config.gate
     if gate is not None and val is None:
         raise EnsembleError(f"--gate-*: {members[0].label} and the others need stored validation "
                             f"predictions ({VAL_PREDICTIONS_FILE}) to calibrate on; train them again")
     if gate_spec is not None:
-        val_scores = val["scores"] if val else np.zeros((0, N_TWO_HOT))
+        val_scores = val["scores"] if val else np.zeros((0, test["scores"].shape[1]))
         val_years = labels.loc[val["ids"], "age"].to_numpy(float) if val else np.zeros(0)
         result["gate"] = metrics.calibrated_gate(gate_spec, val_scores, val_years, test["scores"],
                                                  labels.loc[test["ids"], "age"].to_numpy(float))
@@ -215,6 +221,15 @@ def build_round(members: list[Member], out: Path, tta: str | None = None, gate: 
     write_atomic(out / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
     (out / DONE_FILE).write_text("ensemble\n")
     return result
+
+
+def _check_same_readout(members: list[Member]) -> None:
+    in_years = [m for m in members if m.config.model.head in heads.YEARS_HEADS]
+    if in_years and len(in_years) < len(members):
+        others = [m for m in members if m.config.model.head not in heads.YEARS_HEADS]
+        raise EnsembleError(f"years models ({', '.join(m.label for m in in_years)}) and age-group models "
+                            f"({', '.join(m.label for m in others)}) cannot be averaged: one gives a "
+                            "distribution over years, the other over 8 groups; ensemble each kind apart")
 
 
 def _save(path: Path, role: dict) -> None:

@@ -32,7 +32,7 @@ from harness.litert import (
 )
 from harness.predict import stored_gate
 from harness.results import write_atomic
-from harness.trial import DONE_FILE, PREDICTIONS_FILE, load_splits, read_config
+from harness.trial import DONE_FILE, PREDICTIONS_FILE, age_residuals, load_splits, read_config
 
 FORMATS = ("tflite",)
 QUANTIZE = ("none", "dynamic", "int8")
@@ -108,7 +108,7 @@ def _export_trial(run_dir: Path, out: Path, quantize: str):
         **_common(run_dir, config, quantize, parity), kind="trial", model_file=MODEL_FILE,
         sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
         input_shape=list(model.input_shape), input_dtype="float32",
-        preprocessing=config.preprocessing, head=config.model.head)
+        preprocessing=config.preprocessing, head=config.model.head, age_residuals=_residual_quantiles(run_dir, config))
     _write_manifest(out, manifest)
     return manifest, test, model
 
@@ -124,21 +124,31 @@ def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
         outputs = [model.outputs(test.x)]
         if description.get("tta") == "flip":
             outputs.append(model.outputs(mirror(test.x)))
-        member_scores.append(np.mean([heads.scores(manifest.head, o) for o in outputs], axis=0))
+        member_scores.append(np.mean([heads.readout(manifest.head, o, manifest.age_residuals) for o in outputs],
+                                     axis=0))
         manifests.append(manifest)
     # Members share one split (harness ensemble checks it): the last member's test faces are all's.
     framework = _stored_outputs(run_dir, test.ids)
     exported = np.mean(member_scores, axis=0)
-    parity = _parity("two_heads", framework, exported, test, quantize, float(description.get("threshold") or 0.0),
+    parity = _parity(heads.readout_head(exported), framework, exported, test, quantize,
+                     float(description.get("threshold") or 0.0),
                      sum(m.parity.bytes for m in manifests),
                      sum(m.parity.single_face_latency_ms for m in manifests))
     config = read_config(members[0])
     manifest = ExportManifest(**_common(run_dir, config, quantize, parity), kind="ensemble",
                               tta=description.get("tta"), members=names,
-                              combine="mean of the members' age and gender scores")
+                              combine="mean of the members' readouts: age-group and gender scores, or "
+                                      "distributions over years and gender scores")
     manifest.source.update(trial_id=None, backend="+".join(sorted({m.source["backend"] for m in manifests})))
     _write_manifest(out, manifest)
     return manifest
+
+
+def _residual_quantiles(run_dir: Path, config) -> list[float] | None:
+    """years_regression: the spread its readout puts around a prediction, carried in the
+    manifest because an export has no validation predictions to read it from."""
+    quantiles = heads.residual_quantiles(age_residuals(run_dir, config.model.head))
+    return None if quantiles is None else [round(float(q), 4) for q in quantiles]
 
 
 def _test_split(run_dir: Path, config):

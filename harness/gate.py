@@ -1,26 +1,31 @@
 """The age gate: allow, deny or undefined for "only people aged A or over".
 
-Rule (the README states it once, the same way): a face is ``allow``-ed only when both
+It reads a face's readout (see :func:`harness.heads.readout`): a group model's 10 scores
+or a years model's distribution over 0..100 years. Rule (the README states it once, the
+same way): a face is ``allow``-ed only when both
 
-1. the probability mass on the age groups whose *lower bound* is at least A reaches the
-   threshold (default 0.5), and
-2. the age group the face is labelled with (the most likely one, the group in its
-   sentence) is itself such a group.
+1. its probability of being at least A reaches the threshold (default 0.5): for a group
+   model the mass on the age groups whose *lower bound* is at least A, for a years
+   model the mass on the years from A up, and
+2. the face is described as at least A: the age group it is labelled with (the group in
+   its sentence) is itself such a group, or its predicted age in years is at least A.
 
 A group that straddles A counts as under A: at A = 18, (15, 20) is under 18. So a face
 whose sentence says 15-20 is always refused, even when the adult groups together hold
 more than the threshold (0.45 on 15-20 against 0.30 + 0.25 on two adult groups): the
-gate never lets in someone it describes as a minor. This errs toward refusing adults
-near the boundary (false rejects) to keep false accepts of minors down. ``undefined``
-when there is no usable prediction (no face, too small, or an output that is not a
-valid 2-hot, or under the decode threshold).
+gate never lets in someone it describes as a minor. For a group model this errs toward
+refusing adults near the boundary (false rejects) to keep false accepts of minors down;
+a years model can put the boundary at A itself. ``undefined`` when there is no usable
+prediction (no face, too small, or an output that is not a valid 2-hot, or under the
+decode threshold).
 """
 from __future__ import annotations
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from harness.labels import AGE_GROUPS, N_AGE, Decoded
+from harness.heads import N_YEARS, YEARS_READOUT, predicted_years
+from harness.labels import AGE_GROUPS, N_AGE, N_TWO_HOT, Decoded
 from harness.spec import drop_neutral
 
 DEFAULT_GATE_THRESHOLD = 0.5
@@ -31,21 +36,47 @@ def adult_groups(min_age: float) -> np.ndarray:
     return np.array([lo >= min_age for lo, _ in AGE_GROUPS])
 
 
-def gate(scores, decoded: Decoded, min_age: float, threshold: float = DEFAULT_GATE_THRESHOLD) -> tuple[str, float | None]:
-    """-> (decision, probability mass on groups at or above ``min_age``)."""
+def adult_evidence(readouts, min_age: float) -> tuple[np.ndarray, np.ndarray]:
+    """Readouts -> per face, P(age >= ``min_age``) and whether the face is described as at
+    least ``min_age`` (rule 2; a face that does not decode never is)."""
+    from harness.labels import decode
+
+    readouts = np.asarray(readouts, dtype=np.float64)
+    if readouts.ndim != 2 or readouts.shape[1] not in (N_TWO_HOT, YEARS_READOUT):
+        raise ValueError(f"the gate reads (N, {N_TWO_HOT}) group scores or (N, {YEARS_READOUT}) years "
+                         f"readouts, got shape {readouts.shape}")
+    if readouts.shape[1] == N_TWO_HOT:
+        adult = adult_groups(min_age)
+        decoded = [decode(row) for row in readouts]
+        described = np.array([d.defined and bool(adult[d.age]) for d in decoded], dtype=bool)
+        part, mask = readouts[:, :N_AGE], adult
+    else:
+        # The distribution's years are whole years (a face of 17.9 is in year 17), so
+        # "at least A" is every year from ceil(A) up.
+        years = predicted_years("years_softmax", readouts)
+        gender_ok = np.isfinite(readouts[:, N_YEARS:]).all(axis=1)
+        with np.errstate(invalid="ignore"):
+            described = np.isfinite(years) & (years >= min_age) & gender_ok
+        part, mask = readouts[:, :N_YEARS], np.arange(N_YEARS) >= np.ceil(min_age)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        probability = part[:, mask].sum(1) / part.sum(1)
+    return probability, described
+
+
+def gate(readout, decoded: Decoded, min_age: float, threshold: float = DEFAULT_GATE_THRESHOLD) -> tuple[str, float | None]:
+    """One face -> (decision, its probability of being at least ``min_age``)."""
     if not decoded.defined:
         return "undefined", None
-    adult = adult_groups(min_age)
-    age = np.asarray(scores, dtype=np.float64)[:N_AGE]
-    mass = float(age[adult].sum() / age.sum())
-    return ("allow" if mass >= threshold and adult[decoded.age] else "deny"), mass
+    probability, described = adult_evidence(np.asarray(readout, dtype=np.float64)[None, :], min_age)
+    mass = float(probability[0])
+    return ("allow" if mass >= threshold and described[0] else "deny"), mass
 
 
-def gate_rates(scores, exact_ages, min_age: float = 18,
+def gate_rates(readouts, exact_ages, min_age: float = 18,
                threshold: float = DEFAULT_GATE_THRESHOLD) -> dict:
     """False-accept rate (under ``min_age`` let in) and false-reject rate (adults refused)."""
-    scores, ages = np.asarray(scores, dtype=np.float64), np.asarray(exact_ages, dtype=np.float64)
-    allowed = gate_decisions(scores, min_age, [threshold])[0]
+    ages = np.asarray(exact_ages, dtype=np.float64)
+    allowed = gate_decisions(readouts, min_age, [threshold])[0]
     minors, adults = ages < min_age, ages >= min_age
     return {
         "min_age": min_age, "threshold": threshold,
@@ -88,33 +119,26 @@ def false_accept_bound(allowed_minors: np.ndarray, minors: int, confidence: floa
     return np.where(allowed_minors >= minors, 1.0, bound)
 
 
-def gate_decisions(scores, min_age: float, thresholds) -> np.ndarray:
-    """(N, 10) scores x T thresholds -> (T, N) booleans: allowed at that threshold.
-
-    The same rule as :func:`gate`, vectorised: adult mass at least the threshold AND the
-    decoded age group adult. A face that does not decode (``decode`` at threshold 0) is
-    never allowed.
-    """
-    from harness.labels import decode
-
-    scores = np.asarray(scores, dtype=np.float64)
-    adult = adult_groups(min_age)
-    decoded = [decode(row) for row in scores]
-    eligible = np.array([d.defined and bool(adult[d.age]) for d in decoded], dtype=bool)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mass = scores[:, :N_AGE][:, adult].sum(1) / scores[:, :N_AGE].sum(1)
-    mass = np.where(eligible, mass, -np.inf)
-    return mass[None, :] >= np.asarray(thresholds, dtype=np.float64)[:, None]
+def _gated_probability(readouts, min_age: float) -> np.ndarray:
+    """P(age >= min_age) where the face may be allowed at all, -inf where it may not."""
+    probability, described = adult_evidence(readouts, min_age)
+    return np.where(described & np.isfinite(probability), probability, -np.inf)
 
 
-def rate_curve(scores, exact_ages, min_age: float) -> dict:
+def gate_decisions(readouts, min_age: float, thresholds) -> np.ndarray:
+    """(N, 10) or (N, 103) readouts x T thresholds -> (T, N) booleans: allowed at that
+    threshold, by the same rule as :func:`gate`."""
+    probability = _gated_probability(readouts, min_age)
+    return probability[None, :] >= np.asarray(thresholds, dtype=np.float64)[:, None]
+
+
+def rate_curve(readouts, exact_ages, min_age: float) -> dict:
     """False-accept and false-reject rates over every threshold that changes a decision."""
-    scores, ages = np.asarray(scores, dtype=np.float64), np.asarray(exact_ages, dtype=np.float64)
-    allowed_any = gate_decisions(scores, min_age, [0.0])[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mass = scores[:, :N_AGE][:, adult_groups(min_age)].sum(1) / scores[:, :N_AGE].sum(1)
-    candidates = np.unique(np.concatenate([[0.0], mass[allowed_any & np.isfinite(mass)], [np.nextafter(1.0, 2.0)]]))
-    allowed = gate_decisions(scores, min_age, candidates)
+    ages = np.asarray(exact_ages, dtype=np.float64)
+    probability = _gated_probability(readouts, min_age)
+    candidates = np.unique(np.concatenate([[0.0], probability[np.isfinite(probability)],
+                                           [np.nextafter(1.0, 2.0)]]))
+    allowed = probability[None, :] >= candidates[:, None]
     minors, adults = ages < min_age, ages >= min_age
     far = allowed[:, minors].mean(1) if minors.any() else np.full(len(candidates), np.nan)
     frr = (~allowed[:, adults]).mean(1) if adults.any() else np.full(len(candidates), np.nan)
@@ -122,7 +146,7 @@ def rate_curve(scores, exact_ages, min_age: float) -> dict:
             "minors": int(minors.sum()), "adults": int(adults.sum())}
 
 
-def calibrate(scores, exact_ages, spec: GateSpec) -> dict:
+def calibrate(readouts, exact_ages, spec: GateSpec) -> dict:
     """The lowest threshold whose validation false-accept rate meets the target.
 
     With ``spec.confidence``, the rate's one-sided upper confidence bound must meet it
@@ -140,7 +164,7 @@ def calibrate(scores, exact_ages, spec: GateSpec) -> dict:
               "val_minors": 0, "val_adults": 0, "reason": None}
     if len(ages) == 0 or np.isnan(ages).any():
         return {**result, "reason": "the validation split has no exact ages to calibrate on"}
-    curve = rate_curve(scores, ages, spec.min_age)
+    curve = rate_curve(readouts, ages, spec.min_age)
     result.update(val_minors=curve["minors"], val_adults=curve["adults"])
     if not curve["minors"] or not curve["adults"]:
         return {**result, "reason": f"the validation split has {curve['minors']} faces under "
@@ -152,7 +176,7 @@ def calibrate(scores, exact_ages, spec: GateSpec) -> dict:
         admits_adults = curve["false_reject_rate"] < 1.0
         detail = (f"the lowest false-accept rate that allows an adult is "
                   f"{curve['false_accept_rate'][admits_adults].min():.1%}" if admits_adults.any() else
-                  "no validation adult is placed in an adult age group at all")
+                  "no validation adult is described as an adult at all")
         bound = f" (upper {spec.confidence:.0%} confidence bound)" if spec.confidence else ""
         return {**result, "reason": (
             f"no threshold lets at most {spec.max_false_accept:.1%}{bound} of the {curve['minors']} "

@@ -141,6 +141,101 @@ def predicted_years(head: str, outputs) -> np.ndarray:
     return np.where(np.isfinite(years), np.clip(years, 0, N_YEARS - 1), np.nan)
 
 
+# --- readouts: what ensembles, predict, the gate and exports average and read ---------
+#
+# A group model's readout is its (N, 10) scores. A years model's is a distribution over
+# 0..100 then the gender softmax, years_softmax's own output layout, whichever years head
+# produced it: averaging readouts (over mirrored faces, ensemble members) stays a mean of
+# probabilities, and one reader serves both years heads.
+YEARS_READOUT = N_YEARS + N_GENDER
+# The age interval predict reports: the central 80 % of the predicted distribution.
+AGE_INTERVAL = 0.8
+
+
+def residual_quantiles(residuals) -> np.ndarray | None:
+    """Validation residuals (true - predicted years) -> 101 evenly spaced quantiles, the
+    spread a regression head's readout puts around each prediction; None without any."""
+    residuals = np.asarray(residuals if residuals is not None else [], dtype=np.float64)
+    residuals = residuals[np.isfinite(residuals)]
+    if not len(residuals):
+        return None
+    return np.quantile(residuals, (np.arange(N_YEARS) + 0.5) / N_YEARS)
+
+
+def _spread_over_years(values: np.ndarray) -> np.ndarray:
+    """(N, K) ages -> (N, 101) distribution: each age shares its unit of mass between the
+    two whole years around it (so the distribution's mean is the mean of the ages)."""
+    values = np.clip(values, 0, N_YEARS - 1)
+    low = np.floor(values).astype(int)
+    upper_share = values - low
+    high = np.minimum(low + 1, N_YEARS - 1)
+    out = np.zeros((len(values), N_YEARS))
+    rows = np.repeat(np.arange(len(values)), values.shape[1])
+    np.add.at(out, (rows, low.ravel()), (1 - upper_share).ravel())
+    np.add.at(out, (rows, high.ravel()), upper_share.ravel())
+    return out / values.shape[1]
+
+
+def years_readout(head: str, outputs, residuals=None) -> np.ndarray:
+    """A years head's outputs -> (N, 103): P(age = 0..100 years), then P(male), P(female).
+
+    years_softmax: its own normalised distribution. years_regression: its prediction plus
+    the spread of ``residuals`` (validation ``true - predicted``, centred so that the
+    distribution's mean stays the prediction); without residuals all mass sits at the
+    prediction. A face with a NaN output keeps NaN.
+    """
+    outputs = np.asarray(outputs, dtype=np.float64)
+    gender = outputs[:, -N_GENDER:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gender = gender / gender.sum(1, keepdims=True)
+        if head == "years_softmax":
+            p = outputs[:, :N_YEARS]
+            return np.concatenate([p / p.sum(1, keepdims=True), gender], axis=1)
+    if head != "years_regression":
+        raise ValueError(f"head {head!r} does not predict years; years heads: {list(YEARS_HEADS)}")
+    point = predicted_years(head, outputs)
+    spread = residual_quantiles(residuals)
+    spread = np.zeros(1) if spread is None else spread - spread.mean()
+    finite = np.isfinite(point)
+    years = np.full((len(point), N_YEARS), np.nan)
+    years[finite] = _spread_over_years(point[finite, None] + spread[None, :])
+    return np.concatenate([years, gender], axis=1)
+
+
+def readout(head: str, outputs, residuals=None) -> np.ndarray:
+    """Model outputs -> readout: (N, 103) for years heads, (N, 10) scores for the others."""
+    return years_readout(head, outputs, residuals) if head in YEARS_HEADS else scores(head, outputs)
+
+
+def readout_width(head: str) -> int:
+    return YEARS_READOUT if head in YEARS_HEADS else N_AGE + N_GENDER
+
+
+def readout_head(readouts) -> str:
+    """The head whose outputs have the layout of ``readouts``, to score or decode them."""
+    width = np.shape(readouts)[-1]
+    if width == YEARS_READOUT:
+        return "years_softmax"
+    if width == N_AGE + N_GENDER:
+        return "two_heads"
+    raise ValueError(f"a readout has {N_AGE + N_GENDER} (age groups and gender) or {YEARS_READOUT} "
+                     f"(years and gender) values per face, got {width}")
+
+
+def years_interval(readouts, level: float = AGE_INTERVAL) -> tuple[np.ndarray, np.ndarray]:
+    """Years readouts -> the central ``level`` interval of each face's age distribution,
+    in whole years (lowest and highest year inside it); NaN where the readout is NaN."""
+    p = np.asarray(readouts, dtype=np.float64)[:, :N_YEARS]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf = np.cumsum(p, axis=1) / p.sum(1, keepdims=True)
+    tail = (1 - level) / 2
+    finite = np.isfinite(cdf).all(axis=1)
+    # A small tolerance: a cumulative sum that should reach the tail exactly may fall short by rounding.
+    low = np.argmax(cdf >= tail - 1e-9, axis=1).astype(float)
+    high = np.argmax(cdf >= 1 - tail - 1e-9, axis=1).astype(float)
+    return np.where(finite, low, np.nan), np.where(finite, high, np.nan)
+
+
 def _groups_of_years(years: np.ndarray) -> np.ndarray:
     """Predicted ages -> one-hot age groups (the labels' own mapping); NaN stays NaN."""
     finite = np.isfinite(years)

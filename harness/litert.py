@@ -66,6 +66,9 @@ class ExportManifest(BaseModel):
     input_dtype: Literal["float32"] | None = None
     preprocessing: Preprocessing | None = None
     head: str | None = None
+    # years_regression: 101 quantiles of its validation residuals (true - predicted years),
+    # the spread its readout puts around a prediction (see harness.heads.years_readout).
+    age_residuals: list[float] | None = None
     # An ensemble's export: its members' folders, each with a manifest of its own.
     members: list[str] | None = None
     combine: str | None = None
@@ -151,9 +154,11 @@ class ExportedNetwork:
                              f"match {manifest.model_file}'s {list(self.model.input_shape)}")
         self.preprocessing, self.head = manifest.preprocessing, manifest.head
 
-    def scores(self, inputs: np.ndarray) -> np.ndarray:
-        """Model inputs (uint8 pixels or descriptors, as the cache holds them) -> (N, 10)."""
-        return heads.scores(self.head, self.model.outputs(to_float(inputs, self.preprocessing)))
+    def readouts(self, inputs: np.ndarray) -> np.ndarray:
+        """Model inputs (uint8 pixels or descriptors, as the cache holds them) -> readouts
+        (:func:`harness.heads.readout`)."""
+        return heads.readout(self.head, self.model.outputs(to_float(inputs, self.preprocessing)),
+                             self.manifest.age_residuals)
 
 
 def open_networks(export_dir: str | Path, threads: int | None = None) -> tuple[ExportManifest, list[ExportedNetwork]]:

@@ -29,23 +29,36 @@ def _confusion(true: np.ndarray, pred: np.ndarray, n: int) -> list[list[int]]:
 CS_YEARS = 5
 
 
-def years_metrics(predicted, true) -> dict:
+def years_metrics(predicted, true, interval=None) -> dict:
     """Mean absolute error in years and CS(5) of predicted ages; NaN predictions count as
-    misses for CS and make the MAE NaN (never silently dropped)."""
+    misses for CS and make the MAE NaN (never silently dropped).
+
+    ``interval``: (low, high) whole years of each face's predicted interval; its coverage
+    is the share of faces whose age (in whole years) lies inside, which says whether the
+    interval ``predict`` prints is honest (about 80 % for an 80 % interval).
+    """
     predicted, true = np.asarray(predicted, dtype=np.float64), np.asarray(true, dtype=np.float64)
     error = np.abs(predicted - true)
     with np.errstate(invalid="ignore"):
         within = np.where(np.isfinite(error), error <= CS_YEARS, False)
-    return {"age_mae": float(error.mean()) if len(error) else float("nan"),
-            f"age_cs{CS_YEARS}": float(within.mean()) if len(error) else float("nan")}
+    result = {"age_mae": float(error.mean()) if len(error) else float("nan"),
+              f"age_cs{CS_YEARS}": float(within.mean()) if len(error) else float("nan")}
+    if interval is not None:
+        low, high = (np.asarray(v, dtype=np.float64) for v in interval)
+        with np.errstate(invalid="ignore"):
+            inside = (np.floor(true) >= low) & (np.floor(true) <= high)
+        result["age_interval_coverage"] = float(inside.mean()) if len(true) else float("nan")
+    return result
 
 
 def compute(head: str, outputs, age, gender, loss: str | None = None,
-            threshold: float = 0.0, years=None) -> dict:
+            threshold: float = 0.0, years=None, residuals=None) -> dict:
     """All metrics for one set of test predictions (raw model outputs and true labels).
 
     ``years``: the faces' exact ages; a years head is then also scored in years (MAE,
-    CS(5)). Its group accuracies come from the group of each predicted age.
+    CS(5)). Its group accuracies come from the group of each predicted age. The coverage
+    of its age interval is scored from its distribution: years_softmax's own, or for
+    years_regression the spread of validation ``residuals`` (not scored without them).
     """
     outputs = np.asarray(outputs, dtype=np.float64)
     age, gender = np.asarray(age, dtype=int), np.asarray(gender, dtype=int)
@@ -63,7 +76,11 @@ def compute(head: str, outputs, age, gender, loss: str | None = None,
     else:
         per_sample = losses.per_sample(np, head, loss, heads.targets(head, age, gender, years=years), outputs)
     valid = (pred_age >= 0) & (pred_gender >= 0)
-    extra = years_metrics(heads.predicted_years(head, outputs), years) if in_years and known else {}
+    extra = {}
+    if in_years and known:
+        has_spread = head == "years_softmax" or residuals is not None
+        interval = heads.years_interval(heads.years_readout(head, outputs, residuals)) if has_spread else None
+        extra = years_metrics(heads.predicted_years(head, outputs), years, interval)
     return {
         "n": int(len(age)),
         "gender_accuracy": float(gender_ok.mean()),
@@ -79,12 +96,13 @@ def compute(head: str, outputs, age, gender, loss: str | None = None,
     }
 
 
-def calibrated_gate(spec: GateSpec, val_scores, val_years, test_scores, test_years) -> dict:
-    """The gate's threshold chosen on validation faces, and its rates on the test faces."""
-    chosen = calibrate(val_scores, val_years, spec)
+def calibrated_gate(spec: GateSpec, val_readouts, val_years, test_readouts, test_years) -> dict:
+    """The gate's threshold chosen on validation faces, and its rates on the test faces
+    (readouts: see :func:`harness.heads.readout`)."""
+    chosen = calibrate(val_readouts, val_years, spec)
     test_years = np.asarray(test_years, dtype=np.float64)
     if chosen["met"] and len(test_years) and not np.isnan(test_years).any():
-        rates = gate_rates(test_scores, test_years, spec.min_age, chosen["threshold"])
+        rates = gate_rates(test_readouts, test_years, spec.min_age, chosen["threshold"])
         chosen.update(test_false_accept_rate=rates["false_accept_rate"],
                       test_false_reject_rate=rates["false_reject_rate"],
                       test_minors=rates["minors"], test_adults=rates["adults"])

@@ -20,8 +20,8 @@ from harness import heads
 from harness.faces import find_faces
 from harness.gate import DEFAULT_GATE_THRESHOLD, gate
 from harness.images import ImageError, face_array, open_image, to_float
-from harness.labels import AGE_GROUPS, GENDER_WORDS, N_AGE, decode, undefined
-from harness.trial import DONE_FILE, METRICS_FILE, read_config
+from harness.labels import GENDER_WORDS, N_AGE, N_GENDER, age_label, ages_to_groups, decode, undefined
+from harness.trial import DONE_FILE, METRICS_FILE, age_residuals, read_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -34,11 +34,13 @@ class FaceResult:
     sentence: str
     age_group: str | None = None
     gender: str | None = None
+    age: float | None = None         # years models: the predicted age in years ...
+    age_interval: tuple[int, int] | None = None   # ... and its central 80 % interval
     age_probabilities: dict = field(default_factory=dict)
     gender_probabilities: dict = field(default_factory=dict)
     undefined_reason: str | None = None
     gate: str | None = None          # allow / deny / undefined, with --min-age
-    adult_probability: float | None = None
+    adult_probability: float | None = None   # P(age >= --min-age)
     gate_threshold: float | None = None   # the adult probability the gate needed
     error: str | None = None         # the photo could not be read at all
 
@@ -62,6 +64,7 @@ class Predictor:
         self.tta = _check_tta(tta)
         self.config = read_config(self.run_dir)
         self.preprocessing = self.config.preprocessing
+        self.residuals = age_residuals(self.run_dir, self.config.model.head)
         self.log = _log_file(self.run_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from backends.worker import backend_module, output_to
@@ -92,16 +95,18 @@ class Predictor:
     def calibrated_gate(self) -> dict | None:
         return stored_gate(self.run_dir)
 
-    def scores_of(self, batches: list[np.ndarray]) -> np.ndarray:
-        """Model input batches (the face, and its mirror with TTA) -> mean (N, 10) scores."""
+    def readouts_of(self, batches: list[np.ndarray]) -> np.ndarray:
+        """Model input batches (the face, and its mirror with TTA) -> mean readouts
+        (:func:`harness.heads.readout`: 10 group scores, or a years distribution)."""
         with self._quiet():
-            return np.mean([heads.scores(self.config.model.head,
-                                         self.backend.predict(self.model, to_float(batch, self.preprocessing)))
+            return np.mean([heads.readout(self.config.model.head,
+                                          self.backend.predict(self.model, to_float(batch, self.preprocessing)),
+                                          self.residuals)
                             for batch in batches], axis=0)
 
-    def scores(self, chips) -> np.ndarray:
-        """Aligned face chips -> (N, 10) age/gender scores."""
-        return self.scores_of(model_batches(chips, self.preprocessing, self.tta))
+    def readouts(self, chips) -> np.ndarray:
+        """Aligned face chips -> readouts."""
+        return self.readouts_of(model_batches(chips, self.preprocessing, self.tta))
 
 
 class EnsemblePredictor:
@@ -137,7 +142,7 @@ class EnsemblePredictor:
     def calibrated_gate(self) -> dict | None:
         return stored_gate(self.run_dir)
 
-    def scores(self, chips) -> np.ndarray:
+    def readouts(self, chips) -> np.ndarray:
         batches: dict[str, list[np.ndarray]] = {}
         for config in self.configs:
             key = config.preprocessing.model_dump_json()
@@ -184,14 +189,14 @@ class ExportPredictor:
     def calibrated_gate(self) -> dict | None:
         return self.manifest.gate.get("calibrated")
 
-    def scores(self, chips) -> np.ndarray:
+    def readouts(self, chips) -> np.ndarray:
         batches: dict[str, list[np.ndarray]] = {}
         results = []
         for network in self.networks:
             key = network.preprocessing.model_dump_json()
             if key not in batches:
                 batches[key] = model_batches(chips, network.preprocessing, self.tta)
-            results.append(np.mean([network.scores(batch) for batch in batches[key]], axis=0))
+            results.append(np.mean([network.readouts(batch) for batch in batches[key]], axis=0))
         return np.mean(results, axis=0)
 
 
@@ -217,7 +222,7 @@ def _serve_member(run_dir: str, connection) -> None:
         if batches is None:
             return
         try:
-            connection.send(("ok", predictor.scores_of(batches)))
+            connection.send(("ok", predictor.readouts_of(batches)))
         except Exception as err:
             connection.send(("error", f"{type(err).__name__}: {err}"))
 
@@ -353,20 +358,41 @@ def classify_image(predictor, name: str, image, threshold: float | None, min_age
         return [FaceResult(str(path), None, None, result.sentence(), undefined_reason=result.reason,
                            gate="undefined" if min_age is not None else None)]
     usable = [f for f in faces if f.chip is not None]
-    scores = iter(predictor.scores([f.chip for f in usable]) if usable else [])
+    readouts = iter(predictor.readouts([f.chip for f in usable]) if usable else [])
     results = []
     for index, face in enumerate(faces):
-        row = next(scores) if face.chip is not None else None
-        decoded = decode(row, decode_threshold) if row is not None else undefined(face.reason)
+        readout = next(readouts) if face.chip is not None else None
+        scores = heads.scores(heads.readout_head(readout), readout[None, :])[0] if readout is not None else None
+        decoded = decode(scores, decode_threshold) if scores is not None else undefined(face.reason)
         result = FaceResult(str(path), index, face.box, decoded.sentence(), decoded.age_group,
                             decoded.gender_word, undefined_reason=decoded.reason)
-        if row is not None:
-            result.age_probabilities = {f"({lo}, {hi})": round(float(p), 4)
-                                        for (lo, hi), p in zip(AGE_GROUPS, row[:N_AGE])}
-            result.gender_probabilities = {w: round(float(p), 4) for w, p in zip(GENDER_WORDS, row[N_AGE:])}
+        if scores is not None:
+            result.age_probabilities = {age_label(group): round(float(p), 4)
+                                        for group, p in enumerate(_group_probabilities(readout))}
+            result.gender_probabilities = {w: round(float(p), 4)
+                                           for w, p in zip(GENDER_WORDS, readout[-N_GENDER:])}
+        if decoded.defined and len(readout) == heads.YEARS_READOUT:
+            _describe_years(result, readout, decoded)
         if min_age is not None:
-            result.gate, result.adult_probability = gate(row if row is not None else np.zeros(10),
-                                                         decoded, min_age, gate_at)
+            # A face without a readout is undefined: the gate returns before reading it.
+            result.gate, result.adult_probability = gate(readout, decoded, min_age, gate_at)
             result.gate_threshold = gate_at
         results.append(result)
     return results
+
+
+def _group_probabilities(readout: np.ndarray) -> np.ndarray:
+    """A readout's probability of each of the eight age groups: a group model's own scores;
+    a years model's mass on the years each group holds (the labels' mapping of ages)."""
+    if len(readout) != heads.YEARS_READOUT:
+        return readout[:N_AGE]
+    groups = ages_to_groups(np.arange(heads.N_YEARS))
+    return np.bincount(groups, weights=readout[:heads.N_YEARS], minlength=N_AGE) / readout[:heads.N_YEARS].sum()
+
+
+def _describe_years(result: FaceResult, readout: np.ndarray, decoded) -> None:
+    """A years model's face: "a male, about 27 (21-33)", its age and interval in years."""
+    age = float(heads.predicted_years("years_softmax", readout[None, :])[0])
+    low, high = (int(v[0]) for v in heads.years_interval(readout[None, :]))
+    result.age, result.age_interval = round(age, 1), (low, high)
+    result.sentence = f"a {decoded.gender_word}, about {int(np.floor(age + 0.5))} ({low}\u2013{high})"

@@ -20,12 +20,13 @@ from harness.labels import N_AGE, age_label
 from harness.results import INDEX_FILE, experiment_records, read_index, trial_dir
 from harness.spec import TrainingSpec
 from harness.splits import SplitManifest, SplitSpec
-from harness.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE
+from harness.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, age_residuals
 
 METRICS = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
            ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint"), ("loss", "loss")]
 # Years heads are also scored in years (harness.metrics.years_metrics).
-YEARS_METRICS = [("age_mae", "age MAE (years)"), ("age_cs5", "CS(5) %")]
+YEARS_METRICS = [("age_mae", "age MAE (years)"), ("age_cs5", "CS(5) %"),
+                 ("age_interval_coverage", "80 % interval coverage %")]
 GATE_AGE = 18
 REFERENCE = pd.DataFrame([
     {"source": "Levi & Hassner 2015 (CNN per task)", "dataset": "Adience, 5 subject-disjoint folds",
@@ -48,7 +49,7 @@ class TrialFiles:
     metrics: dict
     history: pd.DataFrame
     gate: dict
-    scores: np.ndarray | None = None     # (N, 10) test scores, where exact ages are known
+    scores: np.ndarray | None = None     # test readouts (heads.readout), where exact ages are known
     ages: np.ndarray | None = None       # their exact ages
 
 
@@ -77,13 +78,15 @@ def _read_trial(run_dir: Path, head: str) -> TrialFiles:
     return TrialFiles(metrics, history, *_gate_columns(run_dir, head))
 
 
-def _gate_columns(run_dir: Path, head: str) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
-    """The age gate at 18 on this trial's test predictions, where exact ages are known."""
+def _gate_columns(run_dir: Path, head: str | None) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
+    """The age gate at 18 on this trial's test predictions, where exact ages are known.
+    ``head`` None: the stored outputs are already readouts (an ensemble round's)."""
     labels = _read(run_dir / LABELS_FILE, lambda p: pd.read_csv(p, dtype={"id": str}).set_index("id"))
     saved = _read(run_dir / PREDICTIONS_FILE, lambda p: dict(np.load(p)))
     try:
         ages = labels.loc[saved["ids"], "age"].to_numpy(dtype=float)
-        scores = heads.scores(head, saved["outputs"])
+        scores = (heads.readout(head, saved["outputs"], age_residuals(run_dir, head)) if head
+                  else heads.readout(heads.readout_head(saved["outputs"]), saved["outputs"]))
     except Exception as err:
         raise DamagedTrial(run_dir / PREDICTIONS_FILE,
                            f"does not match {LABELS_FILE}: {type(err).__name__}: {err}") from None
@@ -211,6 +214,9 @@ def years_table(frame: pd.DataFrame) -> pd.DataFrame:
     for (configuration, backend), part in scored.groupby(["configuration", "backend"], sort=True):
         row = {"configuration": configuration, "backend": comparisons.backend_name(backend), "rounds": len(part),
                YEARS_METRICS[0][1]: _mean_std(part["age_mae"], 1.0), YEARS_METRICS[1][1]: _mean_std(part["age_cs5"], 100.0)}
+        if "age_interval_coverage" in part and part["age_interval_coverage"].notna().any():
+            # How often the interval predict prints holds the true age (80 % if it is honest).
+            row[YEARS_METRICS[2][1]] = _mean_std(part["age_interval_coverage"], 100.0)
         for key, label in METRICS[:3]:
             row[f"{label} %"] = _mean_std(part[key], 100.0)
         rows.append(row)
@@ -334,7 +340,7 @@ def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFile
         try:
             description = json.loads(members_file.read_text())
             metrics = _read(run_dir / METRICS_FILE, lambda p: json.loads(p.read_text()))
-            gate, scores, ages = _gate_columns(run_dir, "two_heads")
+            gate, scores, ages = _gate_columns(run_dir, None)
         except (DamagedTrial, ValueError, KeyError):
             continue   # an ensemble being written, or a damaged one: it is rebuilt by its command
         key = f"{run_dir.parent.name}/{run_dir.name}"
