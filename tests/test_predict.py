@@ -19,6 +19,9 @@ def models(tmp_path_factory, utkface_sample):
     base = tmp_path_factory.mktemp("models")
     runs = {backend: make_trial(base / backend, utkface_sample, base / "cache", backend)
             for backend in ("keras", "tflearn")}
+    # Age-in-years models, one head on each backend.
+    runs.update({head: make_trial(base / head, utkface_sample, base / "cache", backend, head=head)
+                 for head, backend in (("years_softmax", "keras"), ("years_regression", "tflearn"))})
     train_all(runs.values())
     return runs
 
@@ -69,6 +72,10 @@ def test_photos_through_both_backends(models, photos, backend):
         assert sum(face["gender_probabilities"].values()) == pytest.approx(1, abs=1e-3)
         assert face["sentence"].startswith(f"a {face['gender']} ")
         assert face["gate"] in ("allow", "deny")
+    # No face the sentence calls a minor is let in.
+    for face in json.loads(result.stdout):
+        if face["gate"] == "allow":
+            assert int(face["age_group"].strip("()").split(",")[0]) >= 18, face
     for name in ("noise.png", "scene.jpg"):
         [face] = by_file[name]
         assert face["sentence"] == "Undefined: no face found"
@@ -225,15 +232,6 @@ def test_the_terminal_shows_results_only_and_chatter_goes_to_the_log(models, pho
     assert (models[backend] / "predict-log.txt").is_file()
 
 
-def test_no_face_the_sentence_calls_a_minor_is_let_in(models, photos):
-    for backend in ("keras", "tflearn"):
-        result = predict("--model", models[backend], photos, "--json", "--min-age", "18")
-        for face in json.loads(result.stdout):
-            if face["gate"] == "allow":
-                low = int(face["age_group"].strip("()").split(",")[0])
-                assert low >= 18, face
-
-
 def test_predict_on_a_run_trained_on_face_embeddings(tmp_path, utkface_sample, photos):
     from harness.images import Preprocessing
 
@@ -293,3 +291,59 @@ def test_an_ensemble_refuses_trials_of_other_rounds_or_splits(models, tmp_path, 
     with pytest.raises(EnsembleError, match="different splits.*t-other"):
         build_round([keras, other_split], tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+YEARS_SENTENCE = r"^a (male|female), about (\d+) \((\d+)\u2013(\d+)\)$"
+
+
+def test_a_years_model_says_about_how_old_within_an_interval_and_gates_on_it(models, photos):
+    import re
+
+    for head in ("years_softmax", "years_regression"):
+        result = predict("--model", models[head], photos / "face0.jpg", photos / "face1.jpg", photos / "noise.png",
+                         "--json", "--min-age", "18")
+        assert result.returncode == 0, result.stderr[-2000:]
+        faces = json.loads(result.stdout)
+        judged = [f for f in faces if f["undefined_reason"] is None]
+        assert len(judged) >= 2, faces
+        for face in judged:
+            match = re.match(YEARS_SENTENCE, face["sentence"])
+            assert match, face["sentence"]
+            about, low, high = map(int, match.groups()[1:])
+            assert about == int(np.floor(face["age"] + 0.5)) and [low, high] == face["age_interval"]
+            assert 0 <= low <= high <= 100 and match.group(1) == face["gender"]
+            assert sum(face["age_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+            assert 0 <= face["adult_probability"] <= 1
+            # allow exactly when P(age >= 18) reaches the threshold and the face is called 18 or over.
+            assert (face["gate"] == "allow") == (face["adult_probability"] >= face["gate_threshold"]
+                                                  and face["age"] >= 18), face
+        [nothing] = [f for f in faces if f["file"].endswith("noise.png")]
+        assert nothing["age"] is None and nothing["gate"] == "undefined"
+
+
+def test_an_ensemble_of_years_models_averages_their_distributions(models, photos, tmp_path):
+    import re
+
+    import pandas as pd
+
+    from harness import heads, metrics
+    from harness.ensemble import EnsembleError, Member, build_round
+    from harness.trial import age_residuals, read_config
+
+    members = [Member(f"t-{h}", models[h], read_config(models[h]), h) for h in ("years_softmax", "years_regression")]
+    result = build_round(members, tmp_path / "round-0")
+    stored = [np.load(m.run_dir / "predictions.npz") for m in members]
+    mean = np.mean([heads.readout(m.config.model.head, s["outputs"], age_residuals(m.run_dir, m.config.model.head))
+                    for m, s in zip(members, stored)], axis=0)
+    ages = pd.read_csv(members[0].run_dir / "labels.csv", dtype={"id": str}).set_index("id").loc[
+        stored[0]["ids"].astype(str), "age"].to_numpy(float)
+    expected = metrics.compute("years_softmax", mean, stored[0]["age"], stored[0]["gender"], years=ages)
+    for key in ("age_mae", "age_cs5", "age_interval_coverage", "gender_accuracy", "age_exact_accuracy"):
+        assert result[key] == pytest.approx(expected[key]), key
+    out = predict("--model", tmp_path / "round-0", photos / "face0.jpg", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    [face] = json.loads(out.stdout)
+    assert re.match(YEARS_SENTENCE, face["sentence"]), face["sentence"]
+    group_model = Member("t-groups", models["keras"], read_config(models["keras"]), "fcn")
+    with pytest.raises(EnsembleError, match="years models .* and age-group models .* cannot be averaged"):
+        build_round([members[0], group_model], tmp_path / "mixed")

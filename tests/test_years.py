@@ -94,3 +94,58 @@ def test_a_years_run_is_reported_in_years_beside_a_group_model(tmp_path):
     assert len(table) == 2 and table[1].startswith("years years_softmax,Keras,1,")
     assert f",{years['age_mae']:.1f}," in table[1]
     assert "## Age in years" in (tmp_path / "r" / "tiny" / "report.md").read_text()
+
+
+def test_a_regression_readout_spreads_its_prediction_by_the_validation_residuals():
+    outputs = np.array([[0.30, 0.9, 0.1], [0.995, 0.2, 0.8], [np.nan, 0.5, 0.5]])   # 30 and 99.5 years
+    residuals = np.random.default_rng(0).normal(4.0, 6.0, 2000)        # biased: the mean is taken out
+    readout = heads.readout("years_regression", outputs, residuals)
+    assert readout.shape == (3, heads.YEARS_READOUT) and heads.readout_head(readout) == "years_softmax"
+    assert np.allclose(readout[:2, :heads.N_YEARS].sum(1), 1) and np.isnan(readout[2, :heads.N_YEARS]).all()
+    # The distribution's mean is the model's own prediction (not moved by the residuals'
+    # bias), except where clipping at 100 years cuts the spread off.
+    assert heads.predicted_years("years_softmax", readout)[0] == pytest.approx(30.0, abs=1e-6)
+    low, high = heads.years_interval(readout)
+    # The central 80 %: about +-1.28 standard deviations of the residuals.
+    assert low[0] == pytest.approx(30 - 1.28 * 6, abs=1.5) and high[0] == pytest.approx(30 + 1.28 * 6, abs=1.5)
+    assert high[1] == 100 and np.isnan(low[2])
+    # Without residuals all the mass sits at the prediction, shared by the two whole years around it.
+    point = heads.readout("years_regression", np.array([[0.273, 0.5, 0.5]]))
+    assert point[0, 27] == pytest.approx(0.7) and point[0, 28] == pytest.approx(0.3)
+
+
+def test_the_interval_and_its_coverage_on_constructed_distributions():
+    readout = _softmax_rows([30.0, 30.0, 60.0], [0, 1, 0], spread=4.0)
+    low, high = heads.years_interval(readout)
+    # A normal with sd 4 holds 80 % within +-5.1 years.
+    assert low.tolist() == [25.0, 25.0, 55.0] and high.tolist() == [35.0, 35.0, 65.0]
+    scored = metrics.years_metrics([30, 30, 60], [34.9, 36.0, 50.0], (low, high))
+    assert scored["age_interval_coverage"] == pytest.approx(1 / 3)
+
+
+def test_the_gate_reads_p_age_at_least_a_and_never_allows_a_face_described_as_under_a():
+    from harness.gate import GateSpec, adult_evidence, calibrate, gate, gate_rates
+    from harness.labels import decode
+
+    p = np.zeros((3, heads.N_YEARS))
+    p[0, 17], p[0, 19] = 0.3, 0.7      # 18.4 on average; P(>= 18) = 0.7
+    p[1, 11], p[1, 20] = 0.45, 0.55    # 15.95 on average, yet P(>= 18) = 0.55
+    p[2, 17] = 1.0                     # surely 17
+    readouts = np.concatenate([p, np.tile([[0.6, 0.4]], (3, 1))], axis=1)
+    probability, described = adult_evidence(readouts, 18)
+    assert np.allclose(probability, [0.7, 0.55, 0.0]) and described.tolist() == [True, False, False]
+    decisions = [gate(r, decode(heads.scores("years_softmax", r[None])[0]), 18, 0.5)[0] for r in readouts]
+    assert decisions == ["allow", "deny", "deny"]
+    # The gate at 18 itself, not at a group's edge: a 17-year-old and an 18-year-old apart.
+    assert gate_rates(readouts[[0, 2]], [18.0, 17.0], 18, 0.5) == {
+        "min_age": 18, "threshold": 0.5, "minors": 1, "adults": 1,
+        "false_accept_rate": 0.0, "false_reject_rate": 0.0}
+    # Calibration on years readouts: the lowest P(>= 18) that lets in at most 2 % of minors.
+    rng = np.random.default_rng(1)
+    ages = rng.uniform(5, 60, 600).round()
+    rows = _softmax_rows(np.clip(ages + rng.normal(0, 4, 600), 0, 100), rng.integers(0, 2, 600), spread=4.0)
+    chosen = calibrate(rows, ages, GateSpec(min_age=18, max_false_accept=0.02))
+    assert chosen["met"] and chosen["val_false_accept_rate"] <= 0.02 and chosen["val_false_reject_rate"] < 0.3
+    assert gate_rates(rows, ages, 18, chosen["threshold"])["false_accept_rate"] == chosen["val_false_accept_rate"]
+    with pytest.raises(ValueError, match=r"\(N, 10\) group scores or \(N, 103\) years"):
+        adult_evidence(np.zeros((2, 12)), 18)
