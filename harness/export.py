@@ -147,8 +147,8 @@ def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
 def _residual_quantiles(run_dir: Path, config) -> list[float] | None:
     """years_regression: the spread its readout puts around a prediction, carried in the
     manifest because an export has no validation predictions to read it from."""
-    quantiles = heads.residual_quantiles(age_residuals(run_dir, config.model.head))
-    return None if quantiles is None else [round(float(q), 4) for q in quantiles]
+    quantiles = age_residuals(run_dir, config.model.head)
+    return None if quantiles is None else [float(q) for q in quantiles]
 
 
 def _test_split(run_dir: Path, config):

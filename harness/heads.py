@@ -180,9 +180,10 @@ def years_readout(head: str, outputs, residuals=None) -> np.ndarray:
     """A years head's outputs -> (N, 103): P(age = 0..100 years), then P(male), P(female).
 
     years_softmax: its own normalised distribution. years_regression: its prediction plus
-    the spread of ``residuals`` (validation ``true - predicted``, centred so that the
-    distribution's mean stays the prediction); without residuals all mass sits at the
-    prediction. A face with a NaN output keeps NaN.
+    each of ``residuals`` (validation ``true - predicted``, or their
+    :func:`residual_quantiles`), centred so that the distribution's mean stays the
+    prediction; without residuals all mass sits at the prediction. A face with a NaN
+    output keeps NaN.
     """
     outputs = np.asarray(outputs, dtype=np.float64)
     gender = outputs[:, -N_GENDER:]
@@ -194,8 +195,8 @@ def years_readout(head: str, outputs, residuals=None) -> np.ndarray:
     if head != "years_regression":
         raise ValueError(f"head {head!r} does not predict years; years heads: {list(YEARS_HEADS)}")
     point = predicted_years(head, outputs)
-    spread = residual_quantiles(residuals)
-    spread = np.zeros(1) if spread is None else spread - spread.mean()
+    spread = np.asarray(residuals if residuals is not None else [0.0], dtype=np.float64)
+    spread = spread - spread.mean()
     finite = np.isfinite(point)
     years = np.full((len(point), N_YEARS), np.nan)
     years[finite] = _spread_over_years(point[finite, None] + spread[None, :])

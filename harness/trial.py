@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serial
 
 from harness.cache import CachedArrays
 from harness.gate import GateSpec
-from harness.heads import part_losses, predicted_years
+from harness.heads import part_losses, predicted_years, residual_quantiles
 from harness.images import Preprocessing
 from harness.spec import ModelSpec, TrainingSpec, drop_neutral
 from harness.splits import SplitManifest
@@ -148,9 +148,10 @@ def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val",
 
 
 def age_residuals(run_dir: str | Path, head: str) -> np.ndarray | None:
-    """A years_regression run's validation residuals (true - predicted age in years), read
-    from its stored validation predictions: the spread its readout puts around a
-    prediction. None for other heads, or without validation predictions or exact ages."""
+    """A years_regression run's validation residuals (true - predicted age in years), as
+    their 101 :func:`~harness.heads.residual_quantiles`, read from its stored validation
+    predictions: the spread its readout puts around a prediction. None for other heads,
+    or without validation predictions or exact ages."""
     run_dir = Path(run_dir)
     path = run_dir / VAL_PREDICTIONS_FILE
     if head != "years_regression" or not path.is_file():
@@ -158,6 +159,4 @@ def age_residuals(run_dir: str | Path, head: str) -> np.ndarray | None:
     with np.load(path) as saved:
         ids, outputs = saved["ids"].astype(str), saved["outputs"]
     ages = pd.read_csv(run_dir / LABELS_FILE, dtype={"id": str}).set_index("id").loc[ids, "age"].to_numpy(float)
-    residuals = ages - predicted_years(head, outputs)
-    residuals = residuals[np.isfinite(residuals)]
-    return residuals if len(residuals) else None
+    return residual_quantiles(ages - predicted_years(head, outputs))

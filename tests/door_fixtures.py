@@ -17,7 +17,8 @@ def harness(*args, cwd=ROOT) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def door_runs(tmp_path_factory, utkface_sample):
     """A Keras FCN on pixels, a TFLearn CNN with batch norm and dropout (the graph that
-    needs its training branches cut), and a Keras FCN on dlib face descriptors."""
+    needs its training branches cut), and a Keras FCN on dlib face descriptors that
+    regresses the age in years (its export carries its validation residuals)."""
     base = tmp_path_factory.mktemp("export_runs")
     training = TrainingSpec(epochs=2, batch_size=32, seed=3)
     made = {
@@ -29,7 +30,7 @@ def door_runs(tmp_path_factory, utkface_sample):
         "embedding": make_trial(base / "embedding", utkface_sample.groupby(["age_group", "gender"]).head(8)
                                 .reset_index(drop=True), base / "cache", "keras",
                                 architecture=FCN(widths=[32], dropout=0.2), training=training,
-                                prep=Preprocessing(representation="dlib_embedding")),
+                                prep=Preprocessing(representation="dlib_embedding"), head="years_regression"),
     }
     train_all(made.values())
     return made
