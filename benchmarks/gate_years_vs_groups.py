@@ -1,0 +1,87 @@
+"""The door gate at 18: years models' P(age >= 18) beside the best group model's, on the same faces.
+
+Both experiments calibrate the gate on each round's validation faces for at most 2 % of
+minors let in (``gate:`` in their files) and store its test-split rates in each trial's
+metrics. This reads them, checks that the two experiments' rounds hold the same test
+faces, and prints per model and backend: the rounds whose target was met, test false
+accepts and false rejects (mean and std over rounds, and pooled over all test faces),
+against the goals of issue 14 (at most 2 % of minors let in, at most 15 % of adults
+refused).
+
+    python benchmarks/gate_years_vs_groups.py [--years results/years_utkface] [--groups results/best_utkface]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.results import read_index, trial_dir  # noqa: E402
+
+GOAL_FALSE_ACCEPT, GOAL_FALSE_REJECT = 0.02, 0.15
+
+
+def trials(results_dir: Path) -> list[dict]:
+    """One row per completed trial: its model, backend, round, test faces and stored gate."""
+    rows = []
+    for record in read_index(results_dir).values():
+        if record["status"] != "completed":
+            continue
+        run_dir = trial_dir(results_dir, record["trial_id"])
+        gate = json.loads((run_dir / "metrics.json").read_text()).get("gate") or {}
+        config = record["config"]
+        target = config["training"].get("age_target")
+        rows.append({"model": record["model_name"] + (f" ({target} targets)" if target else ""),
+                     "head": config["model"]["head"], "backend": record["backend"], "round": record["round"],
+                     "test_ids": frozenset(np.load(run_dir / "predictions.npz")["ids"].astype(str)), **gate})
+    return rows
+
+
+def same_test_faces(rows: list[dict]) -> None:
+    by_round: dict[int, frozenset] = {}
+    for row in rows:
+        if by_round.setdefault(row["round"], row["test_ids"]) != row["test_ids"]:
+            raise SystemExit(f"round {row['round']}: {row['model']} ({row['backend']}) was tested on other faces "
+                             "than the rest; the experiments must share their split")
+
+
+def summary(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    out = []
+    for (model, head, backend), part in frame.groupby(["model", "head", "backend"], sort=True):
+        met = part[part["met"].fillna(False).astype(bool)]
+        far, frr = met["test_false_accept_rate"], met["test_false_reject_rate"]
+        pooled_far = (far * met["test_minors"]).sum() / met["test_minors"].sum() if len(met) else np.nan
+        pooled_frr = (frr * met["test_adults"]).sum() / met["test_adults"].sum() if len(met) else np.nan
+        out.append({"model": model, "head": head, "backend": backend, "rounds met": f"{len(met)}/{len(part)}",
+                    "threshold": f"{met['threshold'].mean():.3f}" if len(met) else "—",
+                    "minors let in %": f"{100 * far.mean():.1f} ± {100 * far.std():.1f}" if len(met) else "—",
+                    "adults refused %": f"{100 * frr.mean():.1f} ± {100 * frr.std():.1f}" if len(met) else "—",
+                    "pooled minors let in %": round(100 * pooled_far, 2),
+                    "pooled adults refused %": round(100 * pooled_frr, 2),
+                    "goals met": bool(pooled_far <= GOAL_FALSE_ACCEPT and pooled_frr <= GOAL_FALSE_REJECT),
+                    "minors": int(met["test_minors"].sum()), "adults": int(met["test_adults"].sum())})
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--years", type=Path, default=ROOT / "results/years_utkface")
+    parser.add_argument("--groups", type=Path, default=ROOT / "results/best_utkface")
+    args = parser.parse_args()
+    rows = trials(args.years) + trials(args.groups)
+    same_test_faces(rows)
+    print(f"door gate at 18, calibrated on validation for <= {GOAL_FALSE_ACCEPT:.0%} minors let in; "
+          f"test faces of {len({r['round'] for r in rows})} rounds, the same in both experiments")
+    print(summary(rows).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
