@@ -45,7 +45,8 @@ def main() -> None:
         labels = pd.read_csv(run_dir / "labels.csv", dtype={"id": str}).set_index("id")
         val = years_of(run_dir, labels, VAL_PREDICTIONS_FILE, head)
         test = years_of(run_dir, labels, PREDICTIONS_FILE, head)
-        rows.append({"head": head, "backend": config.backend, "round": config.round,
+        rows.append({"head": head, "model": record["model_name"], "learning rate": config.training.learning_rate,
+                     "backend": config.backend, "round": config.round,
                      "val MAE": val["age_mae"], "val CS(5)": val["age_cs5"],
                      "test MAE": test["age_mae"], "test CS(5)": test["age_cs5"],
                      "test age exact": record["metrics"]["age_exact_accuracy"],
@@ -53,11 +54,12 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"{args.results}: no completed trial of a years head")
     frame = pd.DataFrame(rows)
-    summary = frame.groupby(["head", "backend"]).agg(
-        rounds=("round", "count"), **{c: (c, "mean") for c in frame.columns if c not in ("head", "backend", "round")})
+    keys = ["head", "model", "learning rate", "backend"]
+    summary = frame.groupby(keys).agg(
+        rounds=("round", "count"), **{c: (c, "mean") for c in frame.columns if c not in keys + ["round"]})
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
-    chosen = summary["val MAE"].groupby(level="head").mean().idxmin()
-    print(f"\nlowest validation MAE: {chosen}")
+    chosen = summary["val MAE"].idxmin()
+    print("\nlowest validation MAE: " + ", ".join(f"{k} {v}" for k, v in zip(keys, chosen)))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ def test_reused_workers_give_a_fresh_process_results_and_a_failure_touches_no_ot
     cache = str(tmp_path / "cache")
     # The reference: the trials that train, each in a fresh process (a trial's id is its
     # config and data, so the same trials get the same ids in both results folders).
-    without_failure = {**FAILING_SECOND, "exclude": [{"training": {"learning_rate": 10.0}}]}
+    # Not lr 0.002: it is the first trial of a new worker, which starts as a fresh process does.
+    without_failure = {**FAILING_SECOND, "exclude": [{"training": {"learning_rate": 10.0}},
+                                                     {"training": {"learning_rate": 0.002}}]}
     result = harness_cli("run", write(tmp_path, without_failure, "fresh.yaml"), "--results", tmp_path / "fresh",
                          "--no-report", "--fresh-process", "--workers", "2", cache=cache)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -68,15 +70,19 @@ def test_reused_workers_give_a_fresh_process_results_and_a_failure_touches_no_ot
                          "--workers", "1", cache=cache)
     assert result.returncode == 1, result.stderr[-2000:]    # the lr-10 trials failed
     fresh, reused = _trials(tmp_path / "fresh"), _trials(tmp_path / "reused")
-    assert set(reused) - set(fresh) == {("keras", 10.0), ("tflearn", 10.0)} and len(fresh) == 6
+    assert set(reused) - set(fresh) == {(b, lr) for b in ("keras", "tflearn") for lr in (10.0, 0.002)}
+    assert len(fresh) == 4
     for backend in ("keras", "tflearn"):
         failed = reused[(backend, 10.0)]
         assert failed["status"] == "failed"
         assert "loss is nan" in failed["error"].lower() or "loss is inf" in failed["error"].lower()
         rest = [reused[(backend, lr)] for lr in (0.001, 0.002, 0.003)]
-        for lr, trial in zip((0.001, 0.002, 0.003), rest):
+        assert all(trial["status"] == "completed" for trial in rest)
+        # lr 0.003 came second on the worker started after the failure (its arrays in memory):
+        # the case a fresh process is compared with.
+        assert rest[2]["worker"]["trial"] == 2
+        for lr, trial in ((0.001, rest[0]), (0.003, rest[2])):
             reference = fresh[(backend, lr)]
-            assert trial["status"] == "completed"
             # Bit-identical: every output, every epoch's losses and validation accuracies.
             assert np.array_equal(trial["outputs"], reference["outputs"]), (backend, lr)
             assert _curves(trial["losses"], backend) == _curves(reference["losses"], backend), (backend, lr)
