@@ -310,9 +310,10 @@ def cmd_ensemble(args) -> int:
         if gate.get("met") and gate.get("test_false_accept_rate") is not None:
             gate_text = (f"  gate at {gate['min_age']:g}: false accepts {gate['test_false_accept_rate']:.1%}, "
                          f"false rejects {gate['test_false_reject_rate']:.1%}")
+        years_text = f"  age MAE {result['age_mae']:.2f} years" if "age_mae" in result else ""
         print(f"round {round_}: {result['members']} members  gender {result['gender_accuracy']:.1%}  "
               f"age exact {result['age_exact_accuracy']:.1%}  1-off {result['age_one_off_accuracy']:.1%}  "
-              f"joint {result['joint_accuracy']:.1%}{gate_text}")
+              f"joint {result['joint_accuracy']:.1%}{years_text}{gate_text}")
     print(f"ensemble: {out} ({selection}{', tta ' + args.tta if args.tta else ''})")
     return 0
 
