@@ -39,7 +39,7 @@ from backends.common import THREADS_ENV, thread_counts
 from harness import heads, metrics
 from harness.augmentation import augment, mirror
 from harness.cache import CachedArrays
-from harness.labels import soft_age
+from harness.labels import soft_age, soft_years
 from harness.results import write_atomic
 from harness.spec import ModelSpec, TrainingSpec
 from harness.trial import (
@@ -204,7 +204,10 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
 def training_targets(config, role) -> np.ndarray:
     """The targets ``role`` trains on: one-hot, or with soft age groups from exact ages."""
     training = config.training
-    distribution = soft_age(role.years, training.age_sigma) if training.age_target == "soft" else None
+    distribution = None
+    if training.age_target == "soft":   # over the 8 groups, or over whole years for a years softmax
+        soften = soft_years if config.model.head in heads.YEARS_HEADS else soft_age
+        distribution = soften(role.years, training.age_sigma)
     return heads.targets(config.model.head, role.age, role.gender, distribution, role.years)
 
 

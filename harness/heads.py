@@ -72,17 +72,27 @@ def part_losses(head: str, loss: str | None) -> list[str]:
     return chosen
 
 
-# Heads with an age softmax, whose age target may be a distribution (soft ages).
-SOFT_AGE_HEADS = ("two_heads", "softmax10", "joint16")
+# Heads with an age softmax, whose age target may be a distribution (soft ages): over the
+# 8 groups, or for years_softmax over 0..100 years (label distribution learning).
+SOFT_AGE_HEADS = ("two_heads", "softmax10", "joint16", "years_softmax")
 
 
 def targets(head: str, age, gender, age_distribution=None, years=None) -> np.ndarray:
     """Training targets for ``head`` from label indices (and exact ages for years heads).
 
-    ``age_distribution`` (N, 8), when given, replaces the one-hot age part (see
-    :func:`harness.labels.soft_age`); gender stays one-hot.
+    ``age_distribution`` (N, 8), or (N, 101) for years_softmax, when given, replaces the
+    one-hot age part (see :func:`harness.labels.soft_age` and
+    :func:`~harness.labels.soft_years`); gender stays one-hot.
     """
     age, gender = np.asarray(age, dtype=int), np.asarray(gender, dtype=int)
+    if age_distribution is not None and head not in SOFT_AGE_HEADS:
+        raise ValueError(f"head {head!r} has no age softmax, so it cannot take soft age targets "
+                         f"(heads that can: {list(SOFT_AGE_HEADS)})")
+    soft = None if age_distribution is None else np.asarray(age_distribution, dtype=np.float32)
+    n_age = N_YEARS if head == "years_softmax" else N_AGE
+    if soft is not None and soft.shape != (len(age), n_age):
+        raise ValueError(f"age_distribution must have shape ({len(age)}, {n_age}) for head {head!r}, "
+                         f"got {soft.shape}")
     if head in YEARS_HEADS:
         years = np.asarray(years if years is not None else np.full(len(age), np.nan), dtype=np.float64)
         if len(years) != len(age) or not np.isfinite(years).all() or (years < 0).any():
@@ -91,15 +101,9 @@ def targets(head: str, age, gender, age_distribution=None, years=None) -> np.nda
         gender_hot = np.eye(N_GENDER, dtype=np.float32)[gender]
         if head == "years_softmax":
             year_hot = np.eye(N_YEARS, dtype=np.float32)[np.clip(np.floor(years), 0, N_YEARS - 1).astype(int)]
-            return np.concatenate([year_hot, gender_hot], axis=1)
+            return np.concatenate([year_hot if soft is None else soft, gender_hot], axis=1)
         return np.concatenate([(years / YEARS_SCALE)[:, None].astype(np.float32), gender_hot], axis=1)
-    if age_distribution is not None:
-        if head not in SOFT_AGE_HEADS:
-            raise ValueError(f"head {head!r} has no age softmax, so it cannot take soft age targets "
-                             f"(heads that can: {list(SOFT_AGE_HEADS)})")
-        soft = np.asarray(age_distribution, dtype=np.float32)
-        if soft.shape != (len(age), N_AGE):
-            raise ValueError(f"age_distribution must have shape ({len(age)}, {N_AGE}), got {soft.shape}")
+    if soft is not None:
         gender_hot = np.eye(N_GENDER, dtype=np.float32)[gender]
         if head == "joint16":   # joint = gender * 8 + age: the age distribution in the gender's row
             return (gender_hot[:, :, None] * soft[:, None, :]).reshape(len(age), N_JOINT)

@@ -141,6 +141,21 @@ def soft_age(years, sigma: float) -> np.ndarray:
     cut points of :func:`age_to_group`. The group holding the age keeps the largest share
     for ``sigma`` up to about 3.5 years; a near miss is then penalised less than a far one.
     """
+    return _gaussian_mass(years, sigma, np.array([-np.inf, *_AGE_CUTS, np.inf]))
+
+
+# Whole years 0..100: year y holds [y, y + 1); the ends take the tails.
+_YEAR_EDGES = np.array([-np.inf, *range(1, 101), np.inf])
+
+
+def soft_years(years, sigma: float) -> np.ndarray:
+    """Exact ages -> (N, 101) distributions over the whole years 0..100: the mass of the
+    same Gaussian as :func:`soft_age` in each year (label distribution learning, Gao et
+    al. 2017): a model trained on it is told that 26 is nearly right for 27."""
+    return _gaussian_mass(years, sigma, _YEAR_EDGES)
+
+
+def _gaussian_mass(years, sigma: float, edges: np.ndarray) -> np.ndarray:
     from scipy.special import ndtr
 
     years = np.asarray(years, dtype=np.float64)
@@ -148,7 +163,6 @@ def soft_age(years, sigma: float) -> np.ndarray:
         raise ValueError("soft age targets need a finite, non-negative exact age for every face")
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
-    edges = np.array([-np.inf, *_AGE_CUTS, np.inf])
     cdf = ndtr((edges[None, :] - (years[:, None] + 0.5)) / sigma)
     mass = np.diff(cdf, axis=1)
     return (mass / mass.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -129,7 +129,7 @@ class TrainingSpec(_Spec):
     augmentation: Augmentation | None = Field(None, description="pixel inputs only; None: none")
     age_target: AgeTarget = Field(
         "onehot", description="soft: spread each face's age target over neighbouring groups "
-                              "from its exact age (needs exact ages)")
+                              "(years, for years_softmax) from its exact age (needs exact ages)")
     age_sigma: float = Field(3.0, gt=0.0, le=30.0, description="soft targets: Gaussian width in years")
 
     @model_serializer(mode="wrap")

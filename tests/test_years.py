@@ -149,3 +149,20 @@ def test_the_gate_reads_p_age_at_least_a_and_never_allows_a_face_described_as_un
     assert gate_rates(rows, ages, 18, chosen["threshold"])["false_accept_rate"] == chosen["val_false_accept_rate"]
     with pytest.raises(ValueError, match=r"\(N, 10\) group scores or \(N, 103\) years"):
         adult_evidence(np.zeros((2, 12)), 18)
+
+
+def test_soft_years_targets_spread_each_age_over_its_neighbouring_years():
+    from harness.labels import soft_years
+
+    soft = soft_years([27.0, 0.0, 100.0], sigma=2.0)
+    assert soft.shape == (3, heads.N_YEARS) and np.allclose(soft.sum(1), 1, atol=1e-6)
+    assert soft[0].argmax() == 27 and soft[0, 26] == pytest.approx(soft[0, 28], rel=1e-5)
+    assert soft[0, 25] < soft[0, 26] < soft[0, 27]
+    # The ends keep the tails: nothing is lost below 0 or above 100.
+    assert soft[1].argmax() == 0 and soft[2].argmax() == 100
+    targets = heads.targets("years_softmax", [4, 0, 7], [0, 1, 0], soft, years=[27.0, 0.0, 100.0])
+    assert np.array_equal(targets[:, :heads.N_YEARS], soft) and targets[:, heads.N_YEARS:].tolist()[1] == [0, 1]
+    with pytest.raises(ValueError, match=r"shape \(3, 101\) for head 'years_softmax'"):
+        heads.targets("years_softmax", [4, 0, 7], [0, 1, 0], soft[:, :8], years=[27.0, 0.0, 100.0])
+    with pytest.raises(ValueError, match="no age softmax"):
+        heads.targets("years_regression", [4, 0, 7], [0, 1, 0], soft, years=[27.0, 0.0, 100.0])
