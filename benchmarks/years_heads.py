@@ -46,6 +46,7 @@ def main() -> None:
         val = years_of(run_dir, labels, VAL_PREDICTIONS_FILE, head)
         test = years_of(run_dir, labels, PREDICTIONS_FILE, head)
         rows.append({"head": head, "model": record["model_name"], "learning rate": config.training.learning_rate,
+                     "options": config.training.extras() or "-",
                      "backend": config.backend, "round": config.round,
                      "val MAE": val["age_mae"], "val CS(5)": val["age_cs5"],
                      "test MAE": test["age_mae"], "test CS(5)": test["age_cs5"],
@@ -54,7 +55,7 @@ def main() -> None:
     if not rows:
         raise SystemExit(f"{args.results}: no completed trial of a years head")
     frame = pd.DataFrame(rows)
-    keys = ["head", "model", "learning rate", "backend"]
+    keys = ["head", "model", "learning rate", "options", "backend"]
     summary = frame.groupby(keys).agg(
         rounds=("round", "count"), **{c: (c, "mean") for c in frame.columns if c not in keys + ["round"]})
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
