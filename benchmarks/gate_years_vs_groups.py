@@ -10,7 +10,7 @@ faces), against the goals of issue 14 (at most 2 % of minors let in, at most 15 
 adults refused). ``--confidence 0.9`` judges the validation rate by its one-sided
 Clopper-Pearson upper bound instead. Trains nothing.
 
-    python benchmarks/gate_years_vs_groups.py [--years results/years_utkface] [--groups results/best_utkface]
+    python benchmarks/gate_years_vs_groups.py [--years results/years_utkface ...] [--groups results/best_utkface]
                                               [--confidence 0.9]
 """
 from __future__ import annotations
@@ -52,7 +52,8 @@ def trials(results_dir: Path, spec: GateSpec) -> list[dict]:
                                labels.loc[ids, "age"].to_numpy(float))
         gate = metrics.calibrated_gate(spec, *roles["val"][1:], *roles["test"][1:])
         target = config["training"].get("age_target")
-        rows.append({"model": record["model_name"] + (f" ({target} targets)" if target else ""),
+        sigma = f", sigma {config['training'].get('age_sigma', 3.0):g}" if target == "soft" else ""
+        rows.append({"model": record["model_name"] + (f" ({target} targets{sigma})" if target else ""),
                      "head": head, "backend": record["backend"], "round": record["round"],
                      "test_ids": frozenset(roles["test"][0]), **gate})
     return rows
@@ -87,12 +88,13 @@ def summary(rows: list[dict]) -> pd.DataFrame:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--years", type=Path, default=ROOT / "results/years_utkface")
+    parser.add_argument("--years", type=Path, nargs="+",
+                        default=[ROOT / "results/years_utkface", ROOT / "results/years_utkface_soft"])
     parser.add_argument("--groups", type=Path, default=ROOT / "results/best_utkface")
     parser.add_argument("--confidence", type=float, default=None)
     args = parser.parse_args()
     spec = GateSpec(min_age=18, max_false_accept=GOAL_FALSE_ACCEPT, confidence=args.confidence)
-    rows = trials(args.years, spec) + trials(args.groups, spec)
+    rows = [row for results in (*args.years, args.groups) if results.is_dir() for row in trials(results, spec)]
     same_test_faces(rows)
     judged = f" (its upper {args.confidence:.0%} bound)" if args.confidence else ""
     print(f"door gate at 18, calibrated on validation for <= {GOAL_FALSE_ACCEPT:.0%} minors let in{judged}; "

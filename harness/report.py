@@ -674,16 +674,19 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
         if len(in_years):
             in_years.to_csv(tables / "age_in_years.csv", index=False)
             sections.append(("Age in years", "Models that predict an age in years: mean absolute error, the "
-                             "share within 5 years (CS(5)), and the group accuracies of their predicted ages "
-                             "(mapped to groups as exact ages are), on the test split.", in_years))
+                             "share within 5 years (CS(5)), the share of faces whose age lies in the central 80 % "
+                             "interval `predict` prints (80 % if the interval is honest), and the group accuracies "
+                             "of their predicted ages (mapped to groups as exact ages are), on the test split.",
+                             in_years))
         gates = gate_table(frame.assign(configuration=frame["configuration"].map(labels)))
         if len(gates):
             gates.to_csv(tables / "age_gate.csv", index=False)
             sections.append((f"Age gate at {GATE_AGE}",
                              f"`allow` needs the probability of groups starting at {GATE_AGE} or later to reach "
                              f"{DEFAULT_GATE_THRESHOLD}, and the face's own (most likely) group to start at "
-                             f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. Rates on the test "
-                             "split, against the exact ages.", gates))
+                             f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. A model of the age in "
+                             f"years needs P(age ≥ {GATE_AGE}) to reach it and its predicted age to be {GATE_AGE} or "
+                             "over. Rates on the test split, against the exact ages.", gates))
     ensembles, ensemble_files = load_ensembles(results_dir)
     calibrated = calibrated_gate_table(pd.concat(
         [frame.assign(configuration=frame["configuration"].map(labels)) if len(frame) else frame, ensembles],
@@ -692,7 +695,8 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
         calibrated.to_csv(tables / "calibrated_gate.csv", index=False)
         sections.append(("Calibrated door gate",
                          "The threshold each trial chose on its validation faces (`gate:` in the experiment): the "
-                         "lowest adult probability whose validation false-accept rate meets the target, which "
+                         "lowest adult probability (for a years model, P(age ≥ the gate's age)) whose "
+                         "validation false-accept rate meets the target, which "
                          "refuses the fewest adults. Rates on the test faces at that threshold; a target no "
                          "threshold met is counted and its reason given, never clamped.", calibrated))
     if len(ensembles):
