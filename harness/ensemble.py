@@ -130,8 +130,8 @@ def _check_same_split(members: list[Member]) -> None:
                                     f"{member.label} differ from those of {reference.label}")
 
 
-def member_scores(member: Member, role: str, tta: str | None = None) -> dict | None:
-    """ids, readouts (``scores``) and labels of one member on one role; None if it has none saved.
+def member_readouts(member: Member, role: str, tta: str | None = None) -> dict | None:
+    """ids, readouts of one member on one role; None if it has none saved.
 
     Stored predictions without test-time augmentation; with it, the member's own backend
     predicts again in a worker process of its own.
@@ -154,12 +154,12 @@ def member_scores(member: Member, role: str, tta: str | None = None) -> dict | N
             saved = dict(np.load(out))
     head = member.config.model.head
     return {"ids": saved["ids"].astype(str),
-            "scores": heads.readout(head, saved["outputs"], age_residuals(member.run_dir, head)),
+            "readouts": heads.readout(head, saved["outputs"], age_residuals(member.run_dir, head)),
             "age": saved["age"], "gender": saved["gender"]}
 
 
-def _mean_scores(members: list[Member], role: str, tta: str | None) -> dict | None:
-    parts = [member_scores(m, role, tta) for m in members]
+def _mean_readouts(members: list[Member], role: str, tta: str | None) -> dict | None:
+    parts = [member_readouts(m, role, tta) for m in members]
     if any(p is None for p in parts):
         return None
     ids = parts[0]["ids"]
@@ -167,7 +167,7 @@ def _mean_scores(members: list[Member], role: str, tta: str | None) -> dict | No
         if not np.array_equal(part["ids"], ids):
             raise EnsembleError(f"{member.label}: its {role} predictions cover other faces than "
                                 f"{members[0].label}'s (different images skipped by their caches)")
-    return {**parts[0], "scores": np.mean([p["scores"] for p in parts], axis=0)}
+    return {**parts[0], "readouts": np.mean([p["readouts"] for p in parts], axis=0)}
 
 
 def build_round(members: list[Member], out: Path, tta: str | None = None, gate: GateSpec | None = None) -> dict:
@@ -188,12 +188,12 @@ def build_round(members: list[Member], out: Path, tta: str | None = None, gate: 
     _check_same_round(members)
     _check_same_split(members)
     _check_same_readout(members)
-    test = _mean_scores(members, "test", tta)
-    val = _mean_scores(members, "val", tta)
+    test = _mean_readouts(members, "test", tta)
+    val = _mean_readouts(members, "val", tta)
     out.mkdir(parents=True, exist_ok=True)
     (out / DONE_FILE).unlink(missing_ok=True)
     labels = pd.read_csv(members[0].run_dir / LABELS_FILE, dtype={"id": str}).set_index("id")
-    result = metrics.compute(heads.readout_head(test["scores"]), test["scores"], test["age"], test["gender"],
+    result = metrics.compute(heads.readout_head(test["readouts"]), test["readouts"], test["age"], test["gender"],
                              threshold=members[0].config.threshold,
                              years=labels.loc[test["ids"], "age"].to_numpy(float))
     gate_spec = gate or members[0].config.gate
@@ -201,9 +201,9 @@ def build_round(members: list[Member], out: Path, tta: str | None = None, gate: 
         raise EnsembleError(f"--gate-*: {members[0].label} and the others need stored validation "
                             f"predictions ({VAL_PREDICTIONS_FILE}) to calibrate on; train them again")
     if gate_spec is not None:
-        val_scores = val["scores"] if val else np.zeros((0, test["scores"].shape[1]))
+        val_readouts = val["readouts"] if val else np.zeros((0, test["readouts"].shape[1]))
         val_years = labels.loc[val["ids"], "age"].to_numpy(float) if val else np.zeros(0)
-        result["gate"] = metrics.calibrated_gate(gate_spec, val_scores, val_years, test["scores"],
+        result["gate"] = metrics.calibrated_gate(gate_spec, val_readouts, val_years, test["readouts"],
                                                  labels.loc[test["ids"], "age"].to_numpy(float))
     result["members"] = len(members)
     description = {
@@ -234,7 +234,7 @@ def _check_same_readout(members: list[Member]) -> None:
 
 def _save(path: Path, role: dict) -> None:
     with open(path, "wb") as handle:
-        np.savez(handle, ids=role["ids"], outputs=role["scores"], age=role["age"], gender=role["gender"])
+        np.savez(handle, ids=role["ids"], outputs=role["readouts"], age=role["age"], gender=role["gender"])
 
 
 def build(results_dir: str | Path, groups: dict[int, list[Member]], out: str | Path,

@@ -118,18 +118,18 @@ def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
 
     members, description = member_dirs(run_dir)
     names = [f"{MEMBERS_DIR}/{index}" for index in range(len(members))]
-    manifests, member_scores = [], []
+    manifests, member_readouts = [], []
     for name, member in zip(names, members):
         manifest, test, model = _export_trial(_finished(member), _output_folder(out / name), quantize)
         outputs = [model.outputs(test.x)]
         if description.get("tta") == "flip":
             outputs.append(model.outputs(mirror(test.x)))
-        member_scores.append(np.mean([heads.readout(manifest.head, o, manifest.age_residuals) for o in outputs],
+        member_readouts.append(np.mean([heads.readout(manifest.head, o, manifest.age_residuals) for o in outputs],
                                      axis=0))
         manifests.append(manifest)
     # Members share one split (harness ensemble checks it): the last member's test faces are all's.
     framework = _stored_outputs(run_dir, test.ids)
-    exported = np.mean(member_scores, axis=0)
+    exported = np.mean(member_readouts, axis=0)
     parity = _parity(heads.readout_head(exported), framework, exported, test, quantize,
                      float(description.get("threshold") or 0.0),
                      sum(m.parity.bytes for m in manifests),

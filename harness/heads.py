@@ -241,6 +241,18 @@ def years_interval(readouts, level: float = AGE_INTERVAL) -> tuple[np.ndarray, n
     return np.where(finite, low, np.nan), np.where(finite, high, np.nan)
 
 
+def group_probabilities(readouts) -> np.ndarray:
+    """Readouts -> (N, 8) probability of each age group: a group model's own scores, a
+    years model's mass on the years each group holds (the labels' mapping of ages)."""
+    readouts = np.asarray(readouts, dtype=np.float64)
+    if readout_head(readouts) != "years_softmax":
+        return readouts[:, :N_AGE]
+    p = readouts[:, :N_YEARS]
+    by_group = p @ np.eye(N_AGE)[ages_to_groups(np.arange(N_YEARS))]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return by_group / p.sum(1, keepdims=True)
+
+
 def _groups_of_years(years: np.ndarray) -> np.ndarray:
     """Predicted ages -> one-hot age groups (the labels' own mapping); NaN stays NaN."""
     finite = np.isfinite(years)

@@ -20,7 +20,7 @@ from harness import heads
 from harness.faces import find_faces
 from harness.gate import DEFAULT_GATE_THRESHOLD, gate
 from harness.images import ImageError, face_array, open_image, to_float
-from harness.labels import GENDER_WORDS, N_AGE, N_GENDER, age_label, ages_to_groups, decode, undefined
+from harness.labels import GENDER_WORDS, N_GENDER, age_label, decode, undefined
 from harness.trial import DONE_FILE, METRICS_FILE, age_residuals, read_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -362,16 +362,17 @@ def classify_image(predictor, name: str, image, threshold: float | None, min_age
     results = []
     for index, face in enumerate(faces):
         readout = next(readouts) if face.chip is not None else None
-        scores = heads.scores(heads.readout_head(readout), readout[None, :])[0] if readout is not None else None
-        decoded = decode(scores, decode_threshold) if scores is not None else undefined(face.reason)
+        head = heads.readout_head(readout) if readout is not None else None
+        decoded = (decode(heads.scores(head, readout[None, :])[0], decode_threshold) if readout is not None
+                   else undefined(face.reason))
         result = FaceResult(str(path), index, face.box, decoded.sentence(), decoded.age_group,
                             decoded.gender_word, undefined_reason=decoded.reason)
-        if scores is not None:
+        if readout is not None:
             result.age_probabilities = {age_label(group): round(float(p), 4)
-                                        for group, p in enumerate(_group_probabilities(readout))}
+                                        for group, p in enumerate(heads.group_probabilities(readout[None, :])[0])}
             result.gender_probabilities = {w: round(float(p), 4)
                                            for w, p in zip(GENDER_WORDS, readout[-N_GENDER:])}
-        if decoded.defined and len(readout) == heads.YEARS_READOUT:
+        if decoded.defined and head == "years_softmax":
             _describe_years(result, readout, decoded)
         if min_age is not None:
             # A face without a readout is undefined: the gate returns before reading it.
@@ -379,15 +380,6 @@ def classify_image(predictor, name: str, image, threshold: float | None, min_age
             result.gate_threshold = gate_at
         results.append(result)
     return results
-
-
-def _group_probabilities(readout: np.ndarray) -> np.ndarray:
-    """A readout's probability of each of the eight age groups: a group model's own scores;
-    a years model's mass on the years each group holds (the labels' mapping of ages)."""
-    if len(readout) != heads.YEARS_READOUT:
-        return readout[:N_AGE]
-    groups = ages_to_groups(np.arange(heads.N_YEARS))
-    return np.bincount(groups, weights=readout[:heads.N_YEARS], minlength=N_AGE) / readout[:heads.N_YEARS].sum()
 
 
 def _describe_years(result: FaceResult, readout: np.ndarray, decoded) -> None:

@@ -49,7 +49,7 @@ class TrialFiles:
     metrics: dict
     history: pd.DataFrame
     gate: dict
-    scores: np.ndarray | None = None     # test readouts (heads.readout), where exact ages are known
+    readouts: np.ndarray | None = None   # test readouts (heads.readout), where exact ages are known
     ages: np.ndarray | None = None       # their exact ages
 
 
@@ -85,15 +85,15 @@ def _gate_columns(run_dir: Path, head: str | None) -> tuple[dict, np.ndarray | N
     saved = _read(run_dir / PREDICTIONS_FILE, lambda p: dict(np.load(p)))
     try:
         ages = labels.loc[saved["ids"], "age"].to_numpy(dtype=float)
-        scores = (heads.readout(head, saved["outputs"], age_residuals(run_dir, head)) if head
-                  else heads.readout(heads.readout_head(saved["outputs"]), saved["outputs"]))
+        readouts = (heads.readout(head, saved["outputs"], age_residuals(run_dir, head)) if head
+                    else heads.readout(heads.readout_head(saved["outputs"]), saved["outputs"]))
     except Exception as err:
         raise DamagedTrial(run_dir / PREDICTIONS_FILE,
                            f"does not match {LABELS_FILE}: {type(err).__name__}: {err}") from None
     if np.isnan(ages).any():
         return {}, None, None
-    rates = gate_rates(scores, ages, GATE_AGE)
-    return {"gate_far": rates["false_accept_rate"], "gate_frr": rates["false_reject_rate"]}, scores, ages
+    rates = gate_rates(readouts, ages, GATE_AGE)
+    return {"gate_far": rates["false_accept_rate"], "gate_frr": rates["false_reject_rate"]}, readouts, ages
 
 
 def _calibrated_columns(metrics: dict) -> dict:
@@ -340,11 +340,11 @@ def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFile
         try:
             description = json.loads(members_file.read_text())
             metrics = _read(run_dir / METRICS_FILE, lambda p: json.loads(p.read_text()))
-            gate, scores, ages = _gate_columns(run_dir, None)
+            gate, readouts, ages = _gate_columns(run_dir, None)
         except (DamagedTrial, ValueError, KeyError):
             continue   # an ensemble being written, or a damaged one: it is rebuilt by its command
         key = f"{run_dir.parent.name}/{run_dir.name}"
-        files[key] = TrialFiles(metrics, pd.DataFrame(), gate, scores, ages)
+        files[key] = TrialFiles(metrics, pd.DataFrame(), gate, readouts, ages)
         members = ", ".join(f"{m['model_name']}{' ' + m['options'] if m.get('options') else ''} ({m['backend']})"
                             for m in description["members"])
         tta = f", tta {description['tta']}" if description.get("tta") else ""
@@ -376,7 +376,7 @@ def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) ->
 
     from harness.gate import rate_curve
 
-    usable = frame[[files[t].scores is not None for t in frame["trial_id"]]] if len(frame) else frame
+    usable = frame[[files[t].readouts is not None for t in frame["trial_id"]]] if len(frame) else frame
     if usable.empty or "cal_min_age" not in usable or usable["cal_min_age"].isna().all():
         return None
     min_age = float(usable["cal_min_age"].dropna().iloc[0])
@@ -386,9 +386,9 @@ def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) ->
     for (configuration, backend), part in usable.groupby(["configuration", "backend"], sort=True):
         # Each round's own curve, averaged at each false-reject level, would need one
         # threshold grid; pooling the rounds' test faces gives one honest curve instead.
-        scores = np.concatenate([files[t].scores for t in part["trial_id"]])
+        readouts = np.concatenate([files[t].readouts for t in part["trial_id"]])
         ages = np.concatenate([files[t].ages for t in part["trial_id"]])
-        curve = rate_curve(scores, ages, min_age)
+        curve = rate_curve(readouts, ages, min_age)
         label = textwrap.shorten(f"{backend}: {configuration}", 70)
         line, = axis.plot(100 * curve["false_reject_rate"], 100 * curve["false_accept_rate"], label=label, lw=1)
         met = part[part["cal_met"].fillna(False).astype(bool)] if "cal_met" in part else part.iloc[0:0]
