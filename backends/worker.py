@@ -36,13 +36,13 @@ import numpy as np
 import pandas as pd
 
 from backends.common import THREADS_ENV, thread_counts
-from harness import heads, metrics
-from harness.augmentation import augment, mirror
-from harness.cache import CachedArrays
-from harness.labels import soft_age, soft_years
-from harness.results import write_atomic
-from harness.spec import ModelSpec, TrainingSpec
-from harness.trial import (
+from harness.models import heads, metrics
+from harness.models.augmentation import augment, mirror
+from harness.data.cache import CachedArrays
+from harness.data.labels import soft_age, soft_years
+from harness.runs.index import write_atomic
+from harness.models.spec import ModelSpec, TrainingSpec
+from harness.runs.trial import (
     BACKENDS, DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
     age_residuals, load_splits, read_config,
 )
@@ -171,7 +171,7 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
                        "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
                        "threads": {"intra_op": intra, "inter_op": inter},
                        "n_params": backend.count_params(model)}
-        if os.environ.get("HARNESS_RAY_NODE_ID"):   # set by harness.executors for Ray tasks
+        if os.environ.get("HARNESS_RAY_NODE_ID"):   # set by harness.runs.executors for Ray tasks
             environment["ray_node_id"] = os.environ["HARNESS_RAY_NODE_ID"]
         # Which process trained it, and its how-manieth trial there (1: a fresh process).
         environment["worker"] = {"pid": os.getpid(), "trial": trial_in_worker}

@@ -22,12 +22,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness import cache  # noqa: E402
-from harness.datasets import load_utkface  # noqa: E402
-from harness.images import Preprocessing  # noqa: E402
-from harness.spec import ORIGINAL_STUDY, LeviHassner, ModelSpec, TrainingSpec  # noqa: E402
-from harness.splits import SplitSpec, make_splits  # noqa: E402
-from harness.trial import TrialConfig, data_fingerprint, write_trial  # noqa: E402
+from harness.data import cache  # noqa: E402
+from harness.data.datasets import load_utkface  # noqa: E402
+from harness.data.images import Preprocessing  # noqa: E402
+from harness.models.spec import ORIGINAL_STUDY, LeviHassner, ModelSpec, TrainingSpec  # noqa: E402
+from harness.data.splits import SplitSpec, make_splits  # noqa: E402
+from harness.runs.trial import TrialConfig, data_fingerprint, write_trial  # noqa: E402
 
 SPECS = {
     "fcn [1024,512,256,128,32]": ORIGINAL_STUDY["fcn_1024"],

@@ -67,9 +67,9 @@ def _run_phase(args: list[str]) -> tuple[dict, int]:
 
 def _phase(kind: str, path: str, size: int, workers: int, cache_dir: str, limit: int) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from harness import cache
-    from harness.datasets import load_utkface
-    from harness.images import Preprocessing
+    from harness.data import cache
+    from harness.data.datasets import load_utkface
+    from harness.data.images import Preprocessing
 
     table = load_utkface(path).table.iloc[:limit]
     prep = Preprocessing(size=size)
@@ -93,7 +93,7 @@ def _phase(kind: str, path: str, size: int, workers: int, cache_dir: str, limit:
 
 
 def _decode_only(paths: list[str], size: int) -> int:
-    from harness.images import Preprocessing, load_image
+    from harness.data.images import Preprocessing, load_image
 
     prep = Preprocessing(size=size)
     done = 0

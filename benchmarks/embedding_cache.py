@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness import cache  # noqa: E402
-from harness.datasets import load_utkface  # noqa: E402
-from harness.images import Preprocessing  # noqa: E402
+from harness.data import cache  # noqa: E402
+from harness.data.datasets import load_utkface  # noqa: E402
+from harness.data.images import Preprocessing  # noqa: E402
 
 
 def timed_build(table, prep, cache_dir, workers) -> tuple[float, cache.CachedArrays]:

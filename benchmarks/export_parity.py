@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.export import export  # noqa: E402
+from harness.deploy.export import export  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -32,9 +32,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.datasets import load_utkface  # noqa: E402
-from harness.labels import GENDER_WORDS, age_to_group  # noqa: E402
-from harness.splits import SplitManifest  # noqa: E402
+from harness.data.datasets import load_utkface  # noqa: E402
+from harness.data.labels import GENDER_WORDS, age_to_group  # noqa: E402
+from harness.data.splits import SplitManifest  # noqa: E402
 
 GATE_AGE = 18
 
@@ -66,7 +66,7 @@ def peer_python(venv: Path) -> Path:
 
 def trial_of(model_dir: Path) -> Path:
     """The trial whose split decides the held-out photos: the run, or an ensemble's first member."""
-    from harness.ensemble import is_ensemble_run, member_dirs
+    from harness.runs.ensemble import is_ensemble_run, member_dirs
 
     return member_dirs(model_dir)[0][0] if is_ensemble_run(model_dir) else model_dir
 
@@ -104,8 +104,8 @@ def score(frame: pd.DataFrame, found: np.ndarray, allowed: np.ndarray) -> dict:
 
 
 def ours(run_dir: Path, frame: pd.DataFrame) -> dict:
-    from harness.labels import AGE_GROUPS
-    from harness.predict import classify, gate_threshold, open_model
+    from harness.data.labels import AGE_GROUPS
+    from harness.deploy.predict import classify, gate_threshold, open_model
 
     predictor = open_model(run_dir)
     gate_at, source = gate_threshold(predictor, GATE_AGE)
@@ -119,7 +119,7 @@ def ours(run_dir: Path, frame: pd.DataFrame) -> dict:
     frame = frame.assign(pred_gender=[GENDER_WORDS.index(r.gender) if r.gender else -1 for r in results],
                          pred_age_group=[groups.get(r.age_group, -9) for r in results],
                          pred_years=[r.age for r in results])
-    from harness.ensemble import is_ensemble_run
+    from harness.runs.ensemble import is_ensemble_run
 
     what = ("ensemble of " + str(len(json.loads((run_dir / "members.json").read_text())["members"]))
             if is_ensemble_run(run_dir) else json.loads((run_dir / "config.json").read_text())["backend"])

@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.datasets import load_utkface  # noqa: E402
+from harness.data.datasets import load_utkface  # noqa: E402
 
 LATENCY_CALLS = 200
 
@@ -45,7 +45,7 @@ import json, sys, time
 import numpy as np
 from pathlib import Path
 from backends.worker import backend_module, output_to
-from harness.trial import load_splits, read_config
+from harness.runs.trial import load_splits, read_config
 run = Path(sys.argv[1]); config = read_config(run)
 with output_to(Path("/dev/null")):
     backend = backend_module(config.backend)
@@ -66,7 +66,7 @@ def free_port() -> int:
 
 
 def predict_rate(predictor, photos: list[Path], seconds: float) -> dict:
-    from harness.predict import classify
+    from harness.deploy.predict import classify
 
     done, faces, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -144,9 +144,9 @@ def main(argv=None) -> int:
 
     import httpx
 
-    from harness.export import export, single_face_latency_ms
-    from harness.litert import LiteModel
-    from harness.trial import load_splits, read_config
+    from harness.deploy.export import export, single_face_latency_ms
+    from harness.deploy.litert import LiteModel
+    from harness.runs.trial import load_splits, read_config
 
     run = Path(args.model)
     table = load_utkface(args.data).table.sample(n=args.photos, random_state=0)
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
         latency = {"litert_ms": litert_ms, "framework_ms": framework["median_ms"]}
 
-        from harness.predict import ExportPredictor, classify
+        from harness.deploy.predict import ExportPredictor, classify
 
         predictor = ExportPredictor(export_dir)
         classify(predictor, photos[0])    # warm up

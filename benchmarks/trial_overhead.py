@@ -28,8 +28,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness import experiments, runner  # noqa: E402
-from harness.results import read_index  # noqa: E402
+from harness.runs import experiments, runner  # noqa: E402
+from harness.runs.index import read_index  # noqa: E402
 
 # 20 configurations x 2 backends = 40 trials.
 LEARNING_RATES = [0.0005, 0.001, 0.002, 0.005, 0.01]

@@ -18,9 +18,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness import heads, metrics  # noqa: E402
-from harness.results import read_index, trial_dir  # noqa: E402
-from harness.trial import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_config  # noqa: E402
+from harness.models import heads, metrics  # noqa: E402
+from harness.runs.index import read_index, trial_dir  # noqa: E402
+from harness.runs.trial import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_config  # noqa: E402
 
 
 def years_of(run_dir: Path, labels: pd.DataFrame, file: str, head: str) -> dict:

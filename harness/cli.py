@@ -10,9 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-from harness import datasets
-from harness.datasets import DatasetError
-from harness.splits import SplitSpec
+from harness.data import datasets
+from harness.data.datasets import DatasetError
+from harness.data.splits import SplitSpec
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -76,8 +76,8 @@ def cmd_summary(args) -> int:
 
 
 def cmd_plot_splits(args) -> int:
-    from harness.plots import plot_split_balance
-    from harness.splits import make_splits
+    from harness.analysis.plots import plot_split_balance
+    from harness.data.splits import make_splits
 
     data = _load(args)
     manifest = make_splits(data.table, _split_spec(args))
@@ -92,8 +92,8 @@ def cmd_plot_splits(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from harness import cache
-    from harness.images import Preprocessing
+    from harness.data import cache
+    from harness.data.images import Preprocessing
 
     data = _load(args)
     prep = Preprocessing(size=args.size, crop=args.crop, equalize=args.equalize, color=args.color)
@@ -136,10 +136,10 @@ def cmd_run(args) -> int:
 
 
 def _run(args) -> int:
-    from harness import experiments, runner
-    from harness.executors import LocalExecutor, RayExecutor, Reuse
+    from harness.runs import experiments, runner
+    from harness.runs.executors import LocalExecutor, RayExecutor, Reuse
     from harness.paths import child_path
-    from harness.results import trial_dir
+    from harness.runs.index import trial_dir
 
     overrides = {"data.path": args.data} if args.data else {}
     if args.strict:
@@ -190,13 +190,13 @@ def _run(args) -> int:
     print(f"{experiment.name}: {counts['completed']} completed, {counts['failed']} failed, "
           f"{counts['already_done']} already done; results in {results}")
     if not args.no_report:
-        from harness.report import write_report
+        from harness.analysis.report import write_report
         print(f"report: {write_report(results)}")
     return 1 if counts["failed"] else 0
 
 
 def cmd_report(args) -> int:
-    from harness.report import write_report
+    from harness.analysis.report import write_report
 
     import shlex
 
@@ -208,7 +208,7 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     import shlex
 
-    from harness.report import write_comparison
+    from harness.analysis.report import write_comparison
 
     command = "harness " + shlex.join(["compare", *sys.argv[2:]])
     try:
@@ -222,7 +222,7 @@ def cmd_compare(args) -> int:
 def cmd_predict(args) -> int:
     import csv
 
-    from harness.predict import classify, gate_threshold, image_files, open_model
+    from harness.deploy.predict import classify, gate_threshold, image_files, open_model
 
     predictor = open_model(args.model, args.tta)
     files = image_files(args.images)
@@ -256,7 +256,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from harness.export import export
+    from harness.deploy.export import export
 
     manifest = export(args.run_dir, args.out, args.quantize, args.format)
     parity = manifest.parity
@@ -276,7 +276,7 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     import os
 
-    from harness.serve import serve
+    from harness.deploy.serve import serve
 
     serve(args.model, args.host, args.port, args.token or os.environ.get("HARNESS_SERVE_TOKEN") or None,
           args.min_age, args.max_upload_mb, args.max_megapixels, args.queue, args.cors_origin, args.tta,
@@ -285,7 +285,7 @@ def cmd_serve(args) -> int:
 
 
 def cmd_ensemble(args) -> int:
-    from harness import ensemble
+    from harness.runs import ensemble
 
     results = Path(args.results_dir)
     if not results.is_dir():
@@ -298,7 +298,7 @@ def cmd_ensemble(args) -> int:
     out = Path(args.out) if args.out else results / ensemble.ENSEMBLES_DIR / (args.name or _ensemble_name(args))
     gate = None
     if args.gate_min_age is not None or args.gate_max_false_accept is not None or args.gate_confidence is not None:
-        from harness.gate import GateSpec
+        from harness.models.gate import GateSpec
 
         given = {"min_age": args.gate_min_age, "max_false_accept": args.gate_max_false_accept,
                  "confidence": args.gate_confidence}

@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# The checkout the harness runs from: worker processes import ``backends`` from here.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
 
 def child_path(parent: str | Path, name: str, what: str) -> Path:
     """``parent / name``, refusing a name that would lead anywhere but directly inside.

@@ -1,4 +1,4 @@
-"""Child processes that cannot outlive the harness process that started them.
+"""Child processes: the one worker command line, and children that cannot outlive the harness process that started them.
 
 A runner killed with -9 gets no chance to clean up, so its children must arrange their
 own end: the kernel sends them SIGKILL when their parent dies (``PR_SET_PDEATHSIG``).
@@ -8,6 +8,9 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import sys
+
+from harness.paths import PROJECT_ROOT
 
 _PR_SET_PDEATHSIG = 1
 
@@ -42,3 +45,20 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# The backends' worker: every caller (executors, ensembles' test-time augmentation,
+# export) spells its command line through these two, so it exists once.
+WORKER_MODULE = "backends.worker"
+
+
+def worker_command(*args: str) -> list[str]:
+    """``python -m backends.worker ARGS...`` with this interpreter."""
+    return [sys.executable, "-m", WORKER_MODULE, *map(str, args)]
+
+
+def worker_env() -> dict:
+    """This process's environment with the project on ``PYTHONPATH`` (the worker imports ``backends``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return env

@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import cache
-from harness.images import Preprocessing
-from harness.spec import FCN, ModelSpec, TrainingSpec
-from harness.splits import SplitSpec, make_splits
-from harness.trial import TrialConfig, data_fingerprint, write_trial
+from harness.data import cache
+from harness.data.images import Preprocessing
+from harness.models.spec import FCN, ModelSpec, TrainingSpec
+from harness.data.splits import SplitSpec, make_splits
+from harness.runs.trial import TrialConfig, data_fingerprint, write_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 PREP = Preprocessing(size=24)
@@ -27,8 +27,8 @@ def worker(*args, check=True) -> subprocess.CompletedProcess:
 def train_all(run_dirs, parallel: int = 2) -> None:
     """Train trial folders as ``harness run`` does: ``parallel`` slots of reused workers,
     so each framework is imported once per slot rather than once per trial."""
-    from harness.executors import Job, LocalExecutor, Reuse
-    from harness.trial import read_config
+    from harness.runs.executors import Job, LocalExecutor, Reuse
+    from harness.runs.trial import read_config
 
     configs = {str(d): read_config(d) for d in run_dirs}
     jobs = [Job(d, d, 600, c.threads, c.backend, c.data_fingerprint) for d, c in configs.items()]

@@ -16,7 +16,7 @@ ADIENCE = SHARED / "adience"
 
 @pytest.fixture(scope="session")
 def utkface_dataset():
-    from harness.datasets import load_utkface
+    from harness.data.datasets import load_utkface
 
     return load_utkface(UTKFACE)
 
@@ -32,7 +32,7 @@ def utkface_sample(utkface_dataset):
 @pytest.fixture(scope="session")
 def adience_images(tmp_path_factory, request):
     """Generated images at the real ``aligned/`` paths of a few hundred real metadata rows."""
-    from harness.datasets import load_adience
+    from harness.data.datasets import load_adience
 
     root = tmp_path_factory.mktemp("adience_images")
     table = load_adience(ADIENCE, images=root).table

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from harness.images import Preprocessing
-from harness.spec import FCN, SmallCNN, TrainingSpec
+from harness.data.images import Preprocessing
+from harness.models.spec import FCN, SmallCNN, TrainingSpec
 from tests.backend_runs import ROOT, make_trial, train_all
 
 

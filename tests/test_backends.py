@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from harness import heads
-from harness.spec import (
+from harness.models import heads
+from harness.models.spec import (
     FCN, ORIGINAL_STUDY, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec,
 )
-from harness.trial import TrialConfig
-from harness.images import Preprocessing
+from harness.runs.trial import TrialConfig
+from harness.data.images import Preprocessing
 from tests.backend_runs import ROOT, make_trial, metrics_of, train_all, worker
 
 BACKENDS = ["keras", "tflearn", "keras-jax"]
@@ -64,7 +64,7 @@ def test_every_head_trains_on_both_backends(trials, backend, head):
 
 
 def test_metrics_are_recomputable_from_the_predictions(trials):
-    from harness import metrics
+    from harness.models import metrics
     run_dir = trials["tflearn", "joint16"]
     saved = np.load(run_dir / "predictions.npz")
     again = metrics.compute("joint16", saved["outputs"], saved["age"], saved["gender"])
@@ -253,7 +253,7 @@ def test_worker_rejects_a_bad_config_without_training(tmp_path, utkface_sample):
 
 
 def test_metrics_of_all_nan_outputs_count_as_wrong_and_undefined():
-    from harness import metrics
+    from harness.models import metrics
     result = metrics.compute("two_heads", np.full((4, 10), np.nan), [0, 1, 2, 3], [0, 1, 0, 1])
     assert result["joint_accuracy"] == 0.0 and result["undefined"] == 4
     assert np.array(result["age_confusion"]).sum() == 0

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.datasets import DatasetError, load_adience, load_csv, load_utkface, merge
+from harness.data.datasets import DatasetError, load_adience, load_csv, load_utkface, merge
 from tests.conftest import ADIENCE, UTKFACE
 
 MALE = [716, 909, 929, 733, 2304, 1239, 392, 439]

@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import ensemble, heads, metrics
-from harness.gate import GateSpec
-from harness.results import append_record, trial_dir
-from harness.spec import FCN, ModelSpec, TrainingSpec
-from harness.splits import SplitSpec, make_splits
-from harness.trial import TrialConfig, write_trial
+from harness.runs import ensemble
+from harness.models import heads, metrics
+from harness.models.gate import GateSpec
+from harness.runs.index import append_record, trial_dir
+from harness.models.spec import FCN, ModelSpec, TrainingSpec
+from harness.data.splits import SplitSpec, make_splits
+from harness.runs.trial import TrialConfig, write_trial
 from tests.backend_runs import ROOT
 
 VAL_JOINT = {"a": 0.50, "b": 0.70, "c": 0.60}

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from harness import experiments
-from harness.experiments import ExperimentError
-from harness.results import read_index
+from harness.runs import experiments
+from harness.runs.experiments import ExperimentError
+from harness.runs.index import read_index
 from tests.conftest import UTKFACE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_unreadable_images_are_listed_or_fatal_with_strict(tmp_path, utkface_sam
     lenient = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(tmp_path / "c"))
     assert lenient.returncode == 0, lenient.stderr
     assert f"would skip image {tmp_path / 'broken.jpg'}: cannot decode" in lenient.stdout
-    from harness import runner
+    from harness.runs import runner
     prepared = runner.prepare(experiments.load(path), dry_run=True)
     assert list(prepared.skipped_images["path"]) == [str(tmp_path / "broken.jpg")]
     assert not prepared.manifest.assignments["id"].str.contains("broken").any()
@@ -232,8 +232,8 @@ def test_an_experiment_name_that_leaves_the_results_folder_is_refused(tmp_path, 
 
 
 def test_trial_ids_and_dataset_rows_cannot_leave_their_folder(tmp_path):
-    from harness.datasets import load_adience
-    from harness.results import trial_dir
+    from harness.data.datasets import load_adience
+    from harness.runs.index import trial_dir
     from tests.conftest import ADIENCE
 
     for bad in ("../x", "..", "a/b", "/etc"):
@@ -336,7 +336,7 @@ def test_data_summary_names_the_malformed_files(tmp_path, utkface_sample):
 
 
 def test_an_aligned_run_lists_the_images_it_could_not_align(tmp_path, utkface_sample):
-    from harness import runner
+    from harness.runs import runner
 
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (90, 90, 3), dtype=np.uint8)).save(noise)

@@ -16,8 +16,8 @@ FRAMEWORK_MODULES = ("tensorflow", "keras", "tflearn")
 
 @pytest.mark.parametrize("name", ["keras", "tflearn", "embedding"])
 def test_a_float_export_gives_the_framework_models_probabilities(door_runs, door_exports, name):
-    from harness.litert import read_manifest
-    from harness.trial import read_config
+    from harness.deploy.litert import read_manifest
+    from harness.runs.trial import read_config
 
     manifest = read_manifest(door_exports[name])
     config = read_config(door_runs[name])
@@ -41,9 +41,9 @@ def test_a_float_export_gives_the_framework_models_probabilities(door_runs, door
 
 def test_parity_is_measured_on_the_runs_test_faces(door_runs, door_exports):
     """The manifest's figures, recomputed here from the exported file and stored predictions."""
-    from harness import metrics
-    from harness.litert import LiteModel, read_manifest
-    from harness.trial import load_splits, read_config
+    from harness.models import metrics
+    from harness.deploy.litert import LiteModel, read_manifest
+    from harness.runs.trial import load_splits, read_config
 
     run = door_runs["tflearn"]
     config = read_config(run)
@@ -60,9 +60,9 @@ def test_parity_is_measured_on_the_runs_test_faces(door_runs, door_exports):
 
 @pytest.mark.parametrize("quantize", ["dynamic", "int8"])
 def test_a_quantized_export_reports_its_accuracy_change_and_size(door_runs, door_exports, tmp_path, quantize):
-    from harness import metrics
-    from harness.litert import LiteModel, read_manifest
-    from harness.trial import load_splits, read_config
+    from harness.models import metrics
+    from harness.deploy.litert import LiteModel, read_manifest
+    from harness.runs.trial import load_splits, read_config
 
     run = door_runs["tflearn"]
     result = harness("export", run, "--quantize", quantize, "--out", tmp_path / quantize)
@@ -129,9 +129,9 @@ def test_litert_predict_imports_no_framework(door_exports, faces):
 
 
 def test_an_ensemble_exports_one_folder_per_member(door_runs, faces, tmp_path):
-    from harness.ensemble import Member, build_round
-    from harness.litert import read_manifest
-    from harness.trial import read_config
+    from harness.runs.ensemble import Member, build_round
+    from harness.deploy.litert import read_manifest
+    from harness.runs.trial import read_config
 
     members = [Member(f"t-{b}", door_runs[b], read_config(door_runs[b]), b) for b in ("keras", "tflearn")]
     build_round(members, tmp_path / "round-0")
@@ -142,7 +142,7 @@ def test_an_ensemble_exports_one_folder_per_member(door_runs, faces, tmp_path):
     assert manifest.parity.passed is True and manifest.parity.decoded_agreement == 1.0
     assert {read_manifest(tmp_path / "export" / m).source["backend"] for m in manifest.members} == {"keras", "tflearn"}
     # The members' mean, as the ensemble round computes it, from the exported files.
-    from harness.predict import ExportPredictor, classify
+    from harness.deploy.predict import ExportPredictor, classify
 
     (face,) = classify(ExportPredictor(tmp_path / "export"), faces / "face0.jpg")
     assert face.undefined_reason is None and sum(face.age_probabilities.values()) == pytest.approx(1, abs=1e-3)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import cache
-from harness.faces import find_faces
-from harness.images import ImageError, Preprocessing, load_image, open_image
+from harness.data import cache
+from harness.data.faces import find_faces
+from harness.data.images import ImageError, Preprocessing, load_image, open_image
 
 BOMB_SIDE = 20000
 

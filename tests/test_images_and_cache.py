@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import cache
-from harness.images import ImageError, Preprocessing, load_image, open_image, to_float
+from harness.data import cache
+from harness.data.images import ImageError, Preprocessing, load_image, open_image, to_float
 
 
 @pytest.fixture
@@ -138,8 +138,8 @@ def test_cli_cache_lists_skips(tmp_path, capsys, adience_images):
 # --- align: dlib, one face geometry from training to prediction ---------------------------
 
 def test_aligned_training_arrays_equal_what_predict_feeds_the_model(tmp_path, utkface_sample):
-    from harness.faces import find_faces
-    from harness.predict import model_inputs
+    from harness.data.faces import find_faces
+    from harness.deploy.predict import model_inputs
 
     prep = Preprocessing(size=32, align="dlib")
     rows = utkface_sample.iloc[::13].head(24)
@@ -160,7 +160,7 @@ def test_aligned_training_arrays_equal_what_predict_feeds_the_model(tmp_path, ut
 
 
 def test_an_image_without_a_face_falls_back_to_the_whole_image_and_is_listed(tmp_path, utkface_sample):
-    from harness.images import UNALIGNED_NOTE, transform
+    from harness.data.images import UNALIGNED_NOTE, transform
 
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(noise)
@@ -180,9 +180,9 @@ EMBEDDING = Preprocessing(representation="dlib_embedding")
 
 
 def test_embeddings_are_deterministic_cached_and_what_predict_computes(tmp_path, utkface_sample, monkeypatch):
-    from harness import faces
-    from harness.faces import find_faces
-    from harness.predict import model_inputs
+    from harness.data import faces
+    from harness.data.faces import find_faces
+    from harness.deploy.predict import model_inputs
 
     rows = utkface_sample.iloc[::29].head(10)
     built = cache.build(rows["id"], rows["path"], EMBEDDING, cache_dir=tmp_path, workers=2)
@@ -201,7 +201,7 @@ def test_embeddings_are_deterministic_cached_and_what_predict_computes(tmp_path,
 
 
 def test_flip_averages_the_face_and_its_mirror(utkface_sample):
-    from harness.faces import embed, largest_chip
+    from harness.data.faces import embed, largest_chip
 
     chip = largest_chip(open_image(utkface_sample["path"].iloc[3]))
     plain, flipped = embed(chip), embed(chip, flip=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cache
-from harness.images import Preprocessing
+from harness.data import cache
+from harness.data.images import Preprocessing
 from tests.conftest import UTKFACE
 from tests.test_experiments import TINY, write
 

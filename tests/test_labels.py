@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from harness import labels
-from harness.labels import (
+from harness.data import labels
+from harness.data.labels import (
     AGE_GROUPS, age_to_group, decode, from_joint, from_two_hot, parse_adience_age,
     to_joint, to_two_hot,
 )

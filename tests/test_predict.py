@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.faces import find_faces
-from harness.gate import adult_groups, gate, gate_rates
-from harness.labels import decode, to_two_hot
+from harness.data.faces import find_faces
+from harness.models.gate import adult_groups, gate, gate_rates
+from harness.data.labels import decode, to_two_hot
 from tests.backend_runs import ROOT, make_trial, train_all, worker
 
 
@@ -91,7 +91,7 @@ def test_photos_through_both_backends(models, photos, backend):
 
 def test_rotation_is_what_made_the_sideways_photo_readable(photos):
     sideways = Image.open(photos / "exif_rotated.jpg").convert("RGB")   # EXIF ignored
-    from harness.images import open_image
+    from harness.data.images import open_image
     upright = open_image(photos / "exif_rotated.jpg")
     assert sideways.size[::-1] == upright.size
     assert find_faces(upright)
@@ -233,7 +233,7 @@ def test_the_terminal_shows_results_only_and_chatter_goes_to_the_log(models, pho
 
 
 def test_predict_on_a_run_trained_on_face_embeddings(tmp_path, utkface_sample, photos):
-    from harness.images import Preprocessing
+    from harness.data.images import Preprocessing
 
     table = utkface_sample.groupby(["age_group", "gender"]).head(8).reset_index(drop=True)
     run = make_trial(tmp_path / "run", table, tmp_path / "cache", "keras",
@@ -249,15 +249,15 @@ def test_predict_on_a_run_trained_on_face_embeddings(tmp_path, utkface_sample, p
 
 
 def _members(models):
-    from harness.ensemble import Member
-    from harness.trial import read_config
+    from harness.runs.ensemble import Member
+    from harness.runs.trial import read_config
 
     return [Member(f"t-{b}", models[b], read_config(models[b]), "fcn") for b in ("keras", "tflearn")]
 
 
 def test_an_ensemble_of_both_backends_scores_its_mean_and_predicts_photos(models, photos, tmp_path):
-    from harness import heads, metrics
-    from harness.ensemble import build_round
+    from harness.models import heads, metrics
+    from harness.runs.ensemble import build_round
 
     members = _members(models)
     result = build_round(members, tmp_path / "round-0")
@@ -279,8 +279,8 @@ def test_an_ensemble_of_both_backends_scores_its_mean_and_predicts_photos(models
 
 
 def test_an_ensemble_refuses_trials_of_other_rounds_or_splits(models, tmp_path, utkface_sample):
-    from harness.ensemble import EnsembleError, Member, build_round
-    from harness.trial import read_config
+    from harness.runs.ensemble import EnsembleError, Member, build_round
+    from harness.runs.trial import read_config
 
     keras, tflearn = _members(models)
     other_round = Member("t-r1", tflearn.run_dir, tflearn.config.model_copy(update={"round": 1}), "fcn")
@@ -326,9 +326,9 @@ def test_an_ensemble_of_years_models_averages_their_distributions(models, photos
 
     import pandas as pd
 
-    from harness import heads, metrics
-    from harness.ensemble import EnsembleError, Member, build_round
-    from harness.trial import age_residuals, read_config
+    from harness.models import heads, metrics
+    from harness.runs.ensemble import EnsembleError, Member, build_round
+    from harness.runs.trial import age_residuals, read_config
 
     members = [Member(f"t-{h}", models[h], read_config(models[h]), h) for h in ("years_softmax", "years_regression")]
     result = build_round(members, tmp_path / "round-0")

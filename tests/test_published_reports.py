@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import write_report
+from harness.analysis.report import write_report
 from tests.browser import chromium_executable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def _shifted_copy(tmp_path, joint_shift: float) -> Path:
 
 
 def test_compare_pairs_two_experiments_on_the_same_faces(tmp_path):
-    from harness.report import write_comparison
+    from harness.analysis.report import write_comparison
 
     other = _shifted_copy(tmp_path, 0.05)
     write_comparison(other, FIXTURE, tmp_path / "out")
@@ -98,7 +98,7 @@ def test_compare_pairs_two_experiments_on_the_same_faces(tmp_path):
 def test_compare_refuses_rounds_that_test_different_faces(tmp_path):
     import pandas as pd
 
-    from harness.report import write_comparison
+    from harness.analysis.report import write_comparison
 
     other = _shifted_copy(tmp_path, 0.0)
     splits = pd.read_csv(other / "splits" / "splits.csv", dtype=str)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import read_index
+from harness.runs.index import read_index
 from tests.test_experiments import TINY, harness_cli, write
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import experiments, runner
-from harness.results import INDEX_FILE, read_index
+from harness.runs import experiments, runner
+from harness.runs.index import INDEX_FILE, read_index
 from tests.test_experiments import TINY, harness_cli, write
 
 KERAS_TWO = {**TINY, "backends": ["keras"],

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.faces import find_faces
+from harness.data.faces import find_faces
 from tests.browser import chromium_executable
 
 TOKEN = "door-test-token-0123456789"

@@ -3,7 +3,7 @@ import pytest
 from pydantic import ValidationError
 
 from harness.cli import main
-from harness.splits import SplitManifest, SplitSpec, make_splits
+from harness.data.splits import SplitManifest, SplitSpec, make_splits
 
 
 def _roles_partition(manifest, table):
@@ -15,7 +15,7 @@ def _roles_partition(manifest, table):
 
 def test_adience_folds_follow_the_published_protocol(adience_images):
     _, rows = adience_images
-    from harness.datasets import load_adience
+    from harness.data.datasets import load_adience
     from tests.conftest import ADIENCE
     table = load_adience(ADIENCE).table
     manifest = make_splits(table, SplitSpec(protocol="adience_folds"))

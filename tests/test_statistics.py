@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from harness import comparisons, experiments, statistics
+from harness.analysis import comparisons, statistics
+from harness.runs import experiments
 from tests.test_experiments import TINY, write
 
 

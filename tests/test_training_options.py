@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from harness import experiments, heads
-from harness.augmentation import augment, mirror
-from harness.experiments import ExperimentError
-from harness.gate import GateSpec, calibrate, false_accept_bound, gate_decisions
-from harness.labels import N_AGE, age_to_group, soft_age, to_two_hot
-from harness.spec import Augmentation, TrainingSpec
+from harness.runs import experiments
+from harness.models import heads
+from harness.models.augmentation import augment, mirror
+from harness.runs.experiments import ExperimentError
+from harness.models.gate import GateSpec, calibrate, false_accept_bound, gate_decisions
+from harness.data.labels import N_AGE, age_to_group, soft_age, to_two_hot
+from harness.models.spec import Augmentation, TrainingSpec
 from tests.backend_runs import make_trial, metrics_of, worker
 
 ALL = Augmentation(flip=True, shift=0.1, brightness=0.2, contrast=0.3)
@@ -96,7 +97,7 @@ def test_bad_options_are_refused_before_anything_runs_naming_key_and_allowed_val
 
 
 def test_soft_targets_and_the_gate_need_exact_ages_adience_is_refused(tmp_path, adience_images):
-    from harness.runner import prepare
+    from harness.runs.runner import prepare
     from tests.conftest import ADIENCE
 
     root, _ = adience_images
@@ -183,7 +184,7 @@ def test_gate_decisions_follow_the_gate_rule_for_a_minor_group():
 
 
 def test_predict_uses_the_calibrated_threshold_unless_told_otherwise():
-    from harness.predict import DEFAULT_GATE_THRESHOLD, gate_threshold
+    from harness.deploy.predict import DEFAULT_GATE_THRESHOLD, gate_threshold
 
     class Run:
         calibrated_gate = {"min_age": 18.0, "threshold": 0.83, "max_false_accept": 0.02, "met": True}
@@ -197,7 +198,7 @@ def test_predict_uses_the_calibrated_threshold_unless_told_otherwise():
 
 @pytest.mark.parametrize("backend", ["keras", "tflearn"])
 def test_a_trial_with_augmentation_soft_ages_and_a_gate_trains_and_stores_it(tmp_path, utkface_sample, backend):
-    from harness.trial import read_config
+    from harness.runs.trial import read_config
 
     training = TrainingSpec(epochs=2, batch_size=32, seed=7, age_target="soft", age_sigma=2.0,
                             augmentation=ALL)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.executors import Job, JobQueue, Reuse, WorkerSlot
-from harness.results import read_index
-from harness.trial import read_config
+from harness.runs.executors import Job, JobQueue, Reuse, WorkerSlot
+from harness.runs.index import read_index
+from harness.runs.trial import read_config
 from tests.test_experiments import TINY, harness_cli, write
 from tests.test_interrupts import wait_for
 

@@ -3,8 +3,8 @@ CS(5), and group accuracies taken from the group of each predicted age)."""
 import numpy as np
 import pytest
 
-from harness import heads, losses, metrics
-from harness.labels import ages_to_groups, age_to_group
+from harness.models import heads, losses, metrics
+from harness.data.labels import ages_to_groups, age_to_group
 
 
 def _softmax_rows(years, gender, spread=0.0, rng=None):
@@ -76,7 +76,7 @@ def test_group_accuracies_are_those_of_the_predicted_ages_groups(head):
 
 
 def test_a_years_run_is_reported_in_years_beside_a_group_model(tmp_path):
-    from harness.results import read_index
+    from harness.runs.index import read_index
     from tests.test_experiments import TINY, harness_cli, write
 
     experiment = {**TINY, "backends": ["keras"], "grid": {
@@ -124,8 +124,8 @@ def test_the_interval_and_its_coverage_on_constructed_distributions():
 
 
 def test_the_gate_reads_p_age_at_least_a_and_never_allows_a_face_described_as_under_a():
-    from harness.gate import GateSpec, adult_evidence, calibrate, gate, gate_rates
-    from harness.labels import decode
+    from harness.models.gate import GateSpec, adult_evidence, calibrate, gate, gate_rates
+    from harness.data.labels import decode
 
     p = np.zeros((3, heads.N_YEARS))
     p[0, 17], p[0, 19] = 0.3, 0.7      # 18.4 on average; P(>= 18) = 0.7
@@ -152,7 +152,7 @@ def test_the_gate_reads_p_age_at_least_a_and_never_allows_a_face_described_as_un
 
 
 def test_soft_years_targets_spread_each_age_over_its_neighbouring_years():
-    from harness.labels import soft_years
+    from harness.data.labels import soft_years
 
     soft = soft_years([27.0, 0.0, 100.0], sigma=2.0)
     assert soft.shape == (3, heads.N_YEARS) and np.allclose(soft.sum(1), 1, atol=1e-6)

@@ -18,13 +18,13 @@ from pydantic import (
 )
 from sklearn.model_selection import ParameterGrid
 
-from harness.gate import GateSpec
-from harness.heads import SOFT_AGE_HEADS, YEARS_HEADS, part_losses
-from harness.images import Preprocessing
-from harness.labels import N_JOINT
-from harness.spec import Architecture, Augmentation, HeadName, ModelSpec, TrainingSpec
-from harness.splits import SplitSpec
-from harness.trial import BACKEND_INSTALL, BACKEND_PACKAGES, DEFAULT_BACKENDS, TrialConfig
+from harness.models.gate import GateSpec
+from harness.models.heads import SOFT_AGE_HEADS, YEARS_HEADS, part_losses
+from harness.data.images import Preprocessing
+from harness.data.labels import N_JOINT
+from harness.models.spec import Architecture, Augmentation, HeadName, ModelSpec, TrainingSpec
+from harness.data.splits import SplitSpec
+from harness.runs.trial import BACKEND_INSTALL, BACKEND_PACKAGES, DEFAULT_BACKENDS, TrialConfig
 
 
 class ExperimentError(ValueError):
@@ -385,7 +385,7 @@ def expand(experiment: Experiment, data_fingerprints: dict[int, str], cache_entr
     """Every trial of the experiment, in a stable order, duplicates removed.
 
     ``data_fingerprints``: round -> identity of the data that round reads (see
-    :func:`harness.trial.data_fingerprint`); the rounds to run are its keys.
+    :func:`harness.runs.trial.data_fingerprint`); the rounds to run are its keys.
     """
     threads = experiment.resolved_threads()
     models = {m.name: m for m in experiment.grid.models}

@@ -238,14 +238,14 @@ def load_face(path: str | Path, prep: Preprocessing) -> tuple[np.ndarray, str | 
     """-> (array, note). The note says why the face could not be aligned, else None.
 
     With ``align: dlib`` the photo goes through what ``harness predict`` does to it (the
-    same decode, :func:`harness.faces.find_faces`, the largest usable face's chip), so a
+    same decode, :func:`harness.data.faces.find_faces`, the largest usable face's chip), so a
     model is trained on faces framed exactly as it will see them. Where no face is found
     the whole image is used (square centre crop, then ``crop``): for already-cropped
     faces such as UTKFace's that is the face itself.
     """
     if prep.align == "none":
         return transform(open_image(path, draft_size=int(np.ceil(prep.size / prep.crop))), prep), None
-    from harness.faces import largest_chip
+    from harness.data.faces import largest_chip
 
     image = open_image(path)   # no draft: exactly the pixels harness predict decodes
     chip = largest_chip(image)
@@ -258,7 +258,7 @@ def load_face(path: str | Path, prep: Preprocessing) -> tuple[np.ndarray, str | 
 def face_array(chip: Image.Image, prep: Preprocessing) -> np.ndarray:
     """An aligned face chip -> what the model reads: pixels (uint8) or a descriptor (float32)."""
     if prep.embedding:
-        from harness.faces import embed
+        from harness.data.faces import embed
 
         return embed(chip, prep.embedding_jitters, prep.embedding_flip)
     return transform(chip, prep)

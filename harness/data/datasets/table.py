@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.labels import GENDER_WORDS, N_AGE, age_label
+from harness.data.labels import GENDER_WORDS, N_AGE, age_label
 
 COLUMNS = ["id", "path", "age_group", "gender", "subject", "source", "age", "fold"]
 DROPPED_COLUMNS = ["source", "file", "line", "reason", "detail"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from harness.datasets.table import DatasetError, Dropped, UnifiedDataset, make_table
-from harness.labels import N_AGE, age_to_group, parse_adience_age, parse_gender
+from harness.data.datasets.table import DatasetError, Dropped, UnifiedDataset, make_table
+from harness.data.labels import N_AGE, age_to_group, parse_adience_age, parse_gender
 
 
 def _age_group(row: dict) -> tuple[int | None, float | None, str]:

@@ -20,14 +20,14 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from harness import cache, datasets
-from harness.executors import Job
-from harness.experiments import Experiment, ExperimentError, Trial, exact_age_uses, expand
-from harness.labels import to_joint
+from harness.data import cache, datasets
+from harness.runs.executors import Job
+from harness.runs.experiments import Experiment, ExperimentError, Trial, exact_age_uses, expand
+from harness.data.labels import to_joint
 from harness.paths import child_path
-from harness.results import CURRENT_TRIALS_FILE, INDEX_FILE, append_record, read_index, repair_index, trial_dir, write_atomic
-from harness.splits import SplitManifest, make_splits
-from harness.trial import DONE_FILE, LOG_FILE, METRICS_FILE, data_fingerprint, write_trial
+from harness.runs.index import CURRENT_TRIALS_FILE, INDEX_FILE, append_record, read_index, repair_index, trial_dir, write_atomic
+from harness.data.splits import SplitManifest, make_splits
+from harness.runs.trial import DONE_FILE, LOG_FILE, METRICS_FILE, data_fingerprint, write_trial
 
 EXPERIMENT_FILE = "experiment.json"
 SPLITS_DIR = "splits"

@@ -1,6 +1,6 @@
 """Ensembles: the mean age/gender probabilities of finished trials, scored like a trial.
 
-Members average their readouts (:func:`harness.heads.readout`): group models their 10
+Members average their readouts (:func:`harness.models.heads.readout`): group models their 10
 scores, years models their distributions over 0..100 years; the two kinds do not mix.
 
 An ensemble directory holds ``ensemble.json`` (how the members were chosen) and one run
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import heads, metrics
-from harness.gate import GateSpec
-from harness.results import experiment_records, trial_dir, write_atomic
-from harness.splits import SplitManifest
-from harness.trial import (
+from harness.models import heads, metrics
+from harness.paths import PROJECT_ROOT
+from harness.processes import worker_command, worker_env
+from harness.models.gate import GateSpec
+from harness.runs.index import experiment_records, trial_dir, write_atomic
+from harness.data.splits import SplitManifest
+from harness.runs.trial import (
     DONE_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
     TrialConfig, age_residuals, read_config,
 )
@@ -36,7 +37,7 @@ ENSEMBLE_FILE, MEMBERS_FILE = "ensemble.json", "members.json"
 ENSEMBLES_DIR = "ensembles"
 TTA_CHOICES = ("flip",)
 RANK_METRICS = ("joint_accuracy", "gender_accuracy", "age_exact_accuracy")
-ROOT = Path(__file__).resolve().parents[1]
+
 
 
 class EnsembleError(ValueError):
@@ -144,10 +145,8 @@ def member_readouts(member: Member, role: str, tta: str | None = None) -> dict |
     else:
         with tempfile.TemporaryDirectory(prefix="harness-tta-") as tmp:
             out = Path(tmp) / "out.npz"
-            result = subprocess.run([sys.executable, "-m", "backends.worker", "predict", str(member.run_dir),
-                                     str(out), "--role", role, "--tta", tta],
-                                    cwd=ROOT, capture_output=True, text=True,
-                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+            result = subprocess.run(worker_command("predict", member.run_dir, out, "--role", role, "--tta", tta),
+                                    cwd=PROJECT_ROOT, capture_output=True, text=True, env=worker_env())
             if result.returncode:
                 raise EnsembleError(f"{member.label}: predicting the {role} split with --tta {tta} failed: "
                                     f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")

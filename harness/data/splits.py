@@ -21,7 +21,7 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
-from harness.labels import to_joint
+from harness.data.labels import to_joint
 
 ROLES = ("train", "val", "test")
 MANIFEST_CSV, MANIFEST_JSON = "splits.csv", "splits.json"

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from harness import heads, losses
-from harness.gate import GateSpec, calibrate, gate_rates
-from harness.labels import N_AGE, N_GENDER, decode_batch
+from harness.models import heads, losses
+from harness.models.gate import GateSpec, calibrate, gate_rates
+from harness.data.labels import N_AGE, N_GENDER, decode_batch
 
 
 def _argmax_or_invalid(part: np.ndarray) -> np.ndarray:
@@ -98,7 +98,7 @@ def compute(head: str, outputs, age, gender, loss: str | None = None,
 
 def calibrated_gate(spec: GateSpec, val_readouts, val_years, test_readouts, test_years) -> dict:
     """The gate's threshold chosen on validation faces, and its rates on the test faces
-    (readouts: see :func:`harness.heads.readout`)."""
+    (readouts: see :func:`harness.models.heads.readout`)."""
     chosen = calibrate(val_readouts, val_years, spec)
     test_years = np.asarray(test_years, dtype=np.float64)
     if chosen["met"] and len(test_years) and not np.isnan(test_years).any():

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-from harness.cache import CachedArrays
-from harness.gate import GateSpec
-from harness.heads import part_losses, predicted_years, residual_quantiles
-from harness.images import Preprocessing
-from harness.spec import ModelSpec, TrainingSpec, drop_neutral
-from harness.splits import SplitManifest
+from harness.data.cache import CachedArrays
+from harness.models.gate import GateSpec
+from harness.models.heads import part_losses, predicted_years, residual_quantiles
+from harness.data.images import Preprocessing
+from harness.models.spec import ModelSpec, TrainingSpec, drop_neutral
+from harness.data.splits import SplitManifest
 
 BACKENDS = ("keras", "tflearn", "keras-jax")
 # The packages each backend imports (checked before anything runs), and how to get them.
@@ -149,7 +149,7 @@ def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val",
 
 def age_residuals(run_dir: str | Path, head: str) -> np.ndarray | None:
     """A years_regression run's validation residuals (true - predicted age in years), as
-    their 101 :func:`~harness.heads.residual_quantiles`, read from its stored validation
+    their 101 :func:`~harness.models.heads.residual_quantiles`, read from its stored validation
     predictions: the spread its readout puts around a prediction. None for other heads,
     or without validation predictions or exact ages."""
     run_dir = Path(run_dir)

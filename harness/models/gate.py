@@ -1,6 +1,6 @@
 """The age gate: allow, deny or undefined for "only people aged A or over".
 
-It reads a face's readout (see :func:`harness.heads.readout`): a group model's 10 scores
+It reads a face's readout (see :func:`harness.models.heads.readout`): a group model's 10 scores
 or a years model's distribution over 0..100 years. Rule (the README states it once, the
 same way): a face is ``allow``-ed only when both
 
@@ -24,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from harness.heads import N_YEARS, YEARS_READOUT, predicted_years
-from harness.labels import AGE_GROUPS, N_AGE, N_TWO_HOT, Decoded
-from harness.spec import drop_neutral
+from harness.models.heads import N_YEARS, YEARS_READOUT, predicted_years
+from harness.data.labels import AGE_GROUPS, N_AGE, N_TWO_HOT, Decoded
+from harness.models.spec import drop_neutral
 
 DEFAULT_GATE_THRESHOLD = 0.5
 
@@ -39,7 +39,7 @@ def adult_groups(min_age: float) -> np.ndarray:
 def adult_evidence(readouts, min_age: float) -> tuple[np.ndarray, np.ndarray]:
     """Readouts -> per face, P(age >= ``min_age``) and whether the face is described as at
     least ``min_age`` (rule 2; a face that does not decode never is)."""
-    from harness.labels import decode
+    from harness.data.labels import decode
 
     readouts = np.asarray(readouts, dtype=np.float64)
     if readouts.ndim != 2 or readouts.shape[1] not in (N_TWO_HOT, YEARS_READOUT):

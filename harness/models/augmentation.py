@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from harness.spec import Augmentation
+from harness.models.spec import Augmentation
 
 # Keeps the augmentation stream apart from any other use of the trial seed.
 _STREAM = 0xA06

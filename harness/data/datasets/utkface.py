@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness.datasets.table import DatasetError, Dropped, UnifiedDataset, make_table
-from harness.labels import age_to_group
+from harness.data.datasets.table import DatasetError, Dropped, UnifiedDataset, make_table
+from harness.data.labels import age_to_group
 
 SOURCE = "utkface"
 _NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")

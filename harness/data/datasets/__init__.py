@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.datasets.adience import load_adience
-from harness.datasets.csv import load_csv
-from harness.datasets.table import COLUMNS, DatasetError, UnifiedDataset, merge
-from harness.datasets.utkface import load_utkface
+from harness.data.datasets.adience import load_adience
+from harness.data.datasets.csv import load_csv
+from harness.data.datasets.table import COLUMNS, DatasetError, UnifiedDataset, merge
+from harness.data.datasets.utkface import load_utkface
 
 LOADERS = {"adience": load_adience, "utkface": load_utkface, "csv": load_csv}
 

@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import comparisons, heads, statistics
-from harness.gate import DEFAULT_GATE_THRESHOLD, gate_rates
-from harness.labels import N_AGE, age_label
-from harness.results import INDEX_FILE, experiment_records, read_index, trial_dir
-from harness.spec import TrainingSpec
-from harness.splits import SplitManifest, SplitSpec
-from harness.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, age_residuals
+from harness.analysis import comparisons, statistics
+from harness.models import heads
+from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate_rates
+from harness.data.labels import N_AGE, age_label
+from harness.runs.index import INDEX_FILE, experiment_records, read_index, trial_dir
+from harness.models.spec import TrainingSpec
+from harness.data.splits import SplitManifest, SplitSpec
+from harness.runs.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, age_residuals
 
 METRICS = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
            ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint"), ("loss", "loss")]
-# Years heads are also scored in years (harness.metrics.years_metrics).
+# Years heads are also scored in years (harness.models.metrics.years_metrics).
 YEARS_METRICS = [("age_mae", "age MAE (years)"), ("age_cs5", "CS(5) %"),
                  ("age_interval_coverage", "80 % interval coverage %")]
 GATE_AGE = 18
@@ -332,7 +333,7 @@ def calibrated_gate_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFiles]]:
     """One row per ensemble round under RESULTS_DIR/ensembles (see ``harness ensemble``)."""
-    from harness.ensemble import ENSEMBLES_DIR, MEMBERS_FILE
+    from harness.runs.ensemble import ENSEMBLES_DIR, MEMBERS_FILE
 
     rows, files = [], {}
     for members_file in sorted((results_dir / ENSEMBLES_DIR).glob(f"*/round-*/{MEMBERS_FILE}")):
@@ -374,7 +375,7 @@ def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) ->
     dots: each round at the threshold calibrated on its validation faces."""
     import matplotlib.pyplot as plt
 
-    from harness.gate import rate_curve
+    from harness.models.gate import rate_curve
 
     usable = frame[[files[t].readouts is not None for t in frame["trial_id"]]] if len(frame) else frame
     if usable.empty or "cal_min_age" not in usable or usable["cal_min_age"].isna().all():
@@ -417,7 +418,7 @@ def _curves_plot(configuration: str, group: pd.DataFrame, files: dict[str, Trial
     """Mean learning curves over rounds: one colour per backend, one line style per metric."""
     import matplotlib.pyplot as plt
 
-    from harness.plots import BACKEND_COLOURS
+    from harness.analysis.plots import BACKEND_COLOURS
 
     fig, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for backend, part in group.groupby("backend", sort=True):
@@ -466,7 +467,7 @@ def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness.plots import BACKEND_COLOURS, forest_plot, plot_split_balance
+    from harness.analysis.plots import BACKEND_COLOURS, forest_plot, plot_split_balance
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -729,7 +730,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     lines += notes + ([""] if notes else [])
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in images]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    from harness.report_html import page
+    from harness.analysis.render import page
 
     (out / "report.html").write_text(page(name, stamp, intro,
                                           sections, [p.relative_to(out).as_posix() for p in images],
@@ -818,7 +819,7 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
     (out / "tables").mkdir()
     (out / "plots").mkdir()
     _numeric_csv(table.assign(configuration=table["configuration"].map(labels)), out / "tables" / "between.csv")
-    from harness.plots import forest_plot
+    from harness.analysis.plots import forest_plot
 
     plot = forest_plot(_forest_rows(table, labels, backend=True), [label for _, label in comparisons.ACCURACIES],
                        out / "plots" / "forest_between.png",
@@ -836,7 +837,7 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
     lines += [f"## {names[0]} − {names[1]}", "", _markdown_table(shown), "", "## Plots", "",
               f"![{plot.stem}]({plot.relative_to(out).as_posix()})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    from harness.report_html import page
+    from harness.analysis.render import page
 
     (out / "report.html").write_text(page(f"{names[0]} − {names[1]}", stamp, intro,
                                           [(f"{names[0]} − {names[1]}", "", shown)],

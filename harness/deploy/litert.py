@@ -1,6 +1,6 @@
 """An exported model run by LiteRT, the runtime phones use; TensorFlow is never imported.
 
-An export folder (see :mod:`harness.export`) holds ``model.tflite`` and ``export.json``,
+An export folder (see :mod:`harness.deploy.export`) holds ``model.tflite`` and ``export.json``,
 which says everything needed to use the file without the run it came from: the
 preprocessing, the input shape, the head and label order, the decode threshold and the
 door gate's threshold. An ensemble's folder holds one such folder per member under
@@ -16,8 +16,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness import heads
-from harness.images import Preprocessing, to_float
+from harness.models import heads
+from harness.data.images import Preprocessing, to_float
 
 MANIFEST_FILE = "export.json"
 MODEL_FILE = "model.tflite"
@@ -67,7 +67,7 @@ class ExportManifest(BaseModel):
     preprocessing: Preprocessing | None = None
     head: str | None = None
     # years_regression: 101 quantiles of its validation residuals (true - predicted years),
-    # the spread its readout puts around a prediction (see harness.heads.years_readout).
+    # the spread its readout puts around a prediction (see harness.models.heads.years_readout).
     age_residuals: list[float] | None = None
     # An ensemble's export: its members' folders, each with a manifest of its own.
     members: list[str] | None = None
@@ -156,7 +156,7 @@ class ExportedNetwork:
 
     def readouts(self, inputs: np.ndarray) -> np.ndarray:
         """Model inputs (uint8 pixels or descriptors, as the cache holds them) -> readouts
-        (:func:`harness.heads.readout`)."""
+        (:func:`harness.models.heads.readout`)."""
         return heads.readout(self.head, self.model.outputs(to_float(inputs, self.preprocessing)),
                              self.manifest.age_residuals)
 

@@ -6,7 +6,7 @@ frameworks train on - and the reports measure - literally the same formula.
 """
 from __future__ import annotations
 
-from harness.heads import part_losses, parts
+from harness.models.heads import part_losses, parts
 
 EPSILON = 1e-7
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.labels import N_AGE, N_GENDER, N_JOINT, ages_to_groups, to_joint, to_two_hot
+from harness.data.labels import N_AGE, N_GENDER, N_JOINT, ages_to_groups, to_joint, to_two_hot
 
 # Age in years: a softmax over 0, 1, ..., 100 (DEX, Rothe et al. 2015), or one linear unit.
 N_YEARS = 101
@@ -81,8 +81,8 @@ def targets(head: str, age, gender, age_distribution=None, years=None) -> np.nda
     """Training targets for ``head`` from label indices (and exact ages for years heads).
 
     ``age_distribution`` (N, 8), or (N, 101) for years_softmax, when given, replaces the
-    one-hot age part (see :func:`harness.labels.soft_age` and
-    :func:`~harness.labels.soft_years`); gender stays one-hot.
+    one-hot age part (see :func:`harness.data.labels.soft_age` and
+    :func:`~harness.data.labels.soft_years`); gender stays one-hot.
     """
     age, gender = np.asarray(age, dtype=int), np.asarray(gender, dtype=int)
     if age_distribution is not None and head not in SOFT_AGE_HEADS:

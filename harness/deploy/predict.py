@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import ImageOps
 
-from harness import heads
-from harness.faces import find_faces
-from harness.gate import DEFAULT_GATE_THRESHOLD, gate
-from harness.images import ImageError, face_array, open_image, to_float
-from harness.labels import GENDER_WORDS, N_GENDER, age_label, decode, undefined
-from harness.trial import DONE_FILE, METRICS_FILE, age_residuals, read_config
+from harness.models import heads
+from harness.data.faces import find_faces
+from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate
+from harness.data.images import ImageError, face_array, open_image, to_float
+from harness.data.labels import GENDER_WORDS, N_GENDER, age_label, decode, undefined
+from harness.runs.trial import DONE_FILE, METRICS_FILE, age_residuals, read_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -97,7 +97,7 @@ class Predictor:
 
     def readouts_of(self, batches: list[np.ndarray]) -> np.ndarray:
         """Model input batches (the face, and its mirror with TTA) -> mean readouts
-        (:func:`harness.heads.readout`: 10 group scores, or a years distribution)."""
+        (:func:`harness.models.heads.readout`: 10 group scores, or a years distribution)."""
         with self._quiet():
             return np.mean([heads.readout(self.config.model.head,
                                           self.backend.predict(self.model, to_float(batch, self.preprocessing)),
@@ -110,7 +110,7 @@ class Predictor:
 
 
 class EnsemblePredictor:
-    """An ensemble round (see :mod:`harness.ensemble`): its members' mean scores.
+    """An ensemble round (see :mod:`harness.runs.ensemble`): its members' mean scores.
 
     Each member runs in a process of its own (TFLearn and Keras cannot share one); the
     faces' inputs are computed once per preprocessing here and sent to the members.
@@ -119,7 +119,7 @@ class EnsemblePredictor:
     def __init__(self, run_dir: str | Path, tta: str | None = None):
         import multiprocessing
 
-        from harness.ensemble import member_dirs
+        from harness.runs.ensemble import member_dirs
 
         self.run_dir = _finished_run(run_dir)
         self.tta = _check_tta(tta)
@@ -172,14 +172,14 @@ class EnsemblePredictor:
 
 
 class ExportPredictor:
-    """An export folder (:mod:`harness.export`) run by LiteRT: no framework is imported.
+    """An export folder (:mod:`harness.deploy.export`) run by LiteRT: no framework is imported.
 
     The same faces, preprocessing, decoding and gate as :class:`Predictor`; an exported
     ensemble averages its members' scores as the ensemble round did.
     """
 
     def __init__(self, export_dir: str | Path, tta: str | None = None, threads: int | None = None):
-        from harness.litert import open_networks
+        from harness.deploy.litert import open_networks
 
         self.run_dir = Path(export_dir)
         self.manifest, self.networks = open_networks(self.run_dir, threads)
@@ -237,8 +237,8 @@ def _receive(connection, member) -> tuple[str, object]:
 def open_model(path: str | Path, tta: str | None = None):
     """A trial run directory -> :class:`Predictor`; an ensemble round -> :class:`EnsemblePredictor`;
     an export folder -> :class:`ExportPredictor`."""
-    from harness.ensemble import ENSEMBLE_FILE, is_ensemble_run
-    from harness.litert import is_export
+    from harness.runs.ensemble import ENSEMBLE_FILE, is_ensemble_run
+    from harness.deploy.litert import is_export
 
     path = Path(path)
     if is_export(path):

@@ -2,7 +2,7 @@
 
 run directory -> (its backend's worker converts the saved model) -> ``model.tflite``
 -> parity on the run's test split, measured with LiteRT against the framework model's
-own stored test predictions -> ``export.json`` (see :mod:`harness.litert`), written last.
+own stored test predictions -> ``export.json`` (see :mod:`harness.deploy.litert`), written last.
 
 An ensemble round is exported as one folder per member under ``members/`` (each a
 complete export of that trial) plus a manifest saying the ensemble is their mean: the
@@ -13,26 +13,26 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
-from harness import heads, metrics
-from harness.augmentation import mirror
-from harness.gate import DEFAULT_GATE_THRESHOLD
-from harness.labels import AGE_GROUPS, GENDER_WORDS
-from harness.litert import (
+from harness.models import heads, metrics
+from harness.paths import PROJECT_ROOT
+from harness.processes import worker_command, worker_env
+from harness.models.augmentation import mirror
+from harness.models.gate import DEFAULT_GATE_THRESHOLD
+from harness.data.labels import AGE_GROUPS, GENDER_WORDS
+from harness.deploy.litert import (
     MANIFEST_FILE, MANIFEST_VERSION, MODEL_FILE, ExportManifest, LiteModel, Parity,
 )
-from harness.predict import stored_gate
-from harness.results import write_atomic
-from harness.trial import DONE_FILE, PREDICTIONS_FILE, age_residuals, load_splits, read_config
+from harness.deploy.predict import stored_gate
+from harness.runs.index import write_atomic
+from harness.runs.trial import DONE_FILE, PREDICTIONS_FILE, age_residuals, load_splits, read_config
 
 FORMATS = ("tflite",)
 QUANTIZE = ("none", "dynamic", "int8")
@@ -40,7 +40,7 @@ QUANTIZE = ("none", "dynamic", "int8")
 FLOAT_TOLERANCE = 1e-4
 ACCURACIES = ("gender_accuracy", "age_exact_accuracy", "age_one_off_accuracy")
 LATENCY_CALLS = 50
-ROOT = Path(__file__).resolve().parents[1]
+
 MEMBERS_DIR = "members"
 
 
@@ -54,7 +54,7 @@ def export(run_dir: str | Path, out: str | Path, quantize: str = "none", fmt: st
     A float32 export whose parity misses :data:`FLOAT_TOLERANCE` is still written, with
     ``parity.passed`` false, so that it can be inspected; the CLI exits non-zero on it.
     """
-    from harness.ensemble import is_ensemble_run
+    from harness.runs.ensemble import is_ensemble_run
 
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: choose from {list(FORMATS)}")
@@ -91,9 +91,8 @@ def _export_trial(run_dir: Path, out: Path, quantize: str):
     ensemble's own parity."""
     config = read_config(run_dir)
     model_path = out / MODEL_FILE
-    result = subprocess.run([sys.executable, "-m", "backends.worker", "export", str(run_dir), str(model_path),
-                             "--quantize", quantize], cwd=ROOT, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = subprocess.run(worker_command("export", run_dir, model_path, "--quantize", quantize),
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=worker_env())
     if result.returncode or not model_path.is_file():
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ExportError(f"{run_dir}: converting the {config.backend} model to TFLite failed: {last[0]} "
@@ -114,7 +113,7 @@ def _export_trial(run_dir: Path, out: Path, quantize: str):
 
 
 def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
-    from harness.ensemble import member_dirs
+    from harness.runs.ensemble import member_dirs
 
     members, description = member_dirs(run_dir)
     names = [f"{MEMBERS_DIR}/{index}" for index in range(len(members))]

@@ -3,7 +3,7 @@ design choices matter? Plain frames in (one row per trial), plain frames out.
 
 A configuration is everything a trial trains except its backend, its round and its
 seed; a round of a comparison is one (split round, seed) pair. Differences are in
-percentage points; intervals and p-values come from :mod:`harness.statistics`.
+percentage points; intervals and p-values come from :mod:`harness.analysis.statistics`.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from harness import statistics
-from harness.splits import SplitManifest, SplitSpec
+from harness.analysis import statistics
+from harness.data.splits import SplitManifest, SplitSpec
 
 ACCURACIES = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
               ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint")]

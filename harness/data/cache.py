@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.images import ImageError, Preprocessing, load_face, to_float
+from harness.data.images import ImageError, Preprocessing, load_face, to_float
 from harness.processes import pid_alive, quiet_child
 
 CACHE_ENV = "HARNESS_CACHE"

@@ -15,9 +15,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from harness.datasets.table import DatasetError, Dropped, UnifiedDataset, make_table
+from harness.data.datasets.table import DatasetError, Dropped, UnifiedDataset, make_table
 from harness.paths import child_path
-from harness.labels import N_AGE, N_GENDER, parse_adience_age, parse_gender
+from harness.data.labels import N_AGE, N_GENDER, parse_adience_age, parse_gender
 
 SOURCE = "adience"
 N_FOLDS = 5

@@ -22,17 +22,13 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from queue import Queue
 
-from harness.processes import die_with_parent
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from harness.processes import die_with_parent, worker_command, worker_env
 
 
 @dataclass(frozen=True)
@@ -87,12 +83,6 @@ def _worker_child() -> None:
     os.setsid()
 
 
-def _worker_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def run_worker(run_dir: str, time_limit_s: float, on_start=None) -> Outcome:
     """Run one trial in a fresh worker process, to completion or the time limit.
 
@@ -100,7 +90,7 @@ def run_worker(run_dir: str, time_limit_s: float, on_start=None) -> Outcome:
     it so it can kill it on an interrupt) and may raise :class:`Stopped` to cancel.
     """
     start = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "backends.worker", run_dir], env=_worker_env(),
+    process = subprocess.Popen(worker_command(run_dir), env=worker_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                preexec_fn=_worker_child)
     if on_start is not None:
@@ -136,9 +126,8 @@ class ReusedWorker:
         reply_read, reply_write = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "backends.worker", "serve", backend, str(threads),
-                 "--reply-fd", str(reply_write)],
-                env=_worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                worker_command("serve", backend, threads, "--reply-fd", reply_write),
+                env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
                 pass_fds=(reply_write,), preexec_fn=_worker_child, text=True)
         finally:
             os.close(reply_write)
