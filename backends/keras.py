@@ -2,7 +2,7 @@
 
 The same translation serves ``keras`` (TensorFlow) and ``keras-jax`` (JAX): the worker
 sets ``KERAS_BACKEND`` before this module is imported (see
-:func:`backends.worker.backend_module`), and nothing here imports TensorFlow unless
+:func:`backends.loading.backend_module`), and nothing here imports TensorFlow unless
 the engine is TensorFlow: layers and the loss use ``keras.ops``.
 
 Imported only inside a worker process (never next to TFLearn, which switches

@@ -44,7 +44,7 @@ FRAMEWORK_LATENCY = """
 import json, sys, time
 import numpy as np
 from pathlib import Path
-from backends.worker import backend_module, output_to
+from backends.loading import backend_module, output_to
 from harness.runs.trial import load_splits, read_config
 run = Path(sys.argv[1]); config = read_config(run)
 with output_to(Path("/dev/null")):

@@ -137,9 +137,9 @@ def jax_run(tmp_path_factory, utkface_sample):
     run_dir = make_trial(base / "run", utkface_sample, base / "cache", "keras-jax",
                          architecture=LeviHassner(filters=(8, 16, 16), dense=[16, 16]),
                          prep=Preprocessing(size=48))
-    code = ("import json, sys; from pathlib import Path; from backends import worker; "
-            f"run = Path({str(run_dir)!r}); worker.train(run); "
-            "worker.predict(run, run / 'again.npz'); "
+    code = ("import json, sys; from pathlib import Path; from backends import training; "
+            f"run = Path({str(run_dir)!r}); training.train(run); "
+            "training.predict(run, run / 'again.npz'); "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'tflearn'})))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -177,7 +177,7 @@ def test_keras_on_jax_lrn_is_tensorflows_formula():
     """The LRN written in keras.ops (for engines other than TensorFlow) against TensorFlow's
     kernel, side by side in one process whose Keras runs on JAX."""
     code = ("import os; os.environ['KERAS_BACKEND'] = 'jax'; import numpy as np; "
-            "from backends.worker import backend_module; k = backend_module('keras-jax'); "
+            "from backends.loading import backend_module; k = backend_module('keras-jax'); "
             "x = np.random.default_rng(0).normal(size=(2, 5, 5, 7)).astype('float32'); "
             "ours = np.asarray(k.LocalResponseNormalization(**k.LRN)(x)); "
             "import tensorflow as tf; theirs = tf.nn.local_response_normalization(x, **k.LRN).numpy(); "

@@ -14,25 +14,20 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import statistics
+from harness.models import backends
 from harness.data.splits import SplitManifest, SplitSpec
 
 ACCURACIES = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
               ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint")]
 PAIR_KEYS = ["round", "seed"]
-BACKEND_NAMES = {"tflearn": "TFLearn", "keras": "Keras", "keras-jax": "Keras (JAX)"}
-# The first backend of a pair is the reference: differences read "Keras − TFLearn".
-BACKEND_ORDER = ["tflearn", "keras", "keras-jax"]
+# The first backend of a pair (in the registry's order) is the reference: differences
+# read "Keras − TFLearn".
 LABEL_KEYS = ["head", "optimizer", "learning_rate", "loss_fn", "batch_size", "epochs", "extras"]
 ONE_BACKEND = "one backend only"
 
 
-def backend_name(backend: str) -> str:
-    return BACKEND_NAMES.get(backend, backend)
-
-
-def _ordered_backends(frame: pd.DataFrame) -> list[str]:
-    present = set(frame["backend"])
-    return [b for b in BACKEND_ORDER if b in present] + sorted(present - set(BACKEND_ORDER))
+def ordered_backends(frame: pd.DataFrame) -> list[str]:
+    return backends.ordered(frame["backend"])
 
 
 def short_labels(frame: pd.DataFrame) -> dict[str, str]:
@@ -86,22 +81,22 @@ def _comparison_row(a: pd.DataFrame, b: pd.DataFrame, metric: str, ratio: float,
 
 def framework_pairs(frame: pd.DataFrame, ratio: float) -> pd.DataFrame:
     """Per configuration and accuracy: each backend's mean over rounds, and the paired
-    difference between backends (later in BACKEND_ORDER minus earlier) with its tests."""
-    backends = _ordered_backends(frame)
+    difference between backends (later in the registry's order minus earlier) with its tests."""
+    present = ordered_backends(frame)
     rows = []
     for configuration, group in frame.groupby("configuration", sort=True):
-        parts = {b: group[group["backend"] == b] for b in backends}
-        ran = [b for b in backends if len(parts[b])]
+        parts = {b: group[group["backend"] == b] for b in present}
+        ran = [b for b in present if len(parts[b])]
         for metric, label in ACCURACIES:
             row = {"configuration": configuration, "metric": label}
-            for backend in backends:
+            for backend in present:
                 values = 100 * parts[backend][metric]
                 row[f"{backend} mean"] = values.mean() if len(values) else math.nan
                 row[f"{backend} std"] = values.std(ddof=0) if len(values) else math.nan
             if len(ran) >= 2:
                 first, second = ran[0], ran[1]
                 row.update(_comparison_row(parts[second], parts[first], metric, ratio,
-                                           (backend_name(second), backend_name(first))))
+                                           (backends.display_name(second), backends.display_name(first))))
             else:
                 row.update({"pairs": 0, "difference": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                             "p_corrected_t": math.nan, "p_wilcoxon": math.nan, "verdict": ONE_BACKEND})

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.data.labels import GENDER_WORDS, N_AGE, age_label  # noqa: E402
+from harness.models import backends  # noqa: E402
 from harness.data.splits import ROLES, SplitManifest  # noqa: E402
 
 ROLE_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
@@ -57,7 +58,6 @@ def plot_split_balance(table: pd.DataFrame, manifest: SplitManifest, out_dir: st
     return written
 
 
-BACKEND_COLOURS = {"tflearn": "#dd8452", "keras": "#4c72b0", "keras-jax": "#55a868"}
 
 
 def forest_plot(rows: pd.DataFrame, metrics: list[str], path: str | Path, title: str, xlabel: str) -> Path:
@@ -77,7 +77,7 @@ def forest_plot(rows: pd.DataFrame, metrics: list[str], path: str | Path, title:
         for k, group in enumerate(groups):
             mine = part if group is None else part[part["backend"] == group]
             offset = 0.0 if group is None else (k - (len(groups) - 1) / 2) * 0.25
-            colour = BACKEND_COLOURS.get(group, "#333333") if group else "#333333"
+            colour = backends.colour(group, "#333333") if group else "#333333"
             ys = np.array([y[label] for label in mine["label"]]) + offset
             errors = np.vstack([mine["difference"] - mine["ci_low"], mine["ci_high"] - mine["difference"]])
             axis.errorbar(mine["difference"], ys, xerr=np.nan_to_num(errors), fmt="none", ecolor=colour, lw=1.2)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import comparisons, statistics
-from harness.models import heads
+from harness.models import backends, heads
 from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate_rates
 from harness.data.labels import N_AGE, age_label
 from harness.runs.index import INDEX_FILE, experiment_records, read_index, trial_dir
@@ -213,7 +213,7 @@ def years_table(frame: pd.DataFrame) -> pd.DataFrame:
     scored = frame[frame["age_mae"].notna()] if "age_mae" in frame else frame.iloc[:0]
     rows = []
     for (configuration, backend), part in scored.groupby(["configuration", "backend"], sort=True):
-        row = {"configuration": configuration, "backend": comparisons.backend_name(backend), "rounds": len(part),
+        row = {"configuration": configuration, "backend": backends.display_name(backend), "rounds": len(part),
                YEARS_METRICS[0][1]: _mean_std(part["age_mae"], 1.0), YEARS_METRICS[1][1]: _mean_std(part["age_cs5"], 100.0)}
         if "age_interval_coverage" in part and part["age_interval_coverage"].notna().any():
             # How often the interval predict prints holds the true age (80 % if it is honest).
@@ -229,9 +229,9 @@ def configurations_table(frame: pd.DataFrame, labels: dict[str, str]) -> pd.Data
     rows = []
     for configuration, group in frame.groupby("configuration", sort=True):
         row = {"configuration": labels[configuration], "full specification": configuration}
-        for backend in comparisons._ordered_backends(frame):
+        for backend in comparisons.ordered_backends(frame):
             part = group[group["backend"] == backend]
-            name = comparisons.backend_name(backend)
+            name = backends.display_name(backend)
             row[f"{name} rounds"] = len(part)
             row[f"{name} images/s"] = f"{part['images_per_second'].mean():.0f}" if len(part) else "—"
         rows.append(row)
@@ -240,15 +240,15 @@ def configurations_table(frame: pd.DataFrame, labels: dict[str, str]) -> pd.Data
 
 def framework_display(pairs: pd.DataFrame, frame: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     """Each metric's values on both backends next to each other, with the paired difference."""
-    backends = comparisons._ordered_backends(frame)
-    names = [comparisons.backend_name(b) for b in backends]
+    present = comparisons.ordered_backends(frame)
+    names = [backends.display_name(b) for b in present]
     difference = f"{' − '.join(reversed(names[:2]))} (points, 95 % CI)" if len(names) >= 2 else "difference"
     rows, previous = [], None
     for _, pair in pairs.iterrows():
         row = {"configuration": labels[pair["configuration"]] if pair["configuration"] != previous else "",
                "metric": pair["metric"]}
         previous = pair["configuration"]
-        for backend, name in zip(backends, names):
+        for backend, name in zip(present, names):
             mean, std = pair[f"{backend} mean"], pair[f"{backend} std"]
             row[name] = "—" if pd.isna(mean) else f"{mean:.1f} ± {std:.1f}"
         row.update({difference: _interval(pair["difference"], pair["ci_low"], pair["ci_high"]),
@@ -267,7 +267,7 @@ def versus_display(table: pd.DataFrame, labels: dict[str, str], than: str = "bas
     rows = []
     for _, row in table.iterrows():
         shown = {"configuration": labels[row["configuration"]],
-                 "backend": comparisons.backend_name(row["backend"])}
+                 "backend": backends.display_name(row["backend"])}
         if "changes" in row:
             shown["changes"] = row["changes"]
         for _, label in comparisons.ACCURACIES:
@@ -285,7 +285,7 @@ def ranking_display(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame
     rows = []
     for _, row in table.iterrows():
         shown = {"rank": row["rank"], "configuration": labels[row["configuration"]],
-                 "backend": comparisons.backend_name(row["backend"]), "rounds": row["rounds"]}
+                 "backend": backends.display_name(row["backend"]), "rounds": row["rounds"]}
         for _, label in reversed(comparisons.ACCURACIES):
             shown[f"{label} % [95 % CI]"] = _interval(row[f"{label} mean"], row[f"{label} ci_low"],
                                                        row[f"{label} ci_high"], signed=False)
@@ -304,7 +304,7 @@ def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for (configuration, backend), part in frame.groupby(["configuration", "backend"], sort=True):
-        rows.append({"configuration": configuration, "backend": comparisons.backend_name(backend),
+        rows.append({"configuration": configuration, "backend": backends.display_name(backend),
                      "false accept % (under 18 let in)": _mean_std(part["gate_far"], 100.0),
                      "false reject % (18+ refused)": _mean_std(part["gate_frr"], 100.0)})
     return pd.DataFrame(rows)
@@ -318,7 +318,7 @@ def calibrated_gate_table(frame: pd.DataFrame) -> pd.DataFrame:
     for (configuration, backend), part in frame.dropna(subset=["cal_met"]).groupby(["configuration", "backend"], sort=True):
         met = part[part["cal_met"].astype(bool)]
         reasons = sorted(set(part.loc[~part["cal_met"].astype(bool), "cal_reason"].dropna()))
-        rows.append({"configuration": configuration, "backend": comparisons.backend_name(backend),
+        rows.append({"configuration": configuration, "backend": backends.display_name(backend),
                      "min age": f"{part['cal_min_age'].iloc[0]:g}",
                      "target false accept %": f"{100 * part['cal_target'].iloc[0]:.1f}",
                      "rounds met": f"{len(met)}/{len(part)}",
@@ -418,12 +418,11 @@ def _curves_plot(configuration: str, group: pd.DataFrame, files: dict[str, Trial
     """Mean learning curves over rounds: one colour per backend, one line style per metric."""
     import matplotlib.pyplot as plt
 
-    from harness.analysis.plots import BACKEND_COLOURS
-
+    
     fig, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
     for backend, part in group.groupby("backend", sort=True):
-        colour = BACKEND_COLOURS.get(backend)
-        name = comparisons.backend_name(backend)
+        colour = backends.colour(backend)
+        name = backends.display_name(backend)
         mean = pd.concat([files[t].history for t in part["trial_id"]]).groupby("epoch").mean(numeric_only=True)
         for column, style, words in (("loss", "-", "training loss"), ("val_loss", "--", "validation loss")):
             loss_axis.plot(mean.index, mean[column], style, color=colour, label=f"{name}: {words}")
@@ -467,14 +466,14 @@ def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from harness.analysis.plots import BACKEND_COLOURS, forest_plot, plot_split_balance
+    from harness.analysis.plots import forest_plot, plot_split_balance
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     metrics = [label for _, label in comparisons.ACCURACIES]
     paired = pairs[pairs["pairs"] > 0]
     if len(paired):
-        names = [comparisons.backend_name(b) for b in comparisons._ordered_backends(frame)]
+        names = [backends.display_name(b) for b in comparisons.ordered_backends(frame)]
         written.append(forest_plot(_forest_rows(paired, labels, backend=False), metrics,
                                    out / "forest_frameworks.png",
                                    f"{names[1]} − {names[0]} per configuration: mean paired difference over rounds "
@@ -489,7 +488,7 @@ def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path,
     fig, axis = plt.subplots(figsize=(10, 1.5 + 0.45 * len(summary) * max(1, summary["mean"].shape[1] / 2)))
     summary["mean"].rename(columns=comparisons.backend_name).plot.barh(
         xerr=summary["std"].fillna(0).rename(columns=comparisons.backend_name), ax=axis,
-        color=[BACKEND_COLOURS.get(b, None) for b in summary["mean"].columns])
+        color=[backends.colour(b) for b in summary["mean"].columns])
     for container in axis.containers:
         if hasattr(container, "datavalues"):
             axis.bar_label(container, fmt="%.3f", fontsize=7, padding=3)
@@ -515,7 +514,7 @@ def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path,
             axis.set_yticks(range(N_AGE), ages, fontsize=7)
             axis.set_xlabel("predicted age group")
             axis.set_ylabel("true age group")
-            axis.set_title(f"{comparisons.backend_name(backend)}: age confusion (all rounds)", fontsize=9)
+            axis.set_title(f"{backends.display_name(backend)}: age confusion (all rounds)", fontsize=9)
             for (i, j), value in np.ndenumerate(matrix):
                 axis.text(j, i, str(value), ha="center", va="center", fontsize=6)
         fig.suptitle(labels[configuration], fontsize=9)

@@ -108,7 +108,7 @@ class LiteModel:
     def __init__(self, path: str | Path, threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        from backends.worker import output_to
+        from backends.loading import output_to
 
         path = Path(path)
         # LiteRT announces its CPU delegate on stderr; predict's output stays the user's.

@@ -67,7 +67,7 @@ class Predictor:
         self.residuals = age_residuals(self.run_dir, self.config.model.head)
         self.log = _log_file(self.run_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from backends.worker import backend_module, output_to
+        from backends.loading import backend_module, output_to
 
         self._quiet = lambda: output_to(self.log)
         with self._quiet():

@@ -24,7 +24,8 @@ from harness.data.images import Preprocessing
 from harness.data.labels import N_JOINT
 from harness.models.spec import Architecture, Augmentation, HeadName, ModelSpec, TrainingSpec
 from harness.data.splits import SplitSpec
-from harness.runs.trial import BACKEND_INSTALL, BACKEND_PACKAGES, DEFAULT_BACKENDS, TrialConfig
+from harness.models.backends import DEFAULT_BACKENDS, REGISTRY, BackendName
+from harness.runs.trial import TrialConfig
 
 
 class ExperimentError(ValueError):
@@ -119,7 +120,7 @@ class Experiment(_Strict):
     preprocessing: Preprocessing = Preprocessing()
     split: SplitSpec = SplitSpec()
     rounds: list[NonNegativeInt] | None = Field(None, min_length=1, description="rounds (folds) to run; default all")
-    backends: list[Literal["keras", "tflearn", "keras-jax"]] = Field(default=list(DEFAULT_BACKENDS), min_length=1)
+    backends: list[BackendName] = Field(default=list(DEFAULT_BACKENDS), min_length=1)
     grid: Grid
     include: list[Include] = []
     exclude: list[Exclude] = []
@@ -137,10 +138,10 @@ class Experiment(_Strict):
     @model_validator(mode="after")
     def _backends_installed(self):
         for backend in self.backends:
-            missing = [package for package in BACKEND_PACKAGES[backend] if find_spec(package) is None]
+            missing = [package for package in REGISTRY[backend].packages if find_spec(package) is None]
             if missing:
                 raise ValueError(f"backend {backend!r} needs {' and '.join(missing)}, not installed in this "
-                                 f"environment ({BACKEND_INSTALL.get(backend, 'pip install -e .')})")
+                                 f"environment ({REGISTRY[backend].install})")
         return self
 
     @model_validator(mode="after")

@@ -10,26 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from harness.data.cache import CachedArrays
+from harness.models.backends import BackendName
 from harness.models.gate import GateSpec
 from harness.models.heads import part_losses, predicted_years, residual_quantiles
 from harness.data.images import Preprocessing
 from harness.models.spec import ModelSpec, TrainingSpec, drop_neutral
 from harness.data.splits import SplitManifest
 
-BACKENDS = ("keras", "tflearn", "keras-jax")
-# The packages each backend imports (checked before anything runs), and how to get them.
-BACKEND_PACKAGES = {"keras": ("keras", "tensorflow"), "tflearn": ("tflearn", "tensorflow"),
-                    "keras-jax": ("keras", "jax")}
-BACKEND_INSTALL = {"keras-jax": "pip install -e '.[jax]'"}
-# What an experiment runs when it names no backends: the study's two frameworks.
-DEFAULT_BACKENDS = ("keras", "tflearn")
 CONFIG_FILE, LABELS_FILE = "config.json", "labels.csv"
 HISTORY_FILE, PREDICTIONS_FILE = "history.csv", "predictions.npz"
 VAL_PREDICTIONS_FILE = "val_predictions.npz"
@@ -41,7 +35,7 @@ class TrialConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["keras", "tflearn", "keras-jax"]
+    backend: BackendName
     model: ModelSpec
     training: TrainingSpec = TrainingSpec()
     preprocessing: Preprocessing = Preprocessing()

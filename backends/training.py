@@ -1,0 +1,202 @@
+"""What a worker does with one trial: train it, predict with it, export it.
+
+Reads the trial's files, imports exactly one framework (through
+:mod:`backends.loading`), trains, and writes into RUN_DIR: history.csv,
+predictions.npz, metrics.json, the native model, tensorboard/, env.json, and DONE last.
+Framework output goes to RUN_DIR/log.txt, not the terminal. The command line around
+these is :mod:`backends.worker`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from backends.common import THREADS_ENV, thread_counts
+from backends.loading import backend_module, export_backend, output_to
+from harness.models import heads, metrics
+from harness.models.augmentation import augment, mirror
+from harness.data.cache import CachedArrays
+from harness.data.labels import soft_age, soft_years
+from harness.runs.index import write_atomic
+from harness.runs.trial import (
+    DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
+    age_residuals, load_splits, read_config,
+)
+
+
+VAL_CURVES = ("gender_accuracy", "age_exact_accuracy", "joint_accuracy")
+
+
+class RecentSplits:
+    """What a reused worker last read: the open cache entry and the roles of one round.
+
+    A trial whose (cache entry, data fingerprint, round) equals the previous trial's
+    takes the same arrays from memory: the fingerprint covers the cached images and each
+    role's ids and labels, so equal keys mean equal arrays. Only the latest round is
+    kept, so a worker holds one split's arrays beside its model. The arrays are made
+    read-only, so a trial cannot change what the next one trains on.
+    """
+
+    def __init__(self):
+        self.cached: CachedArrays | None = None
+        self.key, self.splits = None, None
+
+    def load(self, run_dir: Path, config) -> tuple[dict, bool]:
+        """(role -> RoleData, whether they were already in memory)."""
+        key = (config.cache_entry, config.data_fingerprint, config.round)
+        if key == self.key:
+            return self.splits, True
+        self.key = self.splits = None
+        if self.cached is None or self.cached.directory != Path(config.cache_entry):
+            self.cached = CachedArrays.open(Path(config.cache_entry))
+        splits = load_splits(run_dir, config, cached=self.cached)
+        for role in splits.values():
+            role.x.setflags(write=False)
+        self.key, self.splits = key, splits
+        return splits, False
+
+
+def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: int = 1) -> dict:
+    """Train one trial. ``recent`` and ``trial_in_worker`` are a reused worker's (see
+    :func:`serve`); a fresh process trains its one trial with neither."""
+    config = read_config(run_dir)
+    for stale in (DONE_FILE, METRICS_FILE):
+        (run_dir / stale).unlink(missing_ok=True)
+    with output_to(run_dir / LOG_FILE):
+        print(f"trial {config.trial_id()} backend={config.backend} round={config.round} "
+              f"threads={config.threads}", flush=True)
+        # The thread count is the trial's, not the machine's or the executor's: the same
+        # count on the same CPU gives bit-identical results however many trials run at once.
+        os.environ[THREADS_ENV] = str(config.threads)
+        backend = backend_module(config.backend)
+        backend.configure(config.training.seed)
+        head, training = config.model.head, config.training
+        splits, in_memory = recent.load(run_dir, config) if recent else (load_splits(run_dir, config), False)
+        train_data, val, test = splits["train"], splits["val"], splits["test"]
+        print(f"train {len(train_data.x)} val {len(val.x)} test {len(test.x)} images"
+              + (" (in memory from the previous trial)" if in_memory else ""), flush=True)
+
+        model = backend.build(config.model, training, config.preprocessing.shape)
+        history, started = [], [time.perf_counter()]
+
+        def on_epoch(epoch, loss, acc, val_loss, val_acc):
+            now = time.perf_counter()
+            row = {"epoch": epoch + 1, "loss": _num(loss), "framework_accuracy": _num(acc),
+                   "val_loss": _num(val_loss), "val_framework_accuracy": _num(val_acc),
+                   "seconds": now - started[0], "images_per_second": len(train_data.x) / (now - started[0])}
+            if not np.isfinite(row["loss"]):
+                raise FloatingPointError(f"loss is {row['loss']} at epoch {epoch + 1}")
+            if len(val.x):
+                # Learning curves in the harness's own measures, from real predictions.
+                scored = metrics.compute(head, backend.predict(model, val.x), val.age, val.gender,
+                                         training.loss, years=val.years)
+                row.update({f"val_{key}": scored[key] for key in VAL_CURVES})
+            history.append(row)
+            started[0] = time.perf_counter()
+
+        # Augmented epochs are made here, the same arrays whichever framework trains.
+        epoch_inputs = ((lambda epoch: augment(train_data.x, training.augmentation, training.seed, epoch))
+                        if training.augments else None)
+        backend.train(model, training, train_data.x, training_targets(config, train_data),
+                      val.x, training_targets(config, val), on_epoch, run_dir / "tensorboard",
+                      epoch_inputs=epoch_inputs)
+        outputs = backend.predict(model, test.x)
+        val_outputs = backend.predict(model, val.x) if len(val.x) else None
+        backend.save(model, run_dir)
+        intra, inter = thread_counts()
+        environment = {**backend.environment(), "python": platform.python_version(),
+                       "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+                       "threads": {"intra_op": intra, "inter_op": inter},
+                       "n_params": backend.count_params(model)}
+        if os.environ.get("HARNESS_RAY_NODE_ID"):   # set by harness.runs.executors for Ray tasks
+            environment["ray_node_id"] = os.environ["HARNESS_RAY_NODE_ID"]
+        # Which process trained it, and its how-manieth trial there (1: a fresh process).
+        environment["worker"] = {"pid": os.getpid(), "trial": trial_in_worker}
+        backend.release(model)
+
+    frame = pd.DataFrame(history)
+    write_atomic(run_dir / HISTORY_FILE, lambda p: frame.to_csv(p, index=False))
+    saved = [(PREDICTIONS_FILE, test, outputs)] + ([(VAL_PREDICTIONS_FILE, val, val_outputs)] if len(val.x) else [])
+    for name, role, role_outputs in saved:
+        write_atomic(run_dir / name, lambda p, role=role, out=role_outputs: _save_npz(
+            p, ids=np.asarray(role.ids, dtype=str), outputs=out, age=role.age, gender=role.gender))
+    residuals = age_residuals(run_dir, head)   # from the validation predictions just saved
+    result = metrics.compute(head, outputs, test.age, test.gender, training.loss, config.threshold, test.years,
+                             residuals)
+    if config.gate is not None:
+        val_readouts = (heads.readout(head, val_outputs, residuals) if len(val.x)
+                        else np.zeros((0, heads.readout_width(head))))
+        result["gate"] = metrics.calibrated_gate(config.gate, val_readouts, val.years,
+                                                 heads.readout(head, outputs, residuals), test.years)
+    result["train_images_per_second"] = float(frame["images_per_second"].median()) if len(frame) else None
+    result["train_seconds"] = float(frame["seconds"].sum()) if len(frame) else None
+    result["final_framework_val_accuracy"] = (
+        frame["val_framework_accuracy"].iloc[-1] if len(frame) else None)
+    write_atomic(run_dir / ENV_FILE, lambda p: p.write_text(json.dumps(environment, indent=2)))
+    write_atomic(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
+    (run_dir / DONE_FILE).write_text(config.trial_id() + "\n")
+    return result
+
+
+def training_targets(config, role) -> np.ndarray:
+    """The targets ``role`` trains on: one-hot, or with soft age groups from exact ages."""
+    training = config.training
+    distribution = None
+    if training.age_target == "soft":   # over the 8 groups, or over whole years for a years softmax
+        soften = soft_years if config.model.head in heads.YEARS_HEADS else soft_age
+        distribution = soften(role.years, training.age_sigma)
+    return heads.targets(config.model.head, role.age, role.gender, distribution, role.years)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def predict(run_dir: Path, out: Path, role: str = "test", tta: str | None = None) -> None:
+    config = read_config(run_dir)
+    with output_to(run_dir / LOG_FILE):
+        backend = backend_module(config.backend)
+        model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
+        data = load_splits(run_dir, config, [role])[role]
+        outputs = backend.predict(model, data.x)
+        if tta == "flip":   # the mean of the face's and its mirror's outputs
+            outputs = (outputs + backend.predict(model, mirror(data.x))) / 2.0
+    _save_npz(out, ids=np.asarray(data.ids, dtype=str), outputs=outputs, age=data.age, gender=data.gender)
+
+
+# int8 calibration: this many training images, evenly spaced (TFLite's guidance is 100-500).
+REPRESENTATIVE_IMAGES = 200
+
+
+def export(run_dir: Path, out: Path, quantize: str = "none") -> None:
+    config = read_config(run_dir)
+    with output_to(run_dir / LOG_FILE):
+        backend = backend_module(export_backend(config.backend))
+        model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
+        representative = None
+        if quantize == "int8":
+            x = load_splits(run_dir, config, ["train"])["train"].x
+            representative = x[np.linspace(0, len(x) - 1, min(len(x), REPRESENTATIVE_IMAGES)).astype(int)]
+        flatbuffer = backend.to_tflite(model, quantize, representative)
+    write_atomic(out, lambda p: p.write_bytes(flatbuffer))
