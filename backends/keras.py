@@ -20,8 +20,19 @@ import numpy as np  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
 from backends.common import (  # noqa: E402
-    ADADELTA, ADAM, BATCH_NORM_DECAY, BATCH_NORM_EPSILON, LRN, PREDICT_BATCH, RMSPROP,
-    TRUNCATED_NORMAL_STDDEV, configure_converter, deterministic_on_cpu, device, kernel_axes, thread_counts,
+    ADADELTA,
+    ADAM,
+    BATCH_NORM_DECAY,
+    BATCH_NORM_EPSILON,
+    LRN,
+    PREDICT_BATCH,
+    RMSPROP,
+    TRUNCATED_NORMAL_STDDEV,
+    configure_converter,
+    deterministic_on_cpu,
+    device,
+    kernel_axes,
+    thread_counts,
 )
 from harness.models import heads, losses  # noqa: E402
 from harness.models.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402

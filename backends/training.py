@@ -19,16 +19,21 @@ import pandas as pd
 
 from backends.common import THREADS_ENV, thread_counts
 from backends.loading import backend_module, export_backend, output_to
-from harness.models import heads, metrics
-from harness.models.augmentation import augment, mirror
 from harness.data.cache import CachedArrays
 from harness.data.labels import soft_age, soft_years
+from harness.models import heads, metrics
+from harness.models.augmentation import augment, mirror
 from harness.runs.index import write_atomic
-from harness.runs.trial import (
-    DONE_FILE, ENV_FILE, HISTORY_FILE, LOG_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
-    age_residuals, load_splits, read_config,
+from harness.runs.layout import (
+    DONE_FILE,
+    ENV_FILE,
+    HISTORY_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    VAL_PREDICTIONS_FILE,
 )
-
+from harness.runs.trial import age_residuals, load_splits, read_config
 
 VAL_CURVES = ("gender_accuracy", "age_exact_accuracy", "joint_accuracy")
 

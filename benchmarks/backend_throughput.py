@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from harness.data import cache  # noqa: E402
 from harness.data.datasets import load_utkface  # noqa: E402
 from harness.data.images import Preprocessing  # noqa: E402
-from harness.models.spec import ORIGINAL_STUDY, LeviHassner, ModelSpec, TrainingSpec  # noqa: E402
 from harness.data.splits import SplitSpec, make_splits  # noqa: E402
+from harness.models.spec import ORIGINAL_STUDY, LeviHassner, ModelSpec, TrainingSpec  # noqa: E402
 from harness.runs.trial import TrialConfig, data_fingerprint, write_trial  # noqa: E402
 
 SPECS = {

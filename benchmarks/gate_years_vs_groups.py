@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from harness.models import heads, metrics  # noqa: E402
 from harness.models.gate import GateSpec  # noqa: E402
 from harness.runs.index import read_index, trial_dir  # noqa: E402
-from harness.runs.trial import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, age_residuals  # noqa: E402
+from harness.runs.layout import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE  # noqa: E402
+from harness.runs.trial import age_residuals  # noqa: E402
 
 GOAL_FALSE_ACCEPT, GOAL_FALSE_REJECT = 0.02, 0.15
 

@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.runs import experiments, runner  # noqa: E402
+from harness.runs import experiment_file, prepare  # noqa: E402
 from harness.runs.index import read_index  # noqa: E402
 
 # 20 configurations x 2 backends = 40 trials.
@@ -50,8 +50,8 @@ def grid(path: str, images: int, size: int, epochs: int) -> dict:
     }
 
 
-def sweep(experiment_file: Path, results: Path, workers: int, fresh: bool) -> float:
-    command = [sys.executable, "-m", "harness", "run", str(experiment_file), "--results", str(results),
+def sweep(experiment_path: Path, results: Path, workers: int, fresh: bool) -> float:
+    command = [sys.executable, "-m", "harness", "run", str(experiment_path), "--results", str(results),
                "--workers", str(workers), "--no-report"] + (["--fresh-process"] if fresh else [])
     start = time.perf_counter()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -96,15 +96,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        experiment_file = tmp / "overhead.yaml"
-        experiment_file.write_text(yaml.safe_dump(grid(args.path, args.images, args.size, args.epochs)))
+        experiment_path = tmp / "overhead.yaml"
+        experiment_path.write_text(yaml.safe_dump(grid(args.path, args.images, args.size, args.epochs)))
         # Build the array cache first, so that neither sweep pays for it.
-        prepared = runner.prepare(experiments.load(experiment_file))
+        prepared = prepare.prepare(experiment_file.load(experiment_path))
         print(f"{len(prepared.trials)} trials: FCNs {WIDTHS} x lr {LEARNING_RATES} x keras, tflearn; "
               f"{args.images} UTKFace faces at {args.size} px, {args.epochs} epochs, "
               f"{os.cpu_count()} cores, --workers {args.workers}")
-        seconds = {"fresh": sweep(experiment_file, tmp / "fresh", args.workers, fresh=True),
-                   "reused": sweep(experiment_file, tmp / "reused", args.workers, fresh=False)}
+        seconds = {"fresh": sweep(experiment_path, tmp / "fresh", args.workers, fresh=True),
+                   "reused": sweep(experiment_path, tmp / "reused", args.workers, fresh=False)}
         frames = {mode: trials(tmp / mode) for mode in seconds}
         differ = same_results(tmp / "fresh", tmp / "reused", frames["fresh"].index)
     if differ:

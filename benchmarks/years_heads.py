@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness.models import heads, metrics  # noqa: E402
 from harness.runs.index import read_index, trial_dir  # noqa: E402
-from harness.runs.trial import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE, read_config  # noqa: E402
+from harness.runs.layout import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE  # noqa: E402
+from harness.runs.trial import read_config  # noqa: E402
 
 
 def years_of(run_dir: Path, labels: pd.DataFrame, file: str, head: str) -> dict:

@@ -13,8 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from harness.runs import experiments
-from harness.runs.experiments import ExperimentError
+from harness.runs import experiment as experiment_schema
+from harness.runs import experiment_file, grid
+from harness.runs.experiment import ExperimentError
 from harness.runs.index import read_index
 from tests.conftest import UTKFACE
 
@@ -51,8 +52,8 @@ def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
         "training": {"optimizer": ["adam", "sgd"], "learning_rate": [0.1, 0.01], "epochs": 1}},
         "include": [{"model": "a", "training": {"optimizer": "rmsprop", "epochs": 3}}],
         "exclude": [{"model": "b", "training": {"optimizer": "sgd"}}]}
-    loaded = experiments.load(write(tmp_path, experiment))
-    trials = experiments.expand(loaded, {0: "data0", 1: "data1"}, cache_entry="/x")
+    loaded = experiment_file.load(write(tmp_path, experiment))
+    trials = grid.expand(loaded, {0: "data0", 1: "data1"}, cache_entry="/x")
     # (2 models x 2 optimizers x 2 rates) - 2 excluded + 2 included (the grid's rates, crossed)
     # = 8; x 2 backends x 2 rounds
     assert len(trials) == 8 * 2 * 2
@@ -61,7 +62,7 @@ def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
                 for t in trials if t.config.training.optimizer == "rmsprop"}
     assert included == {(0.1, 3), (0.01, 3)}
     assert len({t.trial_id for t in trials}) == len(trials)
-    again = experiments.expand(experiments.load(write(tmp_path, experiment, "copy.yaml")),
+    again = grid.expand(experiment_file.load(write(tmp_path, experiment, "copy.yaml")),
                                {0: "data0", 1: "data1"}, "/elsewhere")
     assert [t.trial_id for t in again] == [t.trial_id for t in trials]
 
@@ -81,7 +82,7 @@ def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
 def test_invalid_experiments_name_file_key_and_what_is_allowed(tmp_path, change, key, allowed):
     path = write(tmp_path, {**TINY, **change})
     with pytest.raises(ExperimentError) as err:
-        experiments.load(path)
+        experiment_file.load(path)
     message = str(err.value)
     assert str(path) in message and key in message and allowed in message
 
@@ -89,14 +90,14 @@ def test_invalid_experiments_name_file_key_and_what_is_allowed(tmp_path, change,
 def test_a_backend_that_is_not_installed_is_refused(tmp_path, monkeypatch):
     import importlib.util
     real = importlib.util.find_spec
-    monkeypatch.setattr(experiments, "find_spec", lambda name: None if name == "tflearn" else real(name))
+    monkeypatch.setattr(experiment_schema, "find_spec", lambda name: None if name == "tflearn" else real(name))
     with pytest.raises(ExperimentError, match="backend 'tflearn' needs tflearn, not installed"):
-        experiments.load(write(tmp_path, TINY))
+        experiment_file.load(write(tmp_path, TINY))
 
 
 def test_shipped_experiments_are_valid():
     for path in sorted((ROOT / "experiments").glob("*.yaml")):
-        experiments.load(path)
+        experiment_file.load(path)
 
 
 def test_dry_run_lists_trials_without_training(tmp_path):
@@ -211,8 +212,8 @@ def test_unreadable_images_are_listed_or_fatal_with_strict(tmp_path, utkface_sam
     lenient = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(tmp_path / "c"))
     assert lenient.returncode == 0, lenient.stderr
     assert f"would skip image {tmp_path / 'broken.jpg'}: cannot decode" in lenient.stdout
-    from harness.runs import runner
-    prepared = runner.prepare(experiments.load(path), dry_run=True)
+    from harness.runs import prepare
+    prepared = prepare.prepare(experiment_file.load(path), dry_run=True)
     assert list(prepared.skipped_images["path"]) == [str(tmp_path / "broken.jpg")]
     assert not prepared.manifest.assignments["id"].str.contains("broken").any()
     strict = harness_cli("run", path, "--results", tmp_path / "r2", "--dry-run", "--strict",
@@ -280,7 +281,7 @@ MODEL = {"name": "m", "architecture": {"type": "fcn", "widths": [8]}}
 def test_bad_combinations_are_caught_on_load_with_file_key_and_what_is_allowed(tmp_path, change, key, allowed):
     path = write(tmp_path, {**TINY, **change})
     with pytest.raises(ExperimentError) as err:
-        experiments.load(path)
+        experiment_file.load(path)
     message = str(err.value)
     assert str(path) in message and key in message and allowed in message, message
     assert "pydantic" not in message and "Traceback" not in message
@@ -291,7 +292,7 @@ def test_a_duplicate_yaml_key_is_refused_with_its_lines(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_text(text)
     with pytest.raises(ExperimentError, match=r"'time_limit_s' appears twice \(first on line \d+\)") as err:
-        experiments.load(path)
+        experiment_file.load(path)
     assert str(path) in str(err.value)
 
 
@@ -299,7 +300,7 @@ def test_a_binary_file_is_refused_as_not_text(tmp_path):
     path = tmp_path / "model.bin"
     path.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(ExperimentError, match="not a text file.*expected an experiment YAML file"):
-        experiments.load(path)
+        experiment_file.load(path)
 
 
 def test_bad_experiment_files_fail_on_the_command_line_without_a_traceback(tmp_path):
@@ -336,7 +337,7 @@ def test_data_summary_names_the_malformed_files(tmp_path, utkface_sample):
 
 
 def test_an_aligned_run_lists_the_images_it_could_not_align(tmp_path, utkface_sample):
-    from harness.runs import runner
+    from harness.runs import prepare
 
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (90, 90, 3), dtype=np.uint8)).save(noise)
@@ -348,17 +349,17 @@ def test_an_aligned_run_lists_the_images_it_could_not_align(tmp_path, utkface_sa
                   "preprocessing": {"size": 16, "align": "dlib"},
                   "split": {"protocol": "random", "val_fraction": 0.0, "stratify": False}}
     path = write(tmp_path, experiment)
-    prepared = runner.prepare(experiments.load(path), dry_run=True)
+    prepared = prepare.prepare(experiment_file.load(path), dry_run=True)
     assert str(noise) in set(prepared.unaligned_images["path"])
     result = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(tmp_path / "c"))
     assert result.returncode == 0 and "would be used whole (align: dlib)" in result.stdout
     bad = write(tmp_path, {**experiment, "preprocessing": {"size": 16, "align": "opencv"}}, "bad.yaml")
     with pytest.raises(ExperimentError, match="preprocessing.align.*'none' or 'dlib'"):
-        experiments.load(bad)
+        experiment_file.load(bad)
 
 
 def test_a_convolutional_model_on_embeddings_is_refused(tmp_path):
     experiment = {**TINY, "preprocessing": {"representation": "dlib_embedding"},
                   "grid": {"models": [{"name": "cnn", "architecture": {"type": "small_cnn", "filters": [4]}}]}}
     with pytest.raises(ExperimentError, match="grid.models.0.architecture: 'small_cnn' needs a pixel grid.*allowed: fcn"):
-        experiments.load(write(tmp_path, experiment))
+        experiment_file.load(write(tmp_path, experiment))

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.runs import experiments, runner
-from harness.runs.index import INDEX_FILE, read_index
+from harness.runs import experiment_file, prepare
+from harness.runs.index import read_index
+from harness.runs.layout import INDEX_FILE
 from tests.test_experiments import TINY, harness_cli, write
 
 KERAS_TWO = {**TINY, "backends": ["keras"],
@@ -61,7 +62,7 @@ def test_trial_ids_change_with_every_part_of_the_data(tmp_path, utkface_sample, 
     base = {**KERAS_TWO, "data": {"dataset": "utkface", "path": str(folder)}}
 
     def ids(experiment):
-        return [t.trial_id for t in runner.prepare(experiments.load(write(tmp_path, experiment)),
+        return [t.trial_id for t in prepare.prepare(experiment_file.load(write(tmp_path, experiment)),
                                                   dry_run=True).trials]
 
     reference = ids(base)

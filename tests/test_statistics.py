@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from harness.analysis import comparisons, statistics
-from harness.runs import experiments
+from harness.runs import experiment_file, grid
 from tests.test_experiments import TINY, write
 
 
@@ -114,8 +114,8 @@ def test_short_labels_are_unique_and_name_the_unusual_options():
 
 def test_seeds_cross_the_split_rounds(tmp_path):
     experiment = {**TINY, "split": {"protocol": "stratified_kfold", "folds": 2}, "seeds": [0, 1, 2]}
-    loaded = experiments.load(write(tmp_path, experiment))
-    trials = experiments.expand(loaded, {0: "d0", 1: "d1"}, cache_entry="/x")
+    loaded = experiment_file.load(write(tmp_path, experiment))
+    trials = grid.expand(loaded, {0: "d0", 1: "d1"}, cache_entry="/x")
     assert len(trials) == 2 * 2 * 3    # backends x rounds x seeds
     assert {(t.config.round, t.config.training.seed) for t in trials} == {(r, s) for r in (0, 1) for s in (0, 1, 2)}
     rounds = pd.DataFrame([{"round": t.config.round, "seed": t.config.training.seed} for t in trials])

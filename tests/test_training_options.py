@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from harness.runs import experiments
+from harness.runs import experiment_file
 from harness.models import heads
 from harness.models.augmentation import augment, mirror
-from harness.runs.experiments import ExperimentError
+from harness.runs.experiment import ExperimentError
 from harness.models.gate import GateSpec, calibrate, false_accept_bound, gate_decisions
 from harness.data.labels import N_AGE, age_to_group, soft_age, to_two_hot
 from harness.models.spec import Augmentation, TrainingSpec
@@ -82,18 +82,18 @@ def _experiment(tmp_path, **extra) -> str:
 
 def test_bad_options_are_refused_before_anything_runs_naming_key_and_allowed_values(tmp_path):
     with pytest.raises(ExperimentError, match=r"augmentation\.flipp.*allowed: \['flip', 'shift', 'brightness', 'contrast'\]"):
-        experiments.load(_experiment(tmp_path, grid__training={"augmentation": {"flipp": True}}))
+        experiment_file.load(_experiment(tmp_path, grid__training={"augmentation": {"flipp": True}}))
     with pytest.raises(ExperimentError, match="training.augmentation: changes pixels.*dlib_embedding"):
-        experiments.load(_experiment(tmp_path, grid__training={"augmentation": {"flip": True}},
+        experiment_file.load(_experiment(tmp_path, grid__training={"augmentation": {"flip": True}},
                                      preprocessing={"representation": "dlib_embedding"}))
     with pytest.raises(ExperimentError, match="representation.*'pixels' or 'dlib_embedding'"):
-        experiments.load(_experiment(tmp_path, preprocessing={"representation": "embedding"}))
+        experiment_file.load(_experiment(tmp_path, preprocessing={"representation": "embedding"}))
     with pytest.raises(ExperimentError, match="age_target: soft needs a head with an age softmax"):
-        experiments.load(_experiment(tmp_path, grid__training={"age_target": "soft"},
+        experiment_file.load(_experiment(tmp_path, grid__training={"age_target": "soft"},
                                      grid__models=[{"name": "t", "head": "tuple_sound",
                                                     "architecture": {"type": "fcn", "widths": [8]}}]))
     with pytest.raises(ExperimentError, match="gate.max_false_accept"):
-        experiments.load(_experiment(tmp_path, gate={"min_age": 18, "max_false_accept": 1.5}))
+        experiment_file.load(_experiment(tmp_path, gate={"min_age": 18, "max_false_accept": 1.5}))
 
 
 def test_soft_targets_and_the_gate_need_exact_ages_adience_is_refused(tmp_path, adience_images):
@@ -107,7 +107,7 @@ def test_soft_targets_and_the_gate_need_exact_ages_adience_is_refused(tmp_path, 
         path = _experiment(tmp_path, data={"dataset": "adience", "path": str(ADIENCE), "images": str(root)},
                            split={"protocol": "adience_folds"}, **extra)
         with pytest.raises(ExperimentError, match="exact age in years.*only an age group") as refused:
-            prepare(experiments.load(path), dry_run=True)
+            prepare(experiment_file.load(path), dry_run=True)
         if "grid__models" in extra:
             assert "head years_softmax (age in years)" in str(refused.value)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.runs.executors import Job, JobQueue, Reuse, WorkerSlot
+from harness.runs.executors import Job, Reuse
+from harness.runs.executors.workers import JobQueue, WorkerSlot
 from harness.runs.index import read_index
 from harness.runs.trial import read_config
 from tests.test_experiments import TINY, harness_cli, write

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import statistics
-from harness.models import backends
 from harness.data.splits import SplitManifest, SplitSpec
+from harness.models import backends
 
 ACCURACIES = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
               ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint")]

@@ -11,8 +11,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.data.labels import GENDER_WORDS, N_AGE, age_label  # noqa: E402
-from harness.models import backends  # noqa: E402
 from harness.data.splits import ROLES, SplitManifest  # noqa: E402
+from harness.models import backends  # noqa: E402
 
 ROLE_COLOURS = {"train": "#4c72b0", "val": "#dd8452", "test": "#55a868"}
 

@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import comparisons, statistics
+from harness.data.labels import N_AGE, age_label
+from harness.data.splits import SplitManifest, SplitSpec
 from harness.models import backends, heads
 from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate_rates
-from harness.data.labels import N_AGE, age_label
-from harness.runs.index import INDEX_FILE, experiment_records, read_index, trial_dir
 from harness.models.spec import TrainingSpec
-from harness.data.splits import SplitManifest, SplitSpec
-from harness.runs.trial import HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, age_residuals
+from harness.runs.index import experiment_records, read_index, trial_dir
+from harness.runs.layout import HISTORY_FILE, INDEX_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE
+from harness.runs.trial import age_residuals
 
 METRICS = [("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"),
            ("age_one_off_accuracy", "age 1-off"), ("joint_accuracy", "joint"), ("loss", "loss")]
@@ -333,7 +334,7 @@ def calibrated_gate_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFiles]]:
     """One row per ensemble round under RESULTS_DIR/ensembles (see ``harness ensemble``)."""
-    from harness.runs.ensemble import ENSEMBLES_DIR, MEMBERS_FILE
+    from harness.runs.layout import ENSEMBLES_DIR, MEMBERS_FILE
 
     rows, files = [], {}
     for members_file in sorted((results_dir / ENSEMBLES_DIR).glob(f"*/round-*/{MEMBERS_FILE}")):

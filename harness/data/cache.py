@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -43,20 +44,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, ".cache/arrays"))
 
 
-def fingerprint(ids: Sequence[str], paths: Sequence[str], prep: Preprocessing) -> str:
+def fingerprint(ids: Sequence[str], paths: Sequence[str], prep: Preprocessing,
+                missing: list[int] | None = None) -> str:
     """The cache key: the preprocessing and each image's id, path and bytes.
 
     By content, not modification time: a dataset copied or provisioned again keeps its
     entries (the face descriptors of UTKFace take half an hour to compute), while an
     image whose bytes change gets a new key. Hashing all of UTKFace takes about 2 s.
+    ``missing`` collects the rows whose file cannot be read.
     """
     digest = hashlib.sha256(prep.model_dump_json().encode())
-    for image_id, path in zip(ids, paths, strict=True):
+    for row, (image_id, path) in enumerate(zip(ids, paths, strict=True)):
         try:
             with open(path, "rb") as handle:
                 signature = hashlib.blake2b(handle.read(), digest_size=16).hexdigest()
         except OSError:
             signature = "missing"
+            if missing is not None:
+                missing.append(row)
         digest.update(f"{image_id}\0{path}\0{signature}\n".encode())
     return digest.hexdigest()[:20]
 
@@ -166,6 +171,24 @@ def build(
     return cached
 
 
+def last_build(prep: Preprocessing, cache_dir: str | Path | None = None) -> dict | None:
+    """The timing of the most recent entry built with this preprocessing (any images):
+    ``{"seconds", "images", "workers"}``, or None when no entry recorded one."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    wanted, best = prep.model_dump(mode="json"), None
+    for index_file in cache_dir.glob(f"*/{INDEX_FILE}"):
+        try:
+            index = json.loads(index_file.read_text())
+            mtime = index_file.stat().st_mtime
+            timing = index.get("build")
+            same = Preprocessing(**index["prep"]).model_dump(mode="json") == wanted
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            continue   # an older or damaged entry: no timing to quote
+        if same and isinstance(timing, dict) and timing.get("images") and (best is None or mtime > best[0]):
+            best = (mtime, timing)
+    return best[1] if best else None
+
+
 STAGING_MARK = ".building-"
 
 
@@ -189,7 +212,9 @@ def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, pro
         images_file = staging / IMAGES_FILE
         np.lib.format.open_memmap(images_file, mode="w+", dtype=prep.dtype,
                                   shape=(len(ids),) + prep.shape).flush()
+        started = time.monotonic()
         events = sorted(_run_chunks(str(images_file), paths, prep.model_dump_json(), workers, progress))
+        seconds = time.monotonic() - started
         failures = [(row, why) for row, kind, why in events if kind == SKIPPED]
         index = {
             "ids": ids, "paths": paths, "prep": prep.model_dump(),
@@ -197,6 +222,8 @@ def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, pro
             "skipped": [{"id": ids[row], "path": paths[row], "reason": why} for row, why in failures],
             "unaligned": [{"id": ids[row], "path": paths[row], "reason": why}
                           for row, kind, why in events if kind == UNALIGNED],
+            # What a dry run quotes for the next build with this preprocessing.
+            "build": {"seconds": round(seconds, 3), "images": len(ids), "workers": workers},
         }
         (staging / INDEX_FILE).write_text(json.dumps(index))
         try:

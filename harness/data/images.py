@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
 EMBEDDING_SIZE = 128
 
 

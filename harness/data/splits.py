@@ -15,11 +15,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.model_selection import (
-    StratifiedGroupKFold,
-    StratifiedKFold,
-    train_test_split,
-)
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from harness.data.labels import to_joint
 

@@ -21,18 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.data.labels import AGE_GROUPS, GENDER_WORDS
+from harness.deploy.litert import MANIFEST_VERSION, ExportManifest, LiteModel, Parity
+from harness.deploy.predict import stored_gate
 from harness.models import heads, metrics
-from harness.paths import PROJECT_ROOT
-from harness.processes import worker_command, worker_env
 from harness.models.augmentation import mirror
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
-from harness.data.labels import AGE_GROUPS, GENDER_WORDS
-from harness.deploy.litert import (
-    MANIFEST_FILE, MANIFEST_VERSION, MODEL_FILE, ExportManifest, LiteModel, Parity,
-)
-from harness.deploy.predict import stored_gate
+from harness.paths import PROJECT_ROOT
+from harness.processes import worker_command, worker_env
 from harness.runs.index import write_atomic
-from harness.runs.trial import DONE_FILE, PREDICTIONS_FILE, age_residuals, load_splits, read_config
+from harness.runs.layout import MANIFEST_FILE, MEMBERS_DIR, MODEL_FILE, PREDICTIONS_FILE, NotFinished, require_finished
+from harness.runs.trial import age_residuals, load_splits, read_config
 
 FORMATS = ("tflite",)
 QUANTIZE = ("none", "dynamic", "int8")
@@ -41,7 +40,6 @@ FLOAT_TOLERANCE = 1e-4
 ACCURACIES = ("gender_accuracy", "age_exact_accuracy", "age_one_off_accuracy")
 LATENCY_CALLS = 50
 
-MEMBERS_DIR = "members"
 
 
 class ExportError(ValueError):
@@ -67,12 +65,10 @@ def export(run_dir: str | Path, out: str | Path, quantize: str = "none", fmt: st
 
 
 def _finished(run_dir) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ExportError(f"{run_dir}: no such run directory")
-    if not (run_dir / DONE_FILE).is_file():
-        raise ExportError(f"{run_dir}: not a finished run (no {DONE_FILE}); train it first")
-    return run_dir
+    try:
+        return require_finished(run_dir)
+    except NotFinished as err:
+        raise ExportError(str(err)) from None
 
 
 def _output_folder(out) -> Path:

@@ -16,11 +16,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness.models import heads
 from harness.data.images import Preprocessing, to_float
+from harness.models import heads
+from harness.runs.layout import MANIFEST_FILE, kind_of
 
-MANIFEST_FILE = "export.json"
-MODEL_FILE = "model.tflite"
 MANIFEST_VERSION = 1
 # Faces per interpreter call: bounds the interpreter's tensors on a test split.
 BATCH = 256
@@ -99,7 +98,7 @@ def read_manifest(export_dir: str | Path) -> ExportManifest:
 
 
 def is_export(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST_FILE).is_file()
+    return kind_of(path) == "export"
 
 
 class LiteModel:

@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 from PIL import ImageOps
 
-from harness.models import heads
 from harness.data.faces import find_faces
-from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate
 from harness.data.images import ImageError, face_array, open_image, to_float
 from harness.data.labels import GENDER_WORDS, N_GENDER, age_label, decode, undefined
-from harness.runs.trial import DONE_FILE, METRICS_FILE, age_residuals, read_config
+from harness.models import heads
+from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate
+from harness.runs.layout import METRICS_FILE, kind_of, require_finished
+from harness.runs.trial import age_residuals, read_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -237,28 +238,17 @@ def _receive(connection, member) -> tuple[str, object]:
 def open_model(path: str | Path, tta: str | None = None):
     """A trial run directory -> :class:`Predictor`; an ensemble round -> :class:`EnsemblePredictor`;
     an export folder -> :class:`ExportPredictor`."""
-    from harness.runs.ensemble import ENSEMBLE_FILE, is_ensemble_run
-    from harness.deploy.litert import is_export
-
     path = Path(path)
-    if is_export(path):
+    kind = kind_of(path)
+    if kind == "export":
         return ExportPredictor(path, tta)
-    if (path / ENSEMBLE_FILE).is_file():
-        rounds = sorted(p.name for p in path.glob("round-*") if is_ensemble_run(p))
-        raise ValueError(f"--model {path}: an ensemble with one model per round; give one round's "
-                         f"directory, e.g. {path / rounds[0] if rounds else path / 'round-0'}")
-    return EnsemblePredictor(path, tta) if is_ensemble_run(path) else Predictor(path, tta)
+    if kind == "ensemble_round":
+        return EnsemblePredictor(path, tta)
+    return Predictor(path, tta)
 
 
 def _finished_run(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise ValueError(f"--model {run_dir}: no such run directory")
-    if not run_dir.is_dir():
-        raise ValueError(f"--model {run_dir}: not a directory; give a trial directory (RUN_DIR)")
-    if not (run_dir / DONE_FILE).is_file():
-        raise ValueError(f"--model {run_dir}: not a finished run (no {DONE_FILE}); train it first")
-    return run_dir
+    return require_finished(run_dir, "--model ")
 
 
 def _check_tta(tta: str | None) -> str | None:

@@ -30,9 +30,9 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 
-from harness.models.gate import DEFAULT_GATE_THRESHOLD
 from harness.data.images import ImageError, image_from_bytes
 from harness.deploy.predict import classify_image, gate_threshold
+from harness.models.gate import DEFAULT_GATE_THRESHOLD
 
 STATIC = Path(__file__).resolve().parents[1] / "serve_static"
 API_PREFIX = "/v1/"

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
-from harness.models.heads import N_YEARS, YEARS_READOUT, predicted_years
 from harness.data.labels import AGE_GROUPS, N_AGE, N_TWO_HOT, Decoded
+from harness.models.heads import N_YEARS, YEARS_READOUT, predicted_years
 from harness.models.spec import drop_neutral
 
 DEFAULT_GATE_THRESHOLD = 0.5

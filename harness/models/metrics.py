@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from harness.data.labels import N_AGE, N_GENDER, decode_batch
 from harness.models import heads, losses
 from harness.models.gate import GateSpec, calibrate, gate_rates
-from harness.data.labels import N_AGE, N_GENDER, decode_batch
 
 
 def _argmax_or_invalid(part: np.ndarray) -> np.ndarray:

@@ -22,19 +22,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.data.splits import SplitManifest
 from harness.models import heads, metrics
+from harness.models.gate import GateSpec
 from harness.paths import PROJECT_ROOT
 from harness.processes import worker_command, worker_env
-from harness.models.gate import GateSpec
 from harness.runs.index import experiment_records, trial_dir, write_atomic
-from harness.data.splits import SplitManifest
-from harness.runs.trial import (
-    DONE_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE, VAL_PREDICTIONS_FILE,
-    TrialConfig, age_residuals, read_config,
+from harness.runs.layout import (
+    DONE_FILE,
+    ENSEMBLE_FILE,
+    HISTORY_FILE,
+    LABELS_FILE,
+    MEMBERS_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    VAL_PREDICTIONS_FILE,
+    finished,
+    kind_of,
 )
+from harness.runs.trial import TrialConfig, age_residuals, read_config
 
-ENSEMBLE_FILE, MEMBERS_FILE = "ensemble.json", "members.json"
-ENSEMBLES_DIR = "ensembles"
 TTA_CHOICES = ("flip",)
 RANK_METRICS = ("joint_accuracy", "gender_accuracy", "age_exact_accuracy")
 
@@ -58,7 +65,7 @@ class Member:
 
 def _member(results_dir: Path, trial_id: str, model_name: str | None = None) -> Member:
     run_dir = trial_dir(results_dir, trial_id)
-    if not (run_dir / DONE_FILE).is_file():
+    if not finished(run_dir):
         raise EnsembleError(f"trial {trial_id}: not a finished trial of {results_dir} (no {run_dir / DONE_FILE})")
     return Member(trial_id, run_dir, read_config(run_dir), model_name or trial_id)
 
@@ -249,7 +256,7 @@ def build(results_dir: str | Path, groups: dict[int, list[Member]], out: str | P
 
 
 def is_ensemble_run(path: str | Path) -> bool:
-    return (Path(path) / MEMBERS_FILE).is_file()
+    return kind_of(path) == "ensemble_round"
 
 
 def member_dirs(run_dir: str | Path) -> tuple[list[Path], dict]:

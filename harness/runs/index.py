@@ -14,13 +14,7 @@ import os
 from pathlib import Path
 
 from harness.paths import child_path
-
-INDEX_FILE = "index.jsonl"
-CURRENT_TRIALS_FILE = "trials.json"   # the ids the experiment's last run was made of
-TRIALS_DIR = "trials"
-
-
-DAMAGED_SUFFIX = ".damaged"
+from harness.runs.layout import CURRENT_TRIALS_FILE, DAMAGED_SUFFIX, INDEX_FILE, TRIALS_DIR
 
 
 def _parse(line: str) -> dict | None:
@@ -99,3 +93,36 @@ def append_record(results_dir: str | Path, record: dict) -> None:
 
 def trial_dir(results_dir: str | Path, trial_id: str) -> Path:
     return child_path(Path(results_dir) / TRIALS_DIR, trial_id, "trial id")
+
+
+def describe_results(results_dir: str | Path, shown: int = 10) -> str:
+    """The finished trials of a results folder with their test accuracies, best first
+    (by validation joint accuracy, as ``best.json``), and how to name one as a model."""
+    from harness.runs.layout import BEST_LINK, finished
+    from harness.runs.trial import final_validation
+
+    results_dir = Path(results_dir)
+    rows = []
+    for trial_id, record in experiment_records(results_dir).items():
+        run_dir = trial_dir(results_dir, trial_id)
+        if record.get("status") != "completed" or not finished(run_dir):
+            continue
+        score = final_validation(run_dir)
+        rows.append((float("-inf") if score is None else score, trial_id, record, record.get("metrics") or {}))
+    if not rows:
+        return "It has no finished trials yet (harness run it first)."
+    rows.sort(key=lambda row: (-row[0], row[1]))
+    lines = [f"Its {len(rows)} finished trial(s), best validation joint accuracy first:"]
+    for _, trial_id, record, metrics in rows[:shown]:
+        scores = ", ".join(f"{label} {100 * metrics[key]:.1f} %" for key, label in
+                           (("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"))
+                           if isinstance(metrics.get(key), (int, float)))
+        if isinstance(metrics.get("age_mae"), (int, float)):
+            scores += f", age MAE {metrics['age_mae']:.2f} years"
+        lines.append(f"  {trial_dir(results_dir, trial_id)}  {record.get('backend', '?')} "
+                     f"{record.get('model_name', '?')} round {record.get('round', '?')}: {scores or 'no test metrics'}")
+    if len(rows) > shown:
+        lines.append(f"  ... and {len(rows) - shown} more (harness report {results_dir})")
+    best = results_dir / BEST_LINK
+    lines.append(f"Give one of them as --model{f', or {best} (written by harness report)' if best.exists() else ''}.")
+    return "\n".join(lines)

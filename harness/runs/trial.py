@@ -17,17 +17,13 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from harness.data.cache import CachedArrays
+from harness.data.images import Preprocessing
+from harness.data.splits import SplitManifest
 from harness.models.backends import BackendName
 from harness.models.gate import GateSpec
 from harness.models.heads import part_losses, predicted_years, residual_quantiles
-from harness.data.images import Preprocessing
 from harness.models.spec import ModelSpec, TrainingSpec, drop_neutral
-from harness.data.splits import SplitManifest
-
-CONFIG_FILE, LABELS_FILE = "config.json", "labels.csv"
-HISTORY_FILE, PREDICTIONS_FILE = "history.csv", "predictions.npz"
-VAL_PREDICTIONS_FILE = "val_predictions.npz"
-METRICS_FILE, ENV_FILE, LOG_FILE, DONE_FILE = "metrics.json", "env.json", "log.txt", "DONE"
+from harness.runs.layout import CONFIG_FILE, HISTORY_FILE, LABELS_FILE, VAL_PREDICTIONS_FILE
 
 
 class TrialConfig(BaseModel):
@@ -154,3 +150,15 @@ def age_residuals(run_dir: str | Path, head: str) -> np.ndarray | None:
         ids, outputs = saved["ids"].astype(str), saved["outputs"]
     ages = pd.read_csv(run_dir / LABELS_FILE, dtype={"id": str}).set_index("id").loc[ids, "age"].to_numpy(float)
     return residual_quantiles(ages - predicted_years(head, outputs))
+
+
+def final_validation(run_dir: str | Path, column: str = "val_joint_accuracy") -> float | None:
+    """A finished trial's validation score after its last epoch (what ``best`` ranks by):
+    from its history, never from the test split. None when it has no validation split."""
+    try:
+        history = pd.read_csv(Path(run_dir) / HISTORY_FILE)
+    except (OSError, ValueError):
+        return None
+    if column not in history or history[column].dropna().empty:
+        return None
+    return float(history[column].dropna().iloc[-1])

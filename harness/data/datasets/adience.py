@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Literal
 
 from harness.data.datasets.table import DatasetError, Dropped, UnifiedDataset, make_table
-from harness.paths import child_path
 from harness.data.labels import N_AGE, N_GENDER, parse_adience_age, parse_gender
+from harness.paths import child_path
 
 SOURCE = "adience"
 N_FOLDS = 5

@@ -1,0 +1,66 @@
+"""``harness export`` and ``harness serve``: a finished model as a phone file, or behind a door page."""
+from __future__ import annotations
+
+import sys
+
+from harness.cli.options import age
+
+
+def cmd_export(args) -> int:
+    from harness.deploy.export import export
+
+    manifest = export(args.run_dir, args.out, args.quantize, args.format)
+    parity = manifest.parity
+    change = ", ".join(f"{k.replace('_accuracy', '')} {v:+.2f}" for k, v in parity.accuracy_change_points.items())
+    print(f"exported {args.run_dir} -> {args.out} ({manifest.kind}, {args.format}, quantize {args.quantize}, "
+          f"{parity.bytes:,} bytes, {parity.single_face_latency_ms:.2f} ms per face with LiteRT)")
+    print(f"parity on {parity.test_faces} test faces: max |probability difference| "
+          f"{parity.max_abs_probability_difference:.2e}, same labels for {parity.decoded_agreement:.1%}, "
+          f"accuracy change in points: {change}")
+    if parity.passed is False:
+        print(f"harness export: error: the float32 export differs from the framework model by more than "
+              f"{parity.tolerance:g} (kept in {args.out} for inspection)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    from harness.deploy.serve import serve
+
+    serve(args.model, args.host, args.port, args.token or os.environ.get("HARNESS_SERVE_TOKEN") or None,
+          args.min_age, args.max_upload_mb, args.max_megapixels, args.queue, args.cors_origin, args.tta,
+          args.ssl_certfile, args.ssl_keyfile)
+    return 0
+
+
+def register(commands) -> None:
+    exp = commands.add_parser("export", help="a finished run (or ensemble round) as a TFLite model folder "
+                                             "with a manifest and measured parity")
+    exp.add_argument("run_dir", help="a finished trial directory or an ensemble round")
+    exp.add_argument("--format", choices=["tflite"], default="tflite")
+    exp.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none",
+                     help="none: float32; dynamic: int8 weights; int8: int8 weights and activations, "
+                          "calibrated on the run's training images")
+    exp.add_argument("--out", required=True, help="export folder (new, empty, or an earlier export)")
+    exp.set_defaults(func=cmd_export)
+
+    srv = commands.add_parser("serve", help="an HTTP API and a phone page for a trained or exported model")
+    srv.add_argument("--model", required=True, help="a finished trial, an ensemble round or an export folder")
+    srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only; "
+                                                          "any other needs --token)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every /v1 call (default: "
+                                     "$HARNESS_SERVE_TOKEN; keeps the token out of the process list)")
+    srv.add_argument("--min-age", type=age, default=18, help="the door's age (default 18)")
+    srv.add_argument("--max-upload-mb", type=float, default=10, help="larger uploads get 413 (default 10)")
+    srv.add_argument("--max-megapixels", type=float, default=50,
+                     help="larger images get 413 before they are decoded (default 50)")
+    srv.add_argument("--queue", type=int, default=32, help="photos waiting for the model before 503 (default 32)")
+    srv.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; default none)")
+    srv.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
+    srv.add_argument("--ssl-certfile", help="serve HTTPS (phones need it for the live camera on the LAN)")
+    srv.add_argument("--ssl-keyfile")
+    srv.set_defaults(func=cmd_serve)
+

@@ -1,0 +1,76 @@
+"""``harness predict``: the faces in photos, classified by a trial, an ensemble round or an export."""
+from __future__ import annotations
+
+import json
+import sys
+
+from harness.cli.options import age, probability
+
+
+def cmd_predict(args) -> int:
+    import csv
+
+    from harness.deploy.predict import classify, gate_threshold, image_files, open_model
+
+    predictor = open_model(args.model, args.tta)
+    files = image_files(args.images)
+    if not files:
+        raise ValueError(f"no images found in {' '.join(args.images)}")
+    gate_at, source = gate_threshold(predictor, args.min_age, args.threshold)
+    if args.min_age is not None and source.startswith("calibrated"):   # not the 0.5 the user may expect
+        print(f"gate at {args.min_age:g}: allow needs adult probability >= {gate_at:.3f} ({source})",
+              file=sys.stderr)
+    results, failed = [], 0
+    for path in files:
+        faces = classify(predictor, path, args.threshold, args.min_age, gate_at)
+        failed += any(r.error for r in faces)
+        results += faces
+        if not args.json:
+            _print_faces(path, faces, stream=sys.stderr if any(r.error for r in faces) else sys.stdout)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    if args.csv:
+        rows = [r.to_dict() for r in results]
+        for row in rows:
+            for key in ("age_probabilities", "gender_probabilities"):
+                row.update({f"p {k}": v for k, v in row.pop(key).items()})
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {len(rows)} rows to {args.csv}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _print_faces(path, faces, stream) -> None:
+    print(path, file=stream)
+    for r in faces:
+        where = f"face {r.face} at {r.box}: " if r.box else ""
+        detail = ""
+        if r.age_group:
+            detail = (f"  [age {r.age_group} p={r.age_probabilities[r.age_group]:.2f}, "
+                      f"{r.gender} p={r.gender_probabilities[r.gender]:.2f}]")
+        gate = ""
+        if r.gate:
+            mass = "" if r.adult_probability is None else f" (p adult {r.adult_probability:.2f})"
+            gate = f"  gate: {r.gate}{mass}"
+        print(f"  {where}{r.sentence}{detail}{gate}", file=stream)
+
+
+def register(commands) -> None:
+    predict = commands.add_parser("predict", help="classify the faces in photos with a trained run")
+    predict.add_argument("--model", required=True,
+                         help="a finished trial directory (RUN_DIR), an ensemble round (ENSEMBLE/round-N) "
+                              "or an export folder (harness export; run by LiteRT)")
+    predict.add_argument("images", nargs="+", help="image files or directories")
+    predict.add_argument("--json", action="store_true", help="machine-readable output")
+    predict.add_argument("--csv", help="also write one row per face to this CSV")
+    predict.add_argument("--min-age", type=age, help="age gate: allow / deny / undefined per face")
+    predict.add_argument("--threshold", type=probability,
+                         help="confidence below which a face is Undefined (default: none), "
+                              "and the adult probability --min-age needs to allow (default: the "
+                              "run's calibrated gate threshold for that age, else 0.5)")
+    predict.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
+    predict.set_defaults(func=cmd_predict)
+

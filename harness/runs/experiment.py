@@ -1,0 +1,197 @@
+"""The experiment schema: what an experiment file may say, validated whole before anything runs.
+
+An experiment is data (YAML, read by :mod:`harness.runs.experiment_file`); expanding it
+(:mod:`harness.runs.grid`) gives trials: (model x training grid, plus includes, minus
+excludes) x backends x rounds.
+"""
+from __future__ import annotations
+
+import os
+from importlib.util import find_spec
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from harness.data.images import Preprocessing
+from harness.data.labels import N_JOINT
+from harness.data.splits import SplitSpec
+from harness.models.backends import DEFAULT_BACKENDS, REGISTRY, BackendName
+from harness.models.gate import GateSpec
+from harness.models.spec import Architecture, HeadName, ModelSpec, TrainingSpec
+
+
+class ExperimentError(ValueError):
+    """An experiment file that cannot run; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+TRAINING_KEYS = tuple(TrainingSpec.model_fields)
+ADIENCE_FOLDS = 5
+
+
+def _path_name(name: str) -> str:
+    """A name that becomes a folder: it must stay inside its parent folder."""
+    if name in (".", "..") or name.startswith("."):
+        raise ValueError(f"{name!r} would not stay inside its parent folder (names may not start with '.')")
+    return name
+
+
+PathName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$"),
+                     AfterValidator(_path_name)]
+
+
+class DataSpec(_Strict):
+    dataset: Literal["adience", "utkface", "csv"]
+    path: str
+    images: str | None = Field(None, description="Adience: folder holding aligned/ or faces/")
+    metadata: Literal["per_fold", "original"] = "per_fold"
+    noncanonical: Literal["map", "drop"] = "map"
+    limit: PositiveInt | None = Field(None, description="stratified subsample of this many images")
+    strict: bool = Field(False, description="stop at an unreadable image instead of skipping it")
+
+    @field_validator("limit")
+    @classmethod
+    def _room_for_every_class(cls, value):
+        if value is not None and value < N_JOINT:
+            raise ValueError(f"must be at least {N_JOINT}, one image per age-group x gender class "
+                             f"(a stratified subsample needs each class); got {value}")
+        return value
+
+
+class NamedModel(_Strict):
+    name: PathName
+    architecture: Architecture
+    head: HeadName = "two_heads"
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(architecture=self.architecture, head=self.head)
+
+
+def _training_keys(training: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(training) - set(TRAINING_KEYS))
+    if unknown:
+        raise ValueError(f"unknown training key(s) {unknown}; allowed: {list(TRAINING_KEYS)}")
+    return training
+
+
+class Grid(_Strict):
+    models: list[NamedModel] = Field(min_length=1)
+    # Each training key takes one value or a list of values; lists are crossed.
+    training: Annotated[dict[str, Any], AfterValidator(_training_keys)] = {}
+
+    @model_validator(mode="after")
+    def _unique_names(self):
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique, got {names}")
+        return self
+
+
+class Include(_Strict):
+    """Extra combinations: a grid model with these training values, the grid's own values
+    for every training key not given (crossed where the grid lists several)."""
+
+    model: str
+    training: Annotated[dict[str, Any], AfterValidator(_training_keys)] = {}
+
+
+class Exclude(_Strict):
+    """A pattern of combinations to drop: every key given must match."""
+
+    model: str | None = None
+    training: Annotated[dict[str, Any], AfterValidator(_training_keys)] = {}
+
+
+class Experiment(_Strict):
+    name: PathName
+    description: str = ""
+    data: DataSpec
+    preprocessing: Preprocessing = Preprocessing()
+    split: SplitSpec = SplitSpec()
+    rounds: list[NonNegativeInt] | None = Field(None, min_length=1, description="rounds (folds) to run; default all")
+    backends: list[BackendName] = Field(default=list(DEFAULT_BACKENDS), min_length=1)
+    grid: Grid
+    include: list[Include] = []
+    exclude: list[Exclude] = []
+    threshold: float = Field(0.0, ge=0.0, le=1.0)
+    gate: GateSpec | None = Field(None, description="calibrate the door gate's threshold on validation faces")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="initialisation seeds crossed with the split rounds; each "
+                                        "(round, seed) is one paired observation in the report")
+    baseline: Include | None = Field(
+        None, description="the combination every other one is compared with in the report")
+    threads: PositiveInt | None = Field(
+        None, le=1024, description="framework threads per trial; default: this machine's cores")
+    time_limit_s: PositiveInt = 3600
+
+    @model_validator(mode="after")
+    def _backends_installed(self):
+        for backend in self.backends:
+            missing = [package for package in REGISTRY[backend].packages if find_spec(package) is None]
+            if missing:
+                raise ValueError(f"backend {backend!r} needs {' and '.join(missing)}, not installed in this "
+                                 f"environment ({REGISTRY[backend].install})")
+        return self
+
+    @model_validator(mode="after")
+    def _rounds_exist(self):
+        available = split_rounds(self.split)
+        bad = sorted(set(self.rounds or []) - set(available))
+        if bad:
+            raise ValueError(f"rounds: {bad} do not exist; split protocol {self.split.protocol!r} "
+                             f"has rounds {available}")
+        return self
+
+    @model_validator(mode="after")
+    def _architectures_fit_the_input(self):
+        if self.preprocessing.embedding:
+            for n, model in enumerate(self.grid.models):
+                if model.architecture.type != "fcn":
+                    raise ValueError(
+                        f"grid.models.{n}.architecture: {model.architecture.type!r} needs a pixel grid, but "
+                        f"preprocessing.representation {self.preprocessing.representation!r} gives "
+                        f"{self.preprocessing.shape[0]} numbers per face (allowed: fcn)")
+        return self
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds):
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    @model_validator(mode="after")
+    def _one_place_for_seeds(self):
+        if self.seeds is None:
+            return self
+        places = ["grid.training"] * ("seed" in self.grid.training) + [
+            f"{kind}.{n}.training" for kind in ("include", "exclude")
+            for n, item in enumerate(getattr(self, kind)) if "seed" in item.training]
+        if self.baseline is not None and "seed" in self.baseline.training:
+            places.append("baseline.training")
+        if places:
+            raise ValueError(f"seeds: given, so seed may not also be set in {', '.join(places)} "
+                             "(seeds are rounds, not a design factor)")
+        return self
+
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+def split_rounds(split: SplitSpec) -> list[int]:
+    """The rounds a split protocol makes, known before any data is read."""
+    if split.protocol == "random":
+        return [0]
+    return list(range(ADIENCE_FOLDS if split.protocol == "adience_folds" else split.folds))

@@ -1,0 +1,159 @@
+"""Grid expansion: an experiment -> its trials, (model x training grid, plus includes, minus
+excludes) x backends x rounds. Each trial's id is a hash of its fully resolved config, so
+it is the same in every run."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sklearn.model_selection import ParameterGrid
+
+from harness.models.heads import SOFT_AGE_HEADS, YEARS_HEADS, part_losses
+from harness.models.spec import Augmentation, TrainingSpec
+from harness.runs.experiment import Exclude, Experiment
+from harness.runs.trial import TrialConfig
+
+__all__ = ["Trial", "expand", "baseline_combination", "exact_age_uses"]
+
+
+def _training_grid(experiment: Experiment, fixed: dict | None = None) -> list[dict]:
+    training = {k: v if isinstance(v, list) else [v] for k, v in experiment.grid.training.items()}
+    training.update({k: [v] for k, v in (fixed or {}).items()})
+    return list(ParameterGrid(training)) if training else [{}]
+
+
+def _matches(combo: dict, pattern: Exclude) -> bool:
+    if pattern.model is not None and combo["model"] != pattern.model:
+        return False
+    return all(combo["training"].get(k, TrainingSpec.model_fields[k].default) == v
+               for k, v in pattern.training.items())
+
+
+def _grid_values(combos: list[dict], key: str) -> list:
+    values = {repr(c["training"].get(key, TrainingSpec.model_fields[key].default)) for c in combos}
+    return sorted(values)
+
+
+def expand_specs(experiment: Experiment) -> list[dict]:
+    """-> list of {model (name), training (dict)} combinations after include/exclude.
+
+    Every include and exclude must refer to something real: an include names a grid
+    model, and an exclude that matches nothing (a misspelled value, say) is an error,
+    as is an exclude list that leaves nothing to run.
+    """
+    models = {m.name: m for m in experiment.grid.models}
+    combos = [{"model": m.name, "training": t} for m in experiment.grid.models
+              for t in _training_grid(experiment)]
+    for n, extra in enumerate(experiment.include):
+        if extra.model not in models:
+            raise ValueError(f"include.{n}.model: {extra.model!r} is not a grid model "
+                             f"(allowed: {sorted(models)})")
+        combos += [{"model": extra.model, "training": t} for t in _training_grid(experiment, extra.training)]
+    for n, pattern in enumerate(experiment.exclude):
+        if pattern.model is not None and pattern.model not in models:
+            raise ValueError(f"exclude.{n}.model: {pattern.model!r} is not a grid model "
+                             f"(allowed: {sorted(models)})")
+        if not any(_matches(c, pattern) for c in combos):
+            values = "; ".join(f"training.{k} has {_grid_values(combos, k)}" for k in pattern.training)
+            raise ValueError(f"exclude.{n}: matches no combination of the grid, so it would exclude "
+                             f"nothing ({values or 'check the model name'})")
+    unique = {(c["model"], repr(sorted(c["training"].items()))): c for c in combos}
+    combos = list(unique.values())   # an include that repeats a grid combination adds nothing
+    total = len(combos)
+    combos = [c for c in combos if not any(_matches(c, p) for p in experiment.exclude)]
+    if not combos:
+        raise ValueError(f"exclude: removes all {total} combinations of the grid; nothing would run")
+    if experiment.baseline is not None:
+        baseline_combination(experiment, combos)
+    for combo in combos:
+        where = f"model {combo['model']!r} with training {combo['training']}"
+        try:
+            training = TrainingSpec(**combo["training"])
+        except ValidationError as err:
+            first = err.errors()[0]
+            message = first["msg"]
+            if first["type"] == "extra_forbidden" and first["loc"][0] == "augmentation":
+                message = f"unknown augmentation key (allowed: {list(Augmentation.model_fields)})"
+            raise ValueError(f"grid.training.{'.'.join(map(str, first['loc']))}: "
+                             f"{message} ({where})") from None
+        head = models[combo["model"]].head
+        try:
+            part_losses(head, training.loss)
+        except ValueError as err:
+            raise ValueError(f"training.loss: {err} ({where})") from None
+        if training.augments and experiment.preprocessing.embedding:
+            raise ValueError(f"training.augmentation: changes pixels, but preprocessing.representation "
+                             f"{experiment.preprocessing.representation!r} feeds the model face "
+                             f"descriptors; use embedding_flip for a mirrored face ({where})")
+        if training.age_target == "soft" and head not in SOFT_AGE_HEADS:
+            raise ValueError(f"training.age_target: soft needs a head with an age softmax "
+                             f"(allowed: {list(SOFT_AGE_HEADS)}), not {head!r} ({where})")
+    return combos
+
+
+def baseline_combination(experiment: Experiment, combos: list[dict] | None = None) -> dict | None:
+    """The one combination ``baseline:`` names ({model, training}), or None when none is named.
+
+    The baseline must pick exactly one combination of the grid as run, so that every
+    comparison against it is between two things that were both trained.
+    """
+    pattern = experiment.baseline
+    if pattern is None:
+        return None
+    combos = expand_specs(experiment) if combos is None else combos
+    models = {m.name for m in experiment.grid.models}
+    if pattern.model not in models:
+        raise ValueError(f"baseline.model: {pattern.model!r} is not a grid model (allowed: {sorted(models)})")
+    chosen = [c for c in combos if _matches(c, Exclude(model=pattern.model, training=pattern.training))]
+    if len(chosen) != 1:
+        found = "; ".join(str(c["training"]) for c in combos if c["model"] == pattern.model)
+        raise ValueError(f"baseline: must match exactly one combination of the grid, matches {len(chosen)} "
+                         f"(model {pattern.model!r} runs with training {found}); give the training "
+                         "values that pick one")
+    return chosen[0]
+
+
+def exact_age_uses(experiment: Experiment) -> list[str]:
+    """The experiment's keys that need every face's exact age (the dataset must have one)."""
+    uses = []
+    if any(TrainingSpec(**c["training"]).age_target == "soft" for c in expand_specs(experiment)):
+        uses.append("training.age_target: soft")
+    if experiment.gate is not None:
+        uses.append("gate")
+    uses += [f"grid.models {m.name}: head {m.head} (age in years)" for m in experiment.grid.models
+             if m.head in YEARS_HEADS]
+    return uses
+
+
+class Trial(BaseModel):
+    """A trial is pure data: its label for reports, and its fully resolved config."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trial_id: str
+    model_name: str
+    config: TrialConfig
+
+
+def expand(experiment: Experiment, data_fingerprints: dict[int, str], cache_entry: str) -> list[Trial]:
+    """Every trial of the experiment, in a stable order, duplicates removed.
+
+    ``data_fingerprints``: round -> identity of the data that round reads (see
+    :func:`harness.runs.trial.data_fingerprint`); the rounds to run are its keys.
+    """
+    threads = experiment.resolved_threads()
+    models = {m.name: m for m in experiment.grid.models}
+    seeds = [{"seed": seed} for seed in experiment.seeds] if experiment.seeds else [{}]
+    trials, seen = [], set()
+    for combo, seed in ((c, s) for c in expand_specs(experiment) for s in seeds):
+        for backend in experiment.backends:
+            for round_, fingerprint in sorted(data_fingerprints.items()):
+                config = TrialConfig(
+                    backend=backend, model=models[combo["model"]].spec(),
+                    training=TrainingSpec(**combo["training"], **seed),
+                    preprocessing=experiment.preprocessing, round=round_,
+                    threshold=experiment.threshold, threads=threads, gate=experiment.gate,
+                    data_fingerprint=fingerprint, cache_entry=cache_entry)
+                trial_id = config.trial_id()
+                if trial_id not in seen:
+                    seen.add(trial_id)
+                    trials.append(Trial(trial_id=trial_id, model_name=combo["model"], config=config))
+    return trials
