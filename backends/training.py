@@ -19,6 +19,7 @@ import pandas as pd
 
 from backends.common import THREADS_ENV, thread_counts
 from backends.loading import backend_module, export_backend, output_to
+from harness import __version__ as harness_version
 from harness.data.cache import CachedArrays
 from harness.data.labels import soft_age, soft_years
 from harness.models import heads, metrics
@@ -115,7 +116,9 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
         val_outputs = backend.predict(model, val.x) if len(val.x) else None
         backend.save(model, run_dir)
         intra, inter = thread_counts()
-        environment = {**backend.environment(), "python": platform.python_version(),
+        # The versions that can move a trial's numbers (the report says when they differ).
+        environment = {**backend.environment(), "numpy": np.__version__, "harness": harness_version,
+                       "python": platform.python_version(),
                        "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
                        "threads": {"intra_op": intra, "inter_op": inter},
                        "n_params": backend.count_params(model)}

@@ -1,16 +1,55 @@
-"""report.html: the report's sections as one self-contained page.
-
-Images are referenced relative to the page's folder, so the folder can be moved or
-zipped. Wide tables scroll inside their own box, never the page, so a phone (390 px)
-reads it without side-scrolling; a configuration's short label shows its full
-specification on hover.
-"""
+"""How a report is written out: Markdown tables, the HTML page around them, and the stamp
+every report carries (command, commit, versions, dates)."""
 from __future__ import annotations
 
 import html
 import re
+from pathlib import Path
 
 import pandas as pd
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(map(cell, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def _commit() -> str:
+    """The harness's git commit, marked when its tracked files have uncommitted changes."""
+    import subprocess
+
+    where = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=where, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes" if dirty else "")
+
+
+def _stamp(command: str | None, records: dict[str, dict], versions: str = "") -> str:
+    """Who made this report from what: the command, the commit, the date, when the trials
+    ran, and (``versions``) under which framework versions."""
+    import datetime
+
+    finished = sorted(r["finished_at"] for r in records.values() if isinstance(r.get("finished_at"), (int, float)))
+    ran = ""
+    if finished:
+        day = [datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M") for t in
+               (finished[0], finished[-1])]
+        ran = f" Its {len(records)} trial records were written between {day[0]} and {day[1]} UTC."
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    made = f"`{command}`" if command else "`harness report`"
+    return f"Made by {made} at commit {_commit()} on {today}.{ran}{versions}"
+
+
 
 STYLE = """
 *{box-sizing:border-box}

@@ -1,0 +1,178 @@
+"""The report's plots: learning curves, the gate trade-off, forest plots and bar charts,
+drawn from tables and trial files."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis import comparisons
+from harness.analysis.report.trials import TrialFiles
+from harness.data.labels import N_AGE, age_label
+from harness.data.splits import SplitManifest
+from harness.models import backends
+
+
+def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> Path | None:
+    """False accepts against false rejects over every threshold, test faces pooled over rounds;
+    dots: each round at the threshold calibrated on its validation faces."""
+    import matplotlib.pyplot as plt
+
+    from harness.models.gate import rate_curve
+
+    usable = frame[[files[t].readouts is not None for t in frame["trial_id"]]] if len(frame) else frame
+    if usable.empty or "cal_min_age" not in usable or usable["cal_min_age"].isna().all():
+        return None
+    min_age = float(usable["cal_min_age"].dropna().iloc[0])
+    fig, axis = plt.subplots(figsize=(8, 6))
+    target = usable["cal_target"].dropna()
+    top_far, right_frr = 0.0, 0.0
+    for (configuration, backend), part in usable.groupby(["configuration", "backend"], sort=True):
+        # Each round's own curve, averaged at each false-reject level, would need one
+        # threshold grid; pooling the rounds' test faces gives one honest curve instead.
+        readouts = np.concatenate([files[t].readouts for t in part["trial_id"]])
+        ages = np.concatenate([files[t].ages for t in part["trial_id"]])
+        curve = rate_curve(readouts, ages, min_age)
+        label = textwrap.shorten(f"{backend}: {configuration}", 70)
+        line, = axis.plot(100 * curve["false_reject_rate"], 100 * curve["false_accept_rate"], label=label, lw=1)
+        met = part[part["cal_met"].fillna(False).astype(bool)] if "cal_met" in part else part.iloc[0:0]
+        axis.scatter(100 * met["cal_test_frr"], 100 * met["cal_test_far"], color=line.get_color(), s=18)
+        # Zoom on where the choice is made: up to where false accepts fall to a quarter of the target.
+        low = curve["false_accept_rate"] <= (target.iloc[0] / 4 if len(target) else 0.0)
+        right_frr = max(right_frr, curve["false_reject_rate"][np.argmax(low)] if low.any() else 1.0,
+                        met["cal_test_frr"].max() if len(met) else 0.0)
+        top_far = max(top_far, np.nanmax(curve["false_accept_rate"]))
+    if len(target):
+        axis.axhline(100 * target.iloc[0], color="grey", ls=":", lw=1, label="target false-accept rate")
+    axis.set_xlabel(f"false reject % (people {min_age:g} or older refused)")
+    axis.set_ylabel(f"false accept % (under {min_age:g} let in)")
+    axis.set_xlim(0, min(100.0, 120 * right_frr) or 100)
+    axis.set_ylim(0, min(100.0, 110 * top_far) or 100)
+    axis.set_title(f"Door gate at {min_age:g} on the test faces: every threshold (lines), "
+                   "calibrated on validation (dots)", fontsize=9)
+    axis.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _curves_plot(configuration: str, group: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> Path:
+    """Mean learning curves over rounds: one colour per backend, one line style per metric."""
+    import matplotlib.pyplot as plt
+
+    
+    fig, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    for backend, part in group.groupby("backend", sort=True):
+        colour = backends.colour(backend)
+        name = backends.display_name(backend)
+        mean = pd.concat([files[t].history for t in part["trial_id"]]).groupby("epoch").mean(numeric_only=True)
+        for column, style, words in (("loss", "-", "training loss"), ("val_loss", "--", "validation loss")):
+            loss_axis.plot(mean.index, mean[column], style, color=colour, label=f"{name}: {words}")
+        for column, style in (("val_joint_accuracy", "-"), ("val_gender_accuracy", "--"),
+                              ("val_age_exact_accuracy", ":")):
+            if column in mean:
+                acc_axis.plot(mean.index, mean[column], style, color=colour,
+                              label=f"{name}: {column[4:].replace('_', ' ')}")
+    loss_axis.set_title("loss: training (solid), validation (dashed)", fontsize=9)
+    acc_axis.set_title("validation accuracy: joint (solid), gender (dashed), age exact (dotted)", fontsize=9)
+    for axis in (loss_axis, acc_axis):
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize=7)
+    fig.suptitle(textwrap.fill(configuration, 150), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _forest_rows(table: pd.DataFrame, labels: dict[str, str], backend: bool) -> pd.DataFrame:
+    rows = []
+    for _, row in table.iterrows():
+        for _, metric in comparisons.ACCURACIES:
+            prefix = f"{metric} " if backend else ""
+            verdict = row[f"{prefix}verdict"] if backend else row["verdict"]
+            if not backend and row["metric"] != metric:
+                continue
+            rows.append({"label": labels[row["configuration"]], "metric": metric,
+                         "difference": row[f"{prefix}difference"], "ci_low": row[f"{prefix}ci_low"],
+                         "ci_high": row[f"{prefix}ci_high"],
+                         "significant": verdict.endswith("higher"),
+                         **({"backend": row["backend"]} if backend else {})})
+    return pd.DataFrame(rows)
+
+
+def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path, out: Path,
+           labels: dict[str, str], pairs: pd.DataFrame, versus: pd.DataFrame, baseline: str | None) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.analysis.plots import forest_plot, plot_split_balance
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    metrics = [label for _, label in comparisons.ACCURACIES]
+    paired = pairs[pairs["pairs"] > 0]
+    if len(paired):
+        names = [backends.display_name(b) for b in comparisons.ordered_backends(frame)]
+        written.append(forest_plot(_forest_rows(paired, labels, backend=False), metrics,
+                                   out / "forest_frameworks.png",
+                                   f"{names[1]} − {names[0]} per configuration: mean paired difference over rounds "
+                                   "and its corrected 95 % interval (filled: p < 0.05)", "points"))
+    if len(versus):
+        written.append(forest_plot(_forest_rows(versus, labels, backend=True), metrics,
+                                   out / "forest_baseline.png",
+                                   f"Each configuration − the baseline ({labels[baseline]}), per backend "
+                                   "(filled: p < 0.05)", "points"))
+
+    summary = frame.groupby(["configuration", "backend"])["joint_accuracy"].agg(["mean", "std"]).unstack()
+    fig, axis = plt.subplots(figsize=(10, 1.5 + 0.45 * len(summary) * max(1, summary["mean"].shape[1] / 2)))
+    summary["mean"].rename(columns=backends.display_name).plot.barh(
+        xerr=summary["std"].fillna(0).rename(columns=backends.display_name), ax=axis,
+        color=[backends.colour(b) for b in summary["mean"].columns])
+    for container in axis.containers:
+        if hasattr(container, "datavalues"):
+            axis.bar_label(container, fmt="%.3f", fontsize=7, padding=3)
+    axis.set_yticks(range(len(summary)), [labels[c] for c in summary.index], fontsize=8)
+    axis.set_xlim(0, 1)
+    axis.set_ylabel("")
+    axis.set_xlabel("joint accuracy on the test split (age group and gender both right)")
+    axis.set_title("Grid results by backend (mean ± std over rounds)")
+    fig.tight_layout()
+    written.append(out / "grid_joint_accuracy.png")
+    fig.savefig(written[-1], dpi=100)
+    plt.close(fig)
+
+    for n, (configuration, group) in enumerate(frame.groupby("configuration", sort=True)):
+        written.append(_curves_plot(configuration, group, files, out / f"learning_curves_{n}.png"))
+        fig, axes = plt.subplots(1, group["backend"].nunique(), figsize=(5.5 * group["backend"].nunique(), 4.5),
+                                 squeeze=False)
+        for axis, (backend, part) in zip(axes[0], group.groupby("backend", sort=True)):
+            matrix = sum(np.array(files[t].metrics["age_confusion"]) for t in part["trial_id"])
+            axis.imshow(matrix, cmap="Blues")
+            ages = [age_label(i) for i in range(N_AGE)]
+            axis.set_xticks(range(N_AGE), ages, rotation=45, fontsize=7)
+            axis.set_yticks(range(N_AGE), ages, fontsize=7)
+            axis.set_xlabel("predicted age group")
+            axis.set_ylabel("true age group")
+            axis.set_title(f"{backends.display_name(backend)}: age confusion (all rounds)", fontsize=9)
+            for (i, j), value in np.ndenumerate(matrix):
+                axis.text(j, i, str(value), ha="center", va="center", fontsize=6)
+        fig.suptitle(labels[configuration], fontsize=9)
+        fig.tight_layout()
+        written.append(out / f"age_confusion_{n}.png")
+        fig.savefig(written[-1], dpi=100)
+        plt.close(fig)
+
+    splits = results_dir / "splits"
+    if (splits / "splits.csv").is_file():
+        table = pd.read_csv(splits / "table.csv", dtype={"id": str})
+        manifest = SplitManifest.load(splits)
+        ran = set(frame["round"])
+        manifest.assignments = manifest.assignments[manifest.assignments["round"].isin(ran)]
+        written += plot_split_balance(table, manifest, out / "splits")
+    return written

@@ -1,0 +1,209 @@
+"""``harness report``: every table and plot of one results folder, as report.md,
+report.html, tables/ and plots/."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from harness.analysis import comparisons, statistics
+from harness.analysis.report.figures import _gate_plot, _plots
+from harness.analysis.report.render import _markdown_table, _stamp
+from harness.analysis.report.tables import (
+    GATE_AGE,
+    REFERENCE,
+    _numeric_csv,
+    calibrated_gate_table,
+    configurations_table,
+    ensemble_table,
+    framework_display,
+    gate_table,
+    ranking_display,
+    versus_display,
+    years_table,
+)
+from harness.analysis.report.trials import (
+    _manifest,
+    _split_spec,
+    _stored_experiment,
+    framework_versions,
+    load_ensembles,
+    load_trials,
+)
+from harness.models.gate import DEFAULT_GATE_THRESHOLD
+from harness.runs.index import experiment_records, read_index
+
+
+def write_report(results_dir: str | Path, out: str | Path | None = None, command: str | None = None) -> Path:
+    """Write report.md, report.html, tables/ and plots/ into ``out`` (default: the results
+    directory itself). Only tables/ and plots/ under ``out`` are replaced."""
+    results_dir = Path(results_dir)
+    out = Path(out) if out is not None else results_dir
+    everything = read_index(results_dir)
+    if not everything:
+        raise ValueError(f"{results_dir}: no results index (run the experiment first)")
+    index = experiment_records(results_dir, everything)
+    earlier = len(everything) - len(index)
+    loaded = load_trials(results_dir, index)
+    frame, damaged = loaded.frame, loaded.damaged
+    stored = _stored_experiment(results_dir)
+    split_spec = _split_spec(stored)
+    out.mkdir(parents=True, exist_ok=True)
+    tables, plots = out / "tables", out / "plots"
+    for stale in (tables, plots):   # everything shown is regenerated from the trials
+        shutil.rmtree(stale, ignore_errors=True)
+    tables.mkdir()
+    failed = pd.DataFrame([{"trial_id": r["trial_id"], "model_name": r["model_name"], "backend": r["backend"],
+                            "round": r["round"], "error": r["error"]}
+                           for r in index.values() if r["status"] == "failed"],
+                          columns=["trial_id", "model_name", "backend", "round", "error"]
+                          ).sort_values("trial_id")
+    failed.to_csv(tables / "failed.csv", index=False)
+    REFERENCE.to_csv(tables / "reference.csv", index=False)
+    damaged.to_csv(tables / "damaged.csv", index=False)
+    name = stored.get("name") or results_dir.name
+    stamp = _stamp(command, index, framework_versions(results_dir, index))
+    intro = [str(stored["description"])] if stored.get("description") else []
+    sections: list[tuple[str, str, pd.DataFrame]] = []   # (title, text, table) for markdown and html
+    images: list[Path] = []
+    labels: dict[str, str] = {}
+    if not frame.empty:
+        labels = comparisons.short_labels(frame)
+        ratio = comparisons.test_train_ratio(_manifest(results_dir), split_spec)
+        pairs = comparisons.framework_pairs(frame, ratio)
+        baseline = comparisons.baseline_configuration(frame, stored.get("baseline"))
+        versus = comparisons.against_baseline(frame, baseline, ratio) if baseline else pd.DataFrame()
+        ranked = comparisons.ranking(frame, ratio)
+        trials = frame.drop(columns=["configuration", "spec"]).assign(
+            configuration=frame["configuration"].map(labels))
+        trials.to_csv(tables / "trials.csv", index=False)
+        legend = configurations_table(frame, labels)
+        legend.to_csv(tables / "configurations.csv", index=False)
+        _numeric_csv(pairs.assign(configuration=pairs["configuration"].map(labels)), tables / "framework_pairs.csv")
+        _numeric_csv(ranked.assign(configuration=ranked["configuration"].map(labels)), tables / "ranking.csv")
+        images = _plots(frame, loaded.files, results_dir, plots, labels, pairs, versus, baseline)
+        method = (f"{comparisons.rounds_sentence(frame, split_spec)} Paired differences in percentage points; "
+                  "the interval and the first p-value come from the corrected resampled t-test (Nadeau & "
+                  f"Bengio, 2003), which widens the variance by test/train = {ratio:.3f} because rounds share "
+                  f"training faces; Wilcoxon's signed-rank p is given from {statistics.WILCOXON_MIN_PAIRS} pairs "
+                  f"up. The verdict is the corrected test's at α = {statistics.ALPHA}; with fewer than "
+                  f"{statistics.MIN_PAIRS} pairs it is \"{statistics.NOT_ENOUGH}\". " + _threads_note(frame))
+        intro.append(method)
+        sections += [("Configurations",
+                      "Short labels used below: the model name and the options in which a configuration "
+                      "differs from most of the others.", legend),
+                     ("Frameworks side by side",
+                      "Accuracies in % (mean ± std over rounds) from each model's saved test predictions, and "
+                      "the paired difference between the frameworks on the same rounds.",
+                      framework_display(pairs, frame, labels))]
+        if baseline:
+            _numeric_csv(versus.assign(configuration=versus["configuration"].map(labels)),
+                         tables / "against_baseline.csv")
+            sections.append(("Design factors against the baseline",
+                             f"Baseline: {labels[baseline]} (`baseline:` in the experiment). Each configuration "
+                             "minus the baseline on the same backend and rounds, in points with the 95 % interval; "
+                             "▲ / ▼: higher / lower at α = 0.05 (corrected t-test).",
+                             versus_display(versus, labels)))
+        elif stored.get("baseline"):
+            intro.append(f"The experiment's baseline {stored['baseline']} matches no single configuration "
+                         "that ran, so there is no design-factor comparison.")
+        sections.append(("Ranking", "Every configuration and backend by mean joint accuracy; intervals are "
+                         "the corrected 95 % intervals of the mean over rounds.", ranking_display(ranked, labels)))
+        in_years = years_table(frame.assign(configuration=frame["configuration"].map(labels)))
+        if len(in_years):
+            in_years.to_csv(tables / "age_in_years.csv", index=False)
+            sections.append(("Age in years", "Models that predict an age in years: mean absolute error, the "
+                             "share within 5 years (CS(5)), the share of faces whose age lies in the central 80 % "
+                             "interval `predict` prints (80 % if the interval is honest), and the group accuracies "
+                             "of their predicted ages (mapped to groups as exact ages are), on the test split.",
+                             in_years))
+        gates = gate_table(frame.assign(configuration=frame["configuration"].map(labels)))
+        if len(gates):
+            gates.to_csv(tables / "age_gate.csv", index=False)
+            sections.append((f"Age gate at {GATE_AGE}",
+                             f"`allow` needs the probability of groups starting at {GATE_AGE} or later to reach "
+                             f"{DEFAULT_GATE_THRESHOLD}, and the face's own (most likely) group to start at "
+                             f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. A model of the age in "
+                             f"years needs P(age ≥ {GATE_AGE}) to reach it and its predicted age to be {GATE_AGE} or "
+                             "over. Rates on the test split, against the exact ages.", gates))
+    ensembles, ensemble_files = load_ensembles(results_dir)
+    calibrated = calibrated_gate_table(pd.concat(
+        [frame.assign(configuration=frame["configuration"].map(labels)) if len(frame) else frame, ensembles],
+        ignore_index=True)) if len(frame) or len(ensembles) else pd.DataFrame()
+    if len(calibrated):
+        calibrated.to_csv(tables / "calibrated_gate.csv", index=False)
+        sections.append(("Calibrated door gate",
+                         "The threshold each trial chose on its validation faces (`gate:` in the experiment): the "
+                         "lowest adult probability (for a years model, P(age ≥ the gate's age)) whose "
+                         "validation false-accept rate meets the target, which "
+                         "refuses the fewest adults. Rates on the test faces at that threshold; a target no "
+                         "threshold met is counted and its reason given, never clamped.", calibrated))
+    if len(ensembles):
+        ensemble_summary = ensemble_table(ensembles)
+        ensemble_summary.to_csv(tables / "ensembles.csv", index=False)
+        sections.append(("Ensembles", "Mean probabilities of the member trials (`harness ensemble`), scored "
+                         "with the same code on the same test faces; % as mean ± std over rounds.", ensemble_summary))
+    if len(frame) or len(ensembles):
+        plots.mkdir(parents=True, exist_ok=True)
+        with_labels = frame.assign(configuration=frame["configuration"].map(labels)) if len(frame) else frame
+        tradeoff = _gate_plot(pd.concat([with_labels, ensembles], ignore_index=True),
+                              {**loaded.files, **ensemble_files}, plots / "gate_tradeoff.png")
+        images += [tradeoff] if tradeoff else []
+    notes = []
+    if earlier:
+        notes.append(f"{earlier} earlier trial(s) in the index are not part of the experiment as last run "
+                     "(their data or configuration has changed since) and are not shown.")
+    sections.append(("Reference", "Measured on a different dataset than ours unless the dataset column says so.",
+                     REFERENCE))
+    if len(failed):
+        sections.append(("Failed trials", "", failed))
+    if len(damaged):
+        sections.append(("Damaged trials", f"{len(damaged)} completed trials have files that cannot be read; "
+                         "they are left out of every table and plot above (listed in tables/damaged.csv). "
+                         "Delete a damaged trial's folder and run the experiment again to redo it.", damaged))
+    sections += _data_sections(results_dir)
+    lines = [f"# Report: {name}", "", stamp, ""] + [line for text in intro for line in (text, "")]
+    for title, text, table in sections:
+        lines += [f"## {title}"] + ([text, ""] if text else [""]) + ([_markdown_table(table), ""] if len(table) else [])
+    lines += notes + ([""] if notes else [])
+    lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in images]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    from harness.analysis.report.render import page
+
+    (out / "report.html").write_text(page(name, stamp, intro,
+                                          sections, [p.relative_to(out).as_posix() for p in images],
+                                          {v: k for k, v in labels.items()}, notes))
+    return out / "report.md"
+
+
+def _data_sections(results_dir: Path) -> list[tuple[str, str, pd.DataFrame]]:
+    """What the dataset adapter and the cache left out, from the run's own lists."""
+    def read(name: str) -> pd.DataFrame | None:
+        path = results_dir / name
+        return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else None
+
+    sections = []
+    skipped = read("skipped_images.csv")
+    if skipped is not None and len(skipped):
+        sections.append(("Skipped images", f"{len(skipped)} images could not be decoded and took no part "
+                         "(all listed in skipped_images.csv):", skipped.head(20)))
+    unaligned = read("unaligned_images.csv")
+    if unaligned is not None and len(unaligned):
+        sections.append(("Images without a detected face", f"{len(unaligned)} images had no face dlib could "
+                         "find and were used whole, unaligned (all listed in unaligned_images.csv).", pd.DataFrame()))
+    dropped = read("dropped_rows.csv")
+    if dropped is not None and len(dropped):
+        sections.append(("Dropped dataset rows", f"{len(dropped)} rows of the dataset were left out by its "
+                         "adapter (all listed in dropped_rows.csv); by reason:",
+                         dropped.groupby("reason").size().rename("rows").reset_index()))
+    return sections
+
+
+def _threads_note(frame: pd.DataFrame) -> str:
+    counts = sorted({int(t) for t in frame["threads"].dropna()})
+    if not counts:
+        return ""
+    return (f"Each trial ran with {' or '.join(map(str, counts))} framework thread(s), fixed by the "
+            "experiment (`threads`) and recorded in each trial's env.json: on the same CPU the same "
+            "count gives the same numbers, whatever `--workers` was.")
