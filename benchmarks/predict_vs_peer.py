@@ -105,7 +105,8 @@ def score(frame: pd.DataFrame, found: np.ndarray, allowed: np.ndarray) -> dict:
 
 def ours(run_dir: Path, frame: pd.DataFrame) -> dict:
     from harness.data.labels import AGE_GROUPS
-    from harness.deploy.predict import classify, gate_threshold, open_model
+    from harness.deploy.classify import classify, gate_threshold
+    from harness.deploy.predictors import open_model
 
     predictor = open_model(run_dir)
     gate_at, source = gate_threshold(predictor, GATE_AGE)

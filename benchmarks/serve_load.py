@@ -66,7 +66,7 @@ def free_port() -> int:
 
 
 def predict_rate(predictor, photos: list[Path], seconds: float) -> dict:
-    from harness.deploy.predict import classify
+    from harness.deploy.classify import classify
 
     done, faces, start = 0, 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -167,7 +167,8 @@ def main(argv=None) -> int:
             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
         latency = {"litert_ms": litert_ms, "framework_ms": framework["median_ms"]}
 
-        from harness.deploy.predict import ExportPredictor, classify
+        from harness.deploy.classify import classify
+        from harness.deploy.predictors import ExportPredictor
 
         predictor = ExportPredictor(export_dir)
         classify(predictor, photos[0])    # warm up

@@ -142,7 +142,8 @@ def test_an_ensemble_exports_one_folder_per_member(door_runs, faces, tmp_path):
     assert manifest.parity.passed is True and manifest.parity.decoded_agreement == 1.0
     assert {read_manifest(tmp_path / "export" / m).source["backend"] for m in manifest.members} == {"keras", "tflearn"}
     # The members' mean, as the ensemble round computes it, from the exported files.
-    from harness.deploy.predict import ExportPredictor, classify
+    from harness.deploy.classify import classify
+    from harness.deploy.predictors import ExportPredictor
 
     (face,) = classify(ExportPredictor(tmp_path / "export"), faces / "face0.jpg")
     assert face.undefined_reason is None and sum(face.age_probabilities.values()) == pytest.approx(1, abs=1e-3)

@@ -139,7 +139,7 @@ def test_cli_cache_lists_skips(tmp_path, capsys, adience_images):
 
 def test_aligned_training_arrays_equal_what_predict_feeds_the_model(tmp_path, utkface_sample):
     from harness.data.faces import find_faces
-    from harness.deploy.predict import model_inputs
+    from harness.deploy.predictors import model_inputs
 
     prep = Preprocessing(size=32, align="dlib")
     rows = utkface_sample.iloc[::13].head(24)
@@ -182,7 +182,7 @@ EMBEDDING = Preprocessing(representation="dlib_embedding")
 def test_embeddings_are_deterministic_cached_and_what_predict_computes(tmp_path, utkface_sample, monkeypatch):
     from harness.data import faces
     from harness.data.faces import find_faces
-    from harness.deploy.predict import model_inputs
+    from harness.deploy.predictors import model_inputs
 
     rows = utkface_sample.iloc[::29].head(10)
     built = cache.build(rows["id"], rows["path"], EMBEDDING, cache_dir=tmp_path, workers=2)

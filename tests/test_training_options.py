@@ -184,7 +184,8 @@ def test_gate_decisions_follow_the_gate_rule_for_a_minor_group():
 
 
 def test_predict_uses_the_calibrated_threshold_unless_told_otherwise():
-    from harness.deploy.predict import DEFAULT_GATE_THRESHOLD, gate_threshold
+    from harness.models.gate import DEFAULT_GATE_THRESHOLD
+    from harness.deploy.classify import gate_threshold
 
     class Run:
         calibrated_gate = {"min_age": 18.0, "threshold": 0.83, "max_false_accept": 0.02, "met": True}

@@ -10,7 +10,8 @@ from harness.cli.options import age, probability
 def cmd_predict(args) -> int:
     import csv
 
-    from harness.deploy.predict import classify, gate_threshold, image_files, open_model
+    from harness.deploy.classify import classify, gate_threshold, image_files
+    from harness.deploy.predictors import open_model
 
     predictor = open_model(args.model, args.tta)
     files = image_files(args.images)

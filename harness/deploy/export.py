@@ -23,7 +23,7 @@ import numpy as np
 
 from harness.data.labels import AGE_GROUPS, GENDER_WORDS
 from harness.deploy.litert import MANIFEST_VERSION, ExportManifest, LiteModel, Parity
-from harness.deploy.predict import stored_gate
+from harness.deploy.predictors import stored_gate
 from harness.models import heads, metrics
 from harness.models.augmentation import mirror
 from harness.models.gate import DEFAULT_GATE_THRESHOLD

@@ -31,7 +31,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 
 from harness.data.images import ImageError, image_from_bytes
-from harness.deploy.predict import classify_image, gate_threshold
+from harness.deploy.classify import classify_image, gate_threshold
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
 
 STATIC = Path(__file__).resolve().parents[1] / "serve_static"
@@ -89,7 +89,7 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20,
                max_pixels: int = DEFAULT_MAX_MEGAPIXELS * 10**6, queue_limit: int = DEFAULT_QUEUE_LIMIT,
                cors_origins: list[str] | None = None, description: dict | None = None):
-    """The ASGI app around one loaded model (``harness.deploy.predict.open_model``)."""
+    """The ASGI app around one loaded model (``harness.deploy.predictors.open_model``)."""
     app = FastAPI(title="age and gender door check", docs_url=None, redoc_url=None, openapi_url=None)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     waiting = {"count": 0}
@@ -343,7 +343,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, token: str | No
     """Load the model once, then serve until interrupted."""
     import uvicorn
 
-    from harness.deploy.predict import open_model
+    from harness.deploy.predictors import open_model
 
     check_listen(host, token)
     if max_upload_mb <= 0 or max_megapixels <= 0 or queue_limit < 1:

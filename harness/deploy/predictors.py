@@ -1,58 +1,47 @@
-"""``harness predict``: classify every face in photos with a trained run's model.
+"""How a finished model meets face chips: one :class:`Predictor` protocol, three kinds.
 
-photo -> faces (detect, align) -> the run's own preprocessing -> the run's saved model
-(through its backend's loader) -> decode (label, sentence, or Undefined) -> age gate.
-One unreadable photo is reported and the others go on.
-"""
+A trial's framework model (:class:`FrameworkPredictor`, its backend loaded once in this
+process), an ensemble round (:class:`EnsemblePredictor`, each member in a process of its
+own) and an export folder (:class:`ExportPredictor`, LiteRT: no framework imported).
+:func:`open_model` picks one from what the folder is (:func:`harness.runs.layout.kind_of`)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from PIL import ImageOps
 
-from harness.data.faces import find_faces
-from harness.data.images import ImageError, face_array, open_image, to_float
-from harness.data.labels import GENDER_WORDS, N_GENDER, age_label, decode, undefined
+from harness.data.images import face_array, to_float
 from harness.models import heads
-from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate
 from harness.runs.layout import METRICS_FILE, kind_of, require_finished
 from harness.runs.trial import age_residuals, read_config
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
-
-@dataclass
-class FaceResult:
-    file: str
-    face: int | None                 # index in the photo; None when there is no face
-    box: tuple[int, int, int, int] | None
-    sentence: str
-    age_group: str | None = None
-    gender: str | None = None
-    age: float | None = None         # years models: the predicted age in years ...
-    age_interval: tuple[int, int] | None = None   # ... and its central 80 % interval
-    age_probabilities: dict = field(default_factory=dict)
-    gender_probabilities: dict = field(default_factory=dict)
-    undefined_reason: str | None = None
-    gate: str | None = None          # allow / deny / undefined, with --min-age
-    adult_probability: float | None = None   # P(age >= --min-age)
-    gate_threshold: float | None = None   # the adult probability the gate needed
-    error: str | None = None         # the photo could not be read at all
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
-
 
 LOG_NAME = "predict-log.txt"
 
 
-class Predictor:
+__all__ = ["Predictor", "FrameworkPredictor", "EnsemblePredictor", "ExportPredictor", "open_model"]
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What classify, the gate and the server need of a model."""
+
+    tta: str | None
+
+    @property
+    def calibrated_gate(self) -> dict | None:
+        """The gate calibrated on the model's validation split (``metrics.json``'s gate), or None."""
+
+    def readouts(self, chips) -> np.ndarray:
+        """Aligned face chips -> one readout per face (:func:`harness.models.heads.readout`)."""
+
+
+class FrameworkPredictor:
     """A trained run's model with the run's preprocessing; loads its backend once.
 
     Framework output (TensorFlow's C++ start-up lines, TFLearn's deprecation notes) goes
@@ -175,7 +164,7 @@ class EnsemblePredictor:
 class ExportPredictor:
     """An export folder (:mod:`harness.deploy.export`) run by LiteRT: no framework is imported.
 
-    The same faces, preprocessing, decoding and gate as :class:`Predictor`; an exported
+    The same faces, preprocessing, decoding and gate as :class:`FrameworkPredictor`; an exported
     ensemble averages its members' scores as the ensemble round did.
     """
 
@@ -210,7 +199,7 @@ def _serve_member(run_dir: str, connection) -> None:
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        predictor = Predictor(run_dir)
+        predictor = FrameworkPredictor(run_dir)
     except Exception as err:
         connection.send(("error", str(err)))
         return
@@ -244,7 +233,7 @@ def open_model(path: str | Path, tta: str | None = None):
         return ExportPredictor(path, tta)
     if kind == "ensemble_round":
         return EnsemblePredictor(path, tta)
-    return Predictor(path, tta)
+    return FrameworkPredictor(path, tta)
 
 
 def _finished_run(run_dir: str | Path) -> Path:
@@ -288,93 +277,3 @@ def _log_file(run_dir: Path) -> Path:
             return path
     except OSError:
         return Path(tempfile.gettempdir()) / f"harness-{LOG_NAME}"
-
-
-def image_files(paths) -> list[Path]:
-    files = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files.append(path)
-    return files
-
-
-def gate_threshold(predictor, min_age: float | None, threshold: float | None = None) -> tuple[float, str]:
-    """The adult probability ``--min-age`` needs, and where it comes from.
-
-    An explicit ``--threshold`` wins; else the threshold calibrated on the run's
-    validation faces for the same age (``gate:`` in the experiment); else 0.5.
-    """
-    if threshold is not None:
-        return threshold, "--threshold"
-    calibrated = predictor.calibrated_gate
-    if min_age is not None and calibrated and float(calibrated["min_age"]) == float(min_age):
-        return float(calibrated["threshold"]), (
-            f"calibrated on validation faces for at most {calibrated['max_false_accept']:.1%} "
-            f"false accepts at {min_age:g}")
-    return DEFAULT_GATE_THRESHOLD, "default"
-
-
-def classify(predictor: Predictor, path: Path, threshold: float | None = None,
-             min_age: float | None = None, gate_at: float | None = None) -> list[FaceResult]:
-    """Every face in one photo; a photo that cannot be processed is one error result.
-
-    ``gate_at``: the gate's threshold (default: :func:`gate_threshold`).
-    """
-    if gate_at is None:
-        gate_at = gate_threshold(predictor, min_age, threshold)[0]
-    try:
-        return _classify(predictor, path, threshold, min_age, gate_at)
-    except ImageError as err:
-        return [FaceResult(str(path), None, None, f"error: {err}", error=str(err))]
-    except Exception as err:   # one bad photo never takes the batch down
-        reason = f"cannot process: {type(err).__name__}: {err}"
-        return [FaceResult(str(path), None, None, f"error: {reason}", error=reason)]
-
-
-def _classify(predictor, path, threshold, min_age, gate_at) -> list[FaceResult]:
-    return classify_image(predictor, str(path), open_image(path), threshold, min_age, gate_at)
-
-
-def classify_image(predictor, name: str, image, threshold: float | None, min_age: float | None,
-                   gate_at: float) -> list[FaceResult]:
-    """Every face in one decoded photo (``name`` labels the results)."""
-    path = name
-    decode_threshold = threshold or 0.0
-    faces = find_faces(image)
-    if not faces:
-        result = undefined("no face found")
-        return [FaceResult(str(path), None, None, result.sentence(), undefined_reason=result.reason,
-                           gate="undefined" if min_age is not None else None)]
-    usable = [f for f in faces if f.chip is not None]
-    readouts = iter(predictor.readouts([f.chip for f in usable]) if usable else [])
-    results = []
-    for index, face in enumerate(faces):
-        readout = next(readouts) if face.chip is not None else None
-        head = heads.readout_head(readout) if readout is not None else None
-        decoded = (decode(heads.scores(head, readout[None, :])[0], decode_threshold) if readout is not None
-                   else undefined(face.reason))
-        result = FaceResult(str(path), index, face.box, decoded.sentence(), decoded.age_group,
-                            decoded.gender_word, undefined_reason=decoded.reason)
-        if readout is not None:
-            result.age_probabilities = {age_label(group): round(float(p), 4)
-                                        for group, p in enumerate(heads.group_probabilities(readout[None, :])[0])}
-            result.gender_probabilities = {w: round(float(p), 4)
-                                           for w, p in zip(GENDER_WORDS, readout[-N_GENDER:])}
-        if decoded.defined and head == "years_softmax":
-            _describe_years(result, readout, decoded)
-        if min_age is not None:
-            # A face without a readout is undefined: the gate returns before reading it.
-            result.gate, result.adult_probability = gate(readout, decoded, min_age, gate_at)
-            result.gate_threshold = gate_at
-        results.append(result)
-    return results
-
-
-def _describe_years(result: FaceResult, readout: np.ndarray, decoded) -> None:
-    """A years model's face: "a male, about 27 (21-33)", its age and interval in years."""
-    age = float(heads.predicted_years("years_softmax", readout[None, :])[0])
-    low, high = (int(v[0]) for v in heads.years_interval(readout[None, :]))
-    result.age, result.age_interval = round(age, 1), (low, high)
-    result.sentence = f"a {decoded.gender_word}, about {int(np.floor(age + 0.5))} ({low}\u2013{high})"

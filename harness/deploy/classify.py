@@ -1,0 +1,132 @@
+"""``harness predict``: classify every face in photos with a finished model.
+
+photo -> faces (detect, align) -> the model's own preprocessing -> a
+:class:`~harness.deploy.predictors.Predictor` -> decode (label, sentence, or Undefined)
+-> age gate. One unreadable photo is reported and the others go on."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.data.faces import find_faces
+from harness.data.images import ImageError, open_image
+from harness.data.labels import GENDER_WORDS, N_GENDER, age_label, decode, undefined
+from harness.deploy.predictors import Predictor
+from harness.models import heads
+from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+@dataclass
+class FaceResult:
+    file: str
+    face: int | None                 # index in the photo; None when there is no face
+    box: tuple[int, int, int, int] | None
+    sentence: str
+    age_group: str | None = None
+    gender: str | None = None
+    age: float | None = None         # years models: the predicted age in years ...
+    age_interval: tuple[int, int] | None = None   # ... and its central 80 % interval
+    age_probabilities: dict = field(default_factory=dict)
+    gender_probabilities: dict = field(default_factory=dict)
+    undefined_reason: str | None = None
+    gate: str | None = None          # allow / deny / undefined, with --min-age
+    adult_probability: float | None = None   # P(age >= --min-age)
+    gate_threshold: float | None = None   # the adult probability the gate needed
+    error: str | None = None         # the photo could not be read at all
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def image_files(paths) -> list[Path]:
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(path)
+    return files
+
+
+def gate_threshold(predictor, min_age: float | None, threshold: float | None = None) -> tuple[float, str]:
+    """The adult probability ``--min-age`` needs, and where it comes from.
+
+    An explicit ``--threshold`` wins; else the threshold calibrated on the run's
+    validation faces for the same age (``gate:`` in the experiment); else 0.5.
+    """
+    if threshold is not None:
+        return threshold, "--threshold"
+    calibrated = predictor.calibrated_gate
+    if min_age is not None and calibrated and float(calibrated["min_age"]) == float(min_age):
+        return float(calibrated["threshold"]), (
+            f"calibrated on validation faces for at most {calibrated['max_false_accept']:.1%} "
+            f"false accepts at {min_age:g}")
+    return DEFAULT_GATE_THRESHOLD, "default"
+
+
+def classify(predictor: Predictor, path: Path, threshold: float | None = None,
+             min_age: float | None = None, gate_at: float | None = None) -> list[FaceResult]:
+    """Every face in one photo; a photo that cannot be processed is one error result.
+
+    ``gate_at``: the gate's threshold (default: :func:`gate_threshold`).
+    """
+    if gate_at is None:
+        gate_at = gate_threshold(predictor, min_age, threshold)[0]
+    try:
+        return _classify(predictor, path, threshold, min_age, gate_at)
+    except ImageError as err:
+        return [FaceResult(str(path), None, None, f"error: {err}", error=str(err))]
+    except Exception as err:   # one bad photo never takes the batch down
+        reason = f"cannot process: {type(err).__name__}: {err}"
+        return [FaceResult(str(path), None, None, f"error: {reason}", error=reason)]
+
+
+def _classify(predictor, path, threshold, min_age, gate_at) -> list[FaceResult]:
+    return classify_image(predictor, str(path), open_image(path), threshold, min_age, gate_at)
+
+
+def classify_image(predictor, name: str, image, threshold: float | None, min_age: float | None,
+                   gate_at: float) -> list[FaceResult]:
+    """Every face in one decoded photo (``name`` labels the results)."""
+    path = name
+    decode_threshold = threshold or 0.0
+    faces = find_faces(image)
+    if not faces:
+        result = undefined("no face found")
+        return [FaceResult(str(path), None, None, result.sentence(), undefined_reason=result.reason,
+                           gate="undefined" if min_age is not None else None)]
+    usable = [f for f in faces if f.chip is not None]
+    readouts = iter(predictor.readouts([f.chip for f in usable]) if usable else [])
+    results = []
+    for index, face in enumerate(faces):
+        readout = next(readouts) if face.chip is not None else None
+        head = heads.readout_head(readout) if readout is not None else None
+        decoded = (decode(heads.scores(head, readout[None, :])[0], decode_threshold) if readout is not None
+                   else undefined(face.reason))
+        result = FaceResult(str(path), index, face.box, decoded.sentence(), decoded.age_group,
+                            decoded.gender_word, undefined_reason=decoded.reason)
+        if readout is not None:
+            result.age_probabilities = {age_label(group): round(float(p), 4)
+                                        for group, p in enumerate(heads.group_probabilities(readout[None, :])[0])}
+            result.gender_probabilities = {w: round(float(p), 4)
+                                           for w, p in zip(GENDER_WORDS, readout[-N_GENDER:])}
+        if decoded.defined and head == "years_softmax":
+            _describe_years(result, readout, decoded)
+        if min_age is not None:
+            # A face without a readout is undefined: the gate returns before reading it.
+            result.gate, result.adult_probability = gate(readout, decoded, min_age, gate_at)
+            result.gate_threshold = gate_at
+        results.append(result)
+    return results
+
+
+def _describe_years(result: FaceResult, readout: np.ndarray, decoded) -> None:
+    """A years model's face: "a male, about 27 (21-33)", its age and interval in years."""
+    age = float(heads.predicted_years("years_softmax", readout[None, :])[0])
+    low, high = (int(v[0]) for v in heads.years_interval(readout[None, :]))
+    result.age, result.age_interval = round(age, 1), (low, high)
+    result.sentence = f"a {decoded.gender_word}, about {int(np.floor(age + 0.5))} ({low}\u2013{high})"
