@@ -9,7 +9,7 @@ setup(
     ),
     python_requires=">=3.11",
     packages=find_packages(include=["harness", "harness.*", "backends", "backends.*"]),
-    package_data={"harness": ["serve_static/*"]},
+    package_data={"harness.deploy.serve": ["static/*"]},
     install_requires=[
         "numpy>=1.26",
         "pandas>=2.1",

@@ -27,11 +27,13 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     import os
 
-    from harness.deploy.serve import serve
+    from harness.deploy.serve import ServeOptions, serve
 
-    serve(args.model, args.host, args.port, args.token or os.environ.get("HARNESS_SERVE_TOKEN") or None,
-          args.min_age, args.max_upload_mb, args.max_megapixels, args.queue, args.cors_origin, args.tta,
-          args.ssl_certfile, args.ssl_keyfile)
+    serve(args.model, ServeOptions(
+        host=args.host, port=args.port, token=args.token or os.environ.get("HARNESS_SERVE_TOKEN") or None,
+        min_age=args.min_age, max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
+        queue_limit=args.queue, cors_origins=tuple(args.cors_origin) if args.cors_origin else None, tta=args.tta,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile))
     return 0
 
 
@@ -39,7 +41,7 @@ def register(commands) -> None:
     exp = commands.add_parser("export", help="a finished run (or ensemble round) as a TFLite model folder "
                                              "with a manifest and measured parity")
     exp.add_argument("run_dir", help="a finished trial directory or an ensemble round")
-    exp.add_argument("--format", choices=["tflite"], default="tflite")
+    exp.add_argument("--format", choices=["tflite"], default="tflite", help="file format (default tflite)")
     exp.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none",
                      help="none: float32; dynamic: int8 weights; int8: int8 weights and activations, "
                           "calibrated on the run's training images")
@@ -50,7 +52,7 @@ def register(commands) -> None:
     srv.add_argument("--model", required=True, help="a finished trial, an ensemble round or an export folder")
     srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only; "
                                                           "any other needs --token)")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every /v1 call (default: "
                                      "$HARNESS_SERVE_TOKEN; keeps the token out of the process list)")
     srv.add_argument("--min-age", type=age, default=18, help="the door's age (default 18)")
@@ -61,6 +63,6 @@ def register(commands) -> None:
     srv.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; default none)")
     srv.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     srv.add_argument("--ssl-certfile", help="serve HTTPS (phones need it for the live camera on the LAN)")
-    srv.add_argument("--ssl-keyfile")
+    srv.add_argument("--ssl-keyfile", help="the private key of --ssl-certfile")
     srv.set_defaults(func=cmd_serve)
 

@@ -42,8 +42,8 @@ def cmd_run(args) -> int:
 def _run(args) -> int:
     from harness.paths import child_path
     from harness.runs import experiment_file, prepare, results_dir, runner
-    from harness.runs.experiment import ExperimentError
     from harness.runs.executors import LocalExecutor, RayExecutor, Reuse
+    from harness.runs.experiment import ExperimentError
     from harness.runs.index import trial_dir
     from harness.runs.layout import UNALIGNED_FILE, finished
 

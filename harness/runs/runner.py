@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from harness.runs.executors import Job
-from harness.runs.grid import Trial
 from harness.runs.experiment import Experiment
+from harness.runs.grid import Trial
 from harness.runs.index import append_record, read_index, repair_index, trial_dir
 from harness.runs.layout import DONE_FILE, LOG_FILE, METRICS_FILE, finished
 from harness.runs.prepare import Prepared, prepare, save_prepared

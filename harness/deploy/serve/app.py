@@ -1,0 +1,204 @@
+"""``harness serve``: a trained or exported model behind an HTTP API and a phone page.
+
+Routes: ``POST /v1/predict`` (the JSON of ``harness predict --json``), ``POST /v1/gate``
+(allow / deny / undefined for the person nearest the camera), ``GET /v1/info``,
+``GET /healthz``, and ``GET /`` with its static files, a mobile-first page that takes a
+photo or watches a live camera.
+
+What it protects against, and how:
+- Listening beyond this machine needs a token (checked when the server starts); with a
+  token every ``/v1`` call needs ``Authorization: Bearer`` (compared in constant time).
+- An upload is read into memory up to ``max_upload_bytes`` (413 beyond, before or while
+  reading) and decoded only below ``max_pixels`` (413: decompression bombs); nothing from
+  a request is written to disk or kept. Empty, truncated and non-image uploads are 422,
+  422 and 415, each with a message.
+- Inference runs on one thread beside the event loop, with at most ``queue_limit``
+  requests waiting (503 beyond): a slow photo never stops ``/healthz`` from answering.
+- Security headers on every response; no CORS unless origins are given.
+
+The routes and the server; who may call is :mod:`.guard`, what an upload may be is :mod:`.uploads`.
+"""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.middleware.cors import CORSMiddleware
+
+from harness.deploy.classify import gate_threshold
+from harness.deploy.serve.guard import Guard, RequestProblem, check_listen
+from harness.deploy.serve.uploads import IMAGE_FIELD, _classify_upload, _read_upload
+
+STATIC = Path(__file__).with_name("static")   # the page: files beside this module, not strings in it
+
+
+DEFAULT_MAX_UPLOAD_MB = 10
+
+
+DEFAULT_MAX_MEGAPIXELS = 50     # above any phone camera's photo
+
+
+DEFAULT_QUEUE_LIMIT = 32
+
+
+def create_app(predictor, *, token: str | None = None, min_age: float = 18,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20,
+               max_pixels: int = DEFAULT_MAX_MEGAPIXELS * 10**6, queue_limit: int = DEFAULT_QUEUE_LIMIT,
+               cors_origins: list[str] | None = None, description: dict | None = None):
+    """The ASGI app around one loaded model (``harness.deploy.predictors.open_model``)."""
+    app = FastAPI(title="age and gender door check", docs_url=None, redoc_url=None, openapi_url=None)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    waiting = {"count": 0}
+
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    # Outermost, so that even CORS preflights and errors carry the headers.
+    app.add_middleware(Guard, token=token)
+
+    async def infer(request: Request, gate_age: float | None):
+        body, name = await _read_upload(request, max_upload_bytes)
+        if waiting["count"] >= queue_limit:
+            raise RequestProblem(503, f"busy: {queue_limit} photos are already waiting; try again",
+                                 {"Retry-After": "1"})
+        waiting["count"] += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, _classify_upload, predictor, body, name, max_pixels, gate_age)
+        except RequestProblem:
+            raise
+        except Exception as err:   # the model failed on this photo; the server goes on
+            raise RequestProblem(500, f"the model could not process this photo: {type(err).__name__}: {err}")
+        finally:
+            waiting["count"] -= 1
+
+    @app.post("/v1/predict")
+    async def predict(request: Request, min_age: float | None = None):
+        if min_age is not None:
+            _check_age(min_age)
+        faces, _, took = await infer(request, min_age)
+        return JSONResponse([face.to_dict() for face in faces], headers=_timing(took))
+
+    @app.post("/v1/gate")
+    async def door(request: Request, min_age: float | None = None):
+        age = _check_age(min_age if min_age is not None else serve_min_age)
+        faces, (threshold, source), took = await infer(request, age)
+        return JSONResponse(gate_answer(faces, age, threshold, source), headers=_timing(took))
+
+    @app.get("/v1/info")
+    async def info():
+        threshold, source = gate_threshold(predictor, serve_min_age)
+        return {"model": description or {}, "min_age": serve_min_age, "gate_threshold": threshold,
+                "gate_threshold_source": source, "max_upload_bytes": max_upload_bytes,
+                "max_pixels": max_pixels, "image_field": IMAGE_FIELD}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "waiting": waiting["count"]}
+
+    @app.api_route("/", methods=["GET", "HEAD"])
+    async def page():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/static/{name}")
+    async def static(name: str):
+        # A fixed list, so no request path ever reaches the file system.
+        files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
+        if name not in files:
+            return JSONResponse({"error": f"no static file {name!r}"}, 404)
+        return FileResponse(files[name])
+
+    @app.exception_handler(RequestProblem)
+    async def problem(request: Request, problem: RequestProblem):
+        return JSONResponse({"error": problem.message}, problem.status, headers=problem.headers)
+
+    serve_min_age = _check_age(min_age)
+    app.state.pool = pool
+    return app
+
+
+def _timing(milliseconds: float) -> dict:
+    """Server-Timing: the photo's own time (decode, faces, model), apart from HTTP and waiting."""
+    return {"Server-Timing": f"photo;dur={milliseconds:.1f}"}
+
+
+def _check_age(min_age: float) -> float:
+    if not 0 < float(min_age) <= 100:
+        raise RequestProblem(422, f"min_age must be between 0 and 100 years, got {min_age}")
+    return float(min_age)
+
+
+def gate_answer(faces, min_age: float, threshold: float, source: str) -> dict:
+    """The door's decision: that of the largest face (the person nearest the camera);
+    ``undefined`` when there is no face or the largest cannot be judged."""
+    judged = [f for f in faces if f.face is not None]
+    nearest = judged[0] if judged else None
+    verdict = nearest.gate if nearest is not None else "undefined"
+    return {
+        "verdict": verdict or "undefined",
+        "min_age": min_age,
+        "adult_probability": nearest.adult_probability if nearest is not None else None,
+        "threshold": threshold,
+        "threshold_source": source,
+        "sentence": nearest.sentence if nearest is not None else (faces[0].sentence if faces else "Undefined"),
+        "faces": [face.to_dict() for face in faces],
+    }
+
+
+def describe(model_path: Path, predictor) -> dict:
+    """What /v1/info says about the model: its folder's name and kind, never a full path."""
+    manifest = getattr(predictor, "manifest", None)
+    if manifest is not None:
+        return {"name": model_path.name, "kind": f"{manifest.kind} export ({manifest.format}, LiteRT)",
+                "quantize": manifest.quantize, "backend": manifest.source.get("backend")}
+    config = getattr(predictor, "config", None)
+    if config is not None:
+        return {"name": model_path.name, "kind": "trial", "backend": config.backend}
+    return {"name": model_path.name, "kind": "ensemble round"}
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How ``harness serve`` listens and what it accepts (one object instead of a dozen
+    parameters; the command line fills it, tests and scripts build their own)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None              # required beyond loopback (see guard.check_listen)
+    min_age: float = 18
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    queue_limit: int = DEFAULT_QUEUE_LIMIT
+    cors_origins: tuple[str, ...] | None = None
+    tta: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    def check(self) -> None:
+        check_listen(self.host, self.token)
+        if self.max_upload_mb <= 0 or self.max_megapixels <= 0 or self.queue_limit < 1:
+            raise ValueError("--max-upload-mb and --max-megapixels must be positive, --queue at least 1")
+
+
+def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
+    """Load the model once, then serve until interrupted."""
+    import uvicorn
+
+    from harness.deploy.predictors import open_model
+
+    options.check()
+    predictor = open_model(model, options.tta)
+    app = create_app(predictor, token=options.token, min_age=options.min_age,
+                     max_upload_bytes=int(options.max_upload_mb * 2**20),
+                     max_pixels=int(options.max_megapixels * 10**6), queue_limit=options.queue_limit,
+                     cors_origins=list(options.cors_origins or []) or None,
+                     description=describe(Path(model), predictor))
+    scheme = "https" if options.ssl_certfile else "http"
+    print(f"serving {model} on {scheme}://{options.host}:{options.port}/ "
+          f"(token {'required' if options.token else 'off'}); Ctrl-C stops", flush=True)
+    uvicorn.run(app, host=options.host, port=options.port, log_level="info", ssl_certfile=options.ssl_certfile,
+                ssl_keyfile=options.ssl_keyfile, server_header=False)

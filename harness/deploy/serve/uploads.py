@@ -1,0 +1,118 @@
+"""An uploaded photo, from request body to decoded image, in memory only.
+
+Read up to ``max_upload_bytes`` (413 beyond, before or while reading) and decoded only
+below ``max_pixels`` (413: decompression bombs); nothing from a request is written to
+disk or kept. Empty, truncated and non-image uploads are 422, 422 and 415, each with a
+message."""
+from __future__ import annotations
+
+import time
+
+from harness.data.images import ImageError, image_from_bytes
+from harness.deploy.classify import classify_image, gate_threshold
+from harness.deploy.serve.guard import RequestProblem
+from harness.models.gate import DEFAULT_GATE_THRESHOLD
+
+IMAGE_FIELD = "image"
+
+
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+
+
+# The status each kind of undecodable upload gets (see harness.data.images.ImageError).
+IMAGE_ERROR_STATUS = {"empty": 422, "format": 415, "too_large": 413, "corrupt": 422, "missing": 422}
+
+
+async def _read_upload(request, limit: int) -> tuple[bytes, str]:
+    """The uploaded image's bytes, its name and the request's content type, in memory.
+
+    Takes multipart/form-data (field ``image``, or the first file) or a raw image body.
+    """
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise RequestProblem(413, f"upload of {int(declared):,} bytes is over the limit of {limit:,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit + 64 * 1024:   # the multipart framing around the image
+            raise RequestProblem(413, f"upload is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    content_type = request.headers.get("content-type", "")
+    kind = content_type.split(";")[0].strip().lower()   # the boundary after it is case-sensitive
+    if kind == "multipart/form-data":
+        data, name = _multipart_image(body, content_type)
+    elif not kind or kind.startswith(RAW_IMAGE_TYPES):
+        data, name = body, "upload"
+    else:
+        raise RequestProblem(415, f"Content-Type {kind!r} is not taken: send "
+                                  f"multipart/form-data with the file field {IMAGE_FIELD!r}, or the image "
+                                  "itself as the body (image/* or application/octet-stream)")
+    if len(data) > limit:
+        raise RequestProblem(413, f"image of {len(data):,} bytes is over the limit of {limit:,} bytes")
+    return data, name
+
+
+def _multipart_image(body: bytes, content_type: str) -> tuple[bytes, str]:
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise RequestProblem(422, "multipart/form-data without a boundary")
+    parts: list[dict] = []
+    header: dict = {}
+
+    def begin():
+        parts.append({"headers": {}, "data": bytearray()})
+
+    def field(data, start, end):
+        header["field"] = header.get("field", b"") + data[start:end]
+
+    def value(data, start, end):
+        header["value"] = header.get("value", b"") + data[start:end]
+
+    def header_end():
+        parts[-1]["headers"][header.pop("field", b"").lower()] = header.pop("value", b"")
+
+    def data(chunk, start, end):
+        parts[-1]["data"] += chunk[start:end]
+
+    parser = MultipartParser(boundary, {"on_part_begin": begin, "on_header_field": field,
+                                        "on_header_value": value, "on_header_end": header_end,
+                                        "on_part_data": data})
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as err:
+        raise RequestProblem(422, f"malformed multipart/form-data: {err}") from None
+    files = []
+    for part in parts:
+        _, disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
+        name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        filename = disposition.get(b"filename")
+        files.append((name, filename, bytes(part["data"])))
+    chosen = next((f for f in files if f[0] == IMAGE_FIELD), None) or next((f for f in files if f[1]), None)
+    if chosen is None:
+        raise RequestProblem(422, f"no image in the form: send it as the file field {IMAGE_FIELD!r}")
+    # The name only labels the answer; it never becomes a path.
+    return chosen[2], (chosen[1] or b"upload").decode("utf-8", "replace")[:200]
+
+
+def _classify_upload(predictor, body: bytes, name: str, max_pixels: int,
+                     min_age: float | None):
+    started = time.perf_counter()
+    try:
+        image = image_from_bytes(body, max_pixels)
+    except ImageError as err:
+        status = IMAGE_ERROR_STATUS.get(err.kind, 422)
+        if err.kind == "too_large":
+            message = f"too large to decode safely: over this server's limit of {max_pixels:,} pixels"
+        elif err.kind == "format":
+            message = f"{err} (send a JPEG, PNG, WebP, BMP, GIF or TIFF photo)"
+        else:
+            message = str(err)
+        raise RequestProblem(status, f"{name}: {message}") from None
+    threshold = gate_threshold(predictor, min_age) if min_age is not None else (DEFAULT_GATE_THRESHOLD, "default")
+    faces = classify_image(predictor, name, image, None, min_age, threshold[0])
+    return faces, threshold, (time.perf_counter() - started) * 1000
