@@ -5,16 +5,25 @@ PY     := $(VENV)/bin/python
 DATA   ?= ../shared/datasets/UTKFace
 RESULTS ?= results
 
-.PHONY: setup run test reports browser clean
+.PHONY: setup run test test-fast docs lock reports browser clean
 
-# Idempotent: the stamp is rebuilt only when the package definition changes.
+# Idempotent: the stamp is rebuilt only when the lock or the package definition changes.
+# The exact versions come from requirements.lock (Python 3.11, x86-64 Linux); setup.py keeps
+# the ranges for installs elsewhere. `make lock` regenerates the lock from setup.py.
 setup: $(VENV)/.setup-stamp
 
-$(VENV)/.setup-stamp: setup.py
+$(VENV)/.setup-stamp: setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
+
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile setup.py --extra test --extra docs --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu --no-header -o requirements.lock
 
 # The quickstart experiment: both backends, the study's FCN vs a small CNN, one
 # UTKFace fold; resumable, and it ends by writing results/quickstart/report.md.
@@ -27,6 +36,16 @@ run: setup
 TEST_WORKERS ?= 2
 test: setup browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+
+# The edit-test loop: nothing that trains or opens a browser (under 2 minutes on 2 cores).
+test-fast: setup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not trains and not browser" tests
+
+# The manual (mkdocs.yml, docs/): the CLI reference and benchmark pages are generated
+# first, so they cannot drift; --strict turns every warning (a broken link) into an error.
+docs: setup
+	$(PY) docs/generate.py
+	$(PY) -m mkdocs build --strict --site-dir site
 
 # The report tests open report.html in Debian's chromium; install it where it is missing
 # and we may (root with apt). Otherwise the tests say what to install.

@@ -49,8 +49,10 @@ setup(
         # pytest-xdist runs test files on two processes: most tests wait on framework
         # subprocesses, and the suite would otherwise take over 20 minutes on 2 cores.
         # The tests cover keras-jax too, so they bring JAX.
+        # The manual: MkDocs with the Material theme (`make docs`; a test builds it).
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5"],
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ray>=2.9", "playwright>=1.40", "httpx>=0.27",
-                 "jax[cpu]>=0.4.30"],
+                 "jax[cpu]>=0.4.30", "mkdocs>=1.6", "mkdocs-material>=9.5", "ruff>=0.6"],
     },
     entry_points={"console_scripts": ["harness=harness.cli:main"]},
 )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.door_fixtures import door_exports, door_runs  # noqa: F401  (shared by export and serve tests)
+from tests.helpers.door_fixtures import door_exports, door_runs  # noqa: F401  (shared by export and serve tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
@@ -43,3 +43,16 @@ def adience_images(tmp_path_factory, request):
         pixels = rng.integers(0, 256, size=(96, 80, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(path, format="JPEG")
     return root, rows.reset_index(drop=True)
+
+
+# Module fixtures that train models: a test asking for any of them trains (see pytest.ini).
+TRAINING_FIXTURES = {"door_runs", "door_exports", "server", "models", "trials", "jax_run", "two_nodes",
+                     "finished", "results"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """``trains`` on every end-to-end test and on every test that uses a training fixture,
+    so that ``make test-fast`` (-m 'not trains and not browser') never trains."""
+    for item in items:
+        if "/tests/e2e/" in str(item.path) or TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.trains)

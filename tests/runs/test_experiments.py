@@ -19,30 +19,7 @@ from harness.runs.experiment import ExperimentError
 from harness.runs.index import read_index
 from tests.conftest import UTKFACE
 
-ROOT = Path(__file__).resolve().parents[1]
-
-TINY = {
-    "name": "tiny",
-    "data": {"dataset": "utkface", "path": str(UTKFACE), "limit": 300},
-    "preprocessing": {"size": 16},
-    "split": {"protocol": "random", "val_fraction": 0.2},
-    "backends": ["keras", "tflearn"],
-    "grid": {"models": [{"name": "fcn", "architecture": {"type": "fcn", "widths": [32]}}],
-             "training": {"epochs": 2, "batch_size": 32}},
-    "time_limit_s": 300,
-}
-
-
-def write(tmp_path, experiment, name="exp.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(experiment))
-    return path
-
-
-def harness_cli(*args, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HARNESS_CACHE": kwargs.pop("cache")}
-    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900, **kwargs)
+from tests.helpers.experiments import ROOT, TINY, harness_cli, write
 
 
 def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
@@ -108,6 +85,7 @@ def test_dry_run_lists_trials_without_training(tmp_path):
     assert not list((tmp_path / "r" / "tiny").glob("trials/*/history.csv"))
 
 
+@pytest.mark.trains
 def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path):
     experiment = {**TINY, "backends": ["keras"], "grid": {
         "models": [{"name": "tuple", "architecture": {"type": "fcn", "widths": [32], "activation": "linear"},
@@ -132,6 +110,7 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child, parent in (line.split() for line in ps.splitlines()[1:]) if int(parent) == pid]
 
 
+@pytest.mark.trains
 def test_resume_after_kill_9_of_the_runner(tmp_path):
     experiment = {**TINY, "grid": {**TINY["grid"], "training": {"epochs": [2, 3], "batch_size": 32}}}
     path, results = write(tmp_path, experiment), tmp_path / "r"
@@ -168,6 +147,7 @@ def test_resume_after_kill_9_of_the_runner(tmp_path):
     assert f"{len(first_done)} already done" in result.stdout
 
 
+@pytest.mark.trains
 def test_report_is_regenerated_identically(tmp_path):
     results = tmp_path / "r"
     assert harness_cli("run", write(tmp_path, TINY), "--results", results, "--workers", "2",
@@ -188,6 +168,7 @@ def test_report_is_regenerated_identically(tmp_path):
     assert (run_dir / "report.html").read_text().count("<img") >= 3
 
 
+@pytest.mark.trains
 def test_ray_executor_on_a_local_instance(tmp_path):
     experiment = {**TINY, "backends": ["keras"]}
     result = harness_cli("run", write(tmp_path, experiment), "--results", tmp_path / "r",
@@ -209,14 +190,15 @@ def test_unreadable_images_are_listed_or_fatal_with_strict(tmp_path, utkface_sam
     experiment = {**TINY, "data": {"dataset": "csv", "path": str(tmp_path / "faces.csv")},
                   "split": {"protocol": "random", "val_fraction": 0.0, "stratify": False}}
     path = write(tmp_path, experiment)
-    lenient = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(tmp_path / "c"))
+    lenient = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", "--check-faces",
+                          cache=str(tmp_path / "c"))
     assert lenient.returncode == 0, lenient.stderr
     assert f"would skip image {tmp_path / 'broken.jpg'}: cannot decode" in lenient.stdout
     from harness.runs import prepare
-    prepared = prepare.prepare(experiment_file.load(path), dry_run=True)
+    prepared = prepare.prepare(experiment_file.load(path), dry_run=True, check_faces=True)
     assert list(prepared.skipped_images["path"]) == [str(tmp_path / "broken.jpg")]
     assert not prepared.manifest.assignments["id"].str.contains("broken").any()
-    strict = harness_cli("run", path, "--results", tmp_path / "r2", "--dry-run", "--strict",
+    strict = harness_cli("run", path, "--results", tmp_path / "r2", "--dry-run", "--check-faces", "--strict",
                          cache=str(tmp_path / "c"))
     assert strict.returncode == 2 and "broken.jpg" in strict.stderr
 
@@ -349,9 +331,10 @@ def test_an_aligned_run_lists_the_images_it_could_not_align(tmp_path, utkface_sa
                   "preprocessing": {"size": 16, "align": "dlib"},
                   "split": {"protocol": "random", "val_fraction": 0.0, "stratify": False}}
     path = write(tmp_path, experiment)
-    prepared = prepare.prepare(experiment_file.load(path), dry_run=True)
+    prepared = prepare.prepare(experiment_file.load(path), dry_run=True, check_faces=True)
     assert str(noise) in set(prepared.unaligned_images["path"])
-    result = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(tmp_path / "c"))
+    result = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", "--check-faces",
+                         cache=str(tmp_path / "c"))
     assert result.returncode == 0 and "would be used whole (align: dlib)" in result.stdout
     bad = write(tmp_path, {**experiment, "preprocessing": {"size": 16, "align": "opencv"}}, "bad.yaml")
     with pytest.raises(ExperimentError, match="preprocessing.align.*'none' or 'dlib'"):
@@ -363,3 +346,39 @@ def test_a_convolutional_model_on_embeddings_is_refused(tmp_path):
                   "grid": {"models": [{"name": "cnn", "architecture": {"type": "small_cnn", "filters": [4]}}]}}
     with pytest.raises(ExperimentError, match="grid.models.0.architecture: 'small_cnn' needs a pixel grid.*allowed: fcn"):
         experiment_file.load(write(tmp_path, experiment))
+
+
+def test_a_dry_run_computes_nothing_and_quotes_the_last_build(tmp_path, utkface_sample):
+    """Issue 22 §5: a dry run on uncached images decodes none of them (no cache entry, no
+    staging folder), counts them, gives the same trial ids as the real run, and quotes
+    how long the last build with the same preprocessing took (the cache's own timing)."""
+    rows = ["path,age,gender"] + [f"{p},{int(a)},{g}" for p, a, g in
+                                 utkface_sample[["path", "age", "gender"]].head(60).itertuples(index=False)]
+    rows.append(f"{tmp_path / 'gone.jpg'},30,f")
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    experiment = {**TINY, "data": {"dataset": "csv", "path": str(tmp_path / "faces.csv")},
+                  "split": {"protocol": "random", "val_fraction": 0.0, "stratify": False}}
+    path = write(tmp_path, experiment)
+    cache = tmp_path / "cache"
+    first = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(cache))
+    assert first.returncode == 0, first.stderr
+    assert not cache.exists(), "a dry run computed image arrays"
+    assert "61 images' image arrays are not cached yet and would be computed first" in first.stdout
+    assert f"would skip image {tmp_path / 'gone.jpg'}: file not found" in first.stdout
+    assert "the last build" not in first.stdout   # nothing was ever built with this preprocessing
+    dry_ids = [line.split()[0] for line in first.stdout.splitlines() if " round " in line]
+
+    checked = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", "--check-faces",
+                          cache=str(cache))
+    assert checked.returncode == 0 and not cache.exists()
+    assert [line.split()[0] for line in checked.stdout.splitlines() if " round " in line] == dry_ids
+
+    from harness.data import cache as array_cache
+    from harness.data.images import Preprocessing
+    other = utkface_sample.head(20)   # another build with the same preprocessing, timed by the cache
+    array_cache.build(other["id"], other["path"], Preprocessing(size=16), cache_dir=cache)
+    again = harness_cli("run", path, "--results", tmp_path / "r", "--dry-run", cache=str(cache))
+    assert "the last build with this preprocessing took" in again.stdout and "for 20 images" in again.stdout
+    assert [line.split()[0] for line in again.stdout.splitlines() if " round " in line] == dry_ids
+    assert harness_cli("run", path, "--results", tmp_path / "r", "--check-faces",
+                       cache=str(cache)).returncode == 2

@@ -19,7 +19,7 @@ from harness.runs.index import append_record, trial_dir
 from harness.models.spec import FCN, ModelSpec, TrainingSpec
 from harness.data.splits import SplitSpec, make_splits
 from harness.runs.trial import TrialConfig, write_trial
-from tests.backend_runs import ROOT
+from tests.helpers.backend_runs import ROOT
 
 VAL_JOINT = {"a": 0.50, "b": 0.70, "c": 0.60}
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.backend_runs import ROOT
-from tests.door_fixtures import harness
+from tests.helpers.backend_runs import ROOT
+from tests.helpers.door_fixtures import harness
 
 FRAMEWORK_MODULES = ("tensorflow", "keras", "tflearn")
 

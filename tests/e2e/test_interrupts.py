@@ -13,9 +13,10 @@ import pytest
 from harness.data import cache
 from harness.data.images import Preprocessing
 from tests.conftest import UTKFACE
-from tests.test_experiments import TINY, write
+from tests.helpers.processes import descendants, processes_mentioning, wait_for
+from tests.helpers.experiments import TINY, write
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_runner(path, results, cache_dir) -> subprocess.Popen:
@@ -25,35 +26,6 @@ def start_runner(path, results, cache_dir) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--results", str(results)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-
-
-def wait_for(condition, timeout=120, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.01)
-    pytest.fail(f"timed out waiting for {what}")
-
-
-def processes_mentioning(text: str) -> list[str]:
-    ps = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in ps.splitlines() if text in line and "ps -eo" not in line]
-
-
-def descendants(pid: int) -> set[int]:
-    ps = subprocess.run(["ps", "-eo", "pid,ppid"], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in ps.splitlines()[1:]:
-        child, parent = map(int, line.split())
-        children.setdefault(parent, []).append(child)
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
 
 
 def alive(pids) -> set[int]:

@@ -12,7 +12,7 @@ from harness.runs.experiment import ExperimentError
 from harness.models.gate import GateSpec, calibrate, false_accept_bound, gate_decisions
 from harness.data.labels import N_AGE, age_to_group, soft_age, to_two_hot
 from harness.models.spec import Augmentation, TrainingSpec
-from tests.backend_runs import make_trial, metrics_of, worker
+from tests.helpers.backend_runs import make_trial, metrics_of, worker
 
 ALL = Augmentation(flip=True, shift=0.1, brightness=0.2, contrast=0.3)
 
@@ -197,6 +197,7 @@ def test_predict_uses_the_calibrated_threshold_unless_told_otherwise():
     assert gate_threshold(Run(), 18)[0] == DEFAULT_GATE_THRESHOLD
 
 
+@pytest.mark.trains
 @pytest.mark.parametrize("backend", ["keras", "tflearn"])
 def test_a_trial_with_augmentation_soft_ages_and_a_gate_trains_and_stores_it(tmp_path, utkface_sample, backend):
     from harness.runs.trial import read_config

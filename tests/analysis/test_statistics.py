@@ -8,7 +8,7 @@ from scipy import stats as scipy_stats
 
 from harness.analysis import comparisons, statistics
 from harness.runs import experiment_file, grid
-from tests.test_experiments import TINY, write
+from tests.helpers.experiments import TINY, write
 
 
 def test_the_corrected_t_test_widens_the_variance_by_the_test_train_ratio():

@@ -12,7 +12,7 @@ from harness.models.spec import FCN, ModelSpec, TrainingSpec
 from harness.data.splits import SplitSpec, make_splits
 from harness.runs.trial import TrialConfig, data_fingerprint, write_trial
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PREP = Preprocessing(size=24)
 
 

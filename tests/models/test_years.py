@@ -75,9 +75,10 @@ def test_group_accuracies_are_those_of_the_predicted_ages_groups(head):
     assert without["age_exact_accuracy"] == scored["age_exact_accuracy"]
 
 
+@pytest.mark.trains
 def test_a_years_run_is_reported_in_years_beside_a_group_model(tmp_path):
     from harness.runs.index import read_index
-    from tests.test_experiments import TINY, harness_cli, write
+    from tests.helpers.experiments import TINY, harness_cli, write
 
     experiment = {**TINY, "backends": ["keras"], "grid": {
         "models": [{"name": "groups", "architecture": {"type": "fcn", "widths": [32]}},

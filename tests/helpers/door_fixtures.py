@@ -6,7 +6,7 @@ import pytest
 
 from harness.data.images import Preprocessing
 from harness.models.spec import FCN, SmallCNN, TrainingSpec
-from tests.backend_runs import ROOT, make_trial, train_all
+from tests.helpers.backend_runs import ROOT, make_trial, train_all
 
 
 def harness(*args, cwd=ROOT) -> subprocess.CompletedProcess:

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from harness.analysis.report import write_report
-from tests.browser import chromium_executable
+from tests.helpers.browser import chromium_executable
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "results" / "report_fixture"
 PUBLISHED = ROOT / "tests" / "fixtures" / "report_fixture_report"   # what `make reports` wrote
 
@@ -32,6 +32,7 @@ def test_a_published_report_is_regenerated_with_identical_tables(regenerated):
         assert section in text
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("width,height", [(390, 844), (1280, 900)])
 def test_the_html_report_reads_in_a_browser_after_its_folder_moves(regenerated, tmp_path, width, height):
     from playwright.sync_api import sync_playwright

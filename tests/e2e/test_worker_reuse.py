@@ -14,10 +14,10 @@ from harness.runs.executors import Job, Reuse
 from harness.runs.executors.workers import JobQueue, WorkerSlot
 from harness.runs.index import read_index
 from harness.runs.trial import read_config
-from tests.test_experiments import TINY, harness_cli, write
-from tests.test_interrupts import wait_for
+from tests.helpers.experiments import TINY, harness_cli, write
+from tests.helpers.processes import wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # A linear net under SGD at lr 10 grows to an inf/NaN loss within 3 epochs in both
 # frameworks; the other rates train. One thread, so two trials can run side by side.
 FAILING_SECOND = {

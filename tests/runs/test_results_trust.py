@@ -11,7 +11,7 @@ from PIL import Image
 from harness.runs import experiment_file, prepare
 from harness.runs.index import read_index
 from harness.runs.layout import INDEX_FILE
-from tests.test_experiments import TINY, harness_cli, write
+from tests.helpers.experiments import TINY, harness_cli, write
 
 KERAS_TWO = {**TINY, "backends": ["keras"],
              "grid": {**TINY["grid"], "training": {"epochs": [1, 2], "batch_size": 32}}}
@@ -86,6 +86,7 @@ def test_trial_ids_change_with_every_part_of_the_data(tmp_path, utkface_sample, 
     assert ids(base) == ids(base), "ids must be stable"
 
 
+@pytest.mark.trains
 def test_a_changed_experiment_is_refused_then_run_anew_or_overwritten(finished, tmp_path):
     results = copy_results(finished, tmp_path)
     before = tree(results)
@@ -120,6 +121,7 @@ def test_a_changed_experiment_is_refused_then_run_anew_or_overwritten(finished, 
     assert json.loads((results / "experiment.json").read_text())["data"]["limit"] == 250
 
 
+@pytest.mark.trains
 def test_a_description_or_time_limit_change_is_not_a_new_experiment(finished, tmp_path):
     copy_results(finished, tmp_path)
     path = write(tmp_path, {**KERAS_TWO, "description": "now with words", "time_limit_s": 200})
@@ -128,6 +130,7 @@ def test_a_description_or_time_limit_change_is_not_a_new_experiment(finished, tm
     assert "0 completed, 0 failed, 2 already done" in again.stdout
 
 
+@pytest.mark.trains
 def test_trials_from_data_changed_on_disk_are_retrained_and_left_out_of_the_report(
         tmp_path, utkface_sample):
     folder = utkface_folder(tmp_path / "faces", utkface_sample)
@@ -145,6 +148,7 @@ def test_trials_from_data_changed_on_disk_are_retrained_and_left_out_of_the_repo
     assert "1 earlier trial(s)" in (tmp_path / "r" / "tiny" / "report.md").read_text()
 
 
+@pytest.mark.trains
 def test_a_trial_folder_finished_for_another_config_is_trained_again(finished, tmp_path):
     results = copy_results(finished, tmp_path)
     first, second = sorted(read_index(results))
@@ -192,6 +196,7 @@ def test_a_run_that_fails_validation_writes_nothing(tmp_path, change, message):
 
 # --- 3. the numbers do not depend on --workers ------------------------------------------
 
+@pytest.mark.trains
 def test_workers_change_no_number_and_threads_are_recorded(finished, tmp_path):
     result = harness_cli("run", finished["yaml"], "--results", tmp_path / "r", "--workers", "2",
                          cache=finished["cache"])
@@ -212,6 +217,7 @@ def test_workers_change_no_number_and_threads_are_recorded(finished, tmp_path):
 
 # --- 12. a damaged trial is listed, the others reported -----------------------------------
 
+@pytest.mark.trains
 def test_report_lists_damaged_trials_and_reports_the_rest(finished, tmp_path):
     results = copy_results(finished, tmp_path)
     first, second = sorted(read_index(results))
@@ -234,6 +240,7 @@ def test_report_lists_damaged_trials_and_reports_the_rest(finished, tmp_path):
 
 # --- 13. a torn index line is repaired, not appended to ----------------------------------
 
+@pytest.mark.trains
 def test_a_torn_index_line_is_repaired_and_the_trial_recorded_again(finished, tmp_path):
     results = copy_results(finished, tmp_path)
     index = results / INDEX_FILE

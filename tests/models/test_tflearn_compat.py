@@ -2,13 +2,19 @@
 import subprocess
 import sys
 
-from tests.backend_runs import ROOT
+import pytest
+
+from tests.helpers.backend_runs import ROOT
 
 
 def _run(code: str) -> str:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1]
+
+
+# Each test starts a TensorFlow/TFLearn process.
+pytestmark = pytest.mark.trains
 
 
 def test_the_shim_is_still_needed():

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from harness.runs.index import read_index
-from tests.test_experiments import TINY, harness_cli, write
+from tests.helpers.experiments import TINY, harness_cli, write
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Three one-thread trials: with one CPU per node, two run at once, one on each node.
 GRID = {**TINY, "backends": ["keras"], "threads": 1,
         "grid": {**TINY["grid"], "training": {"epochs": [1, 2, 3], "batch_size": 32}}}

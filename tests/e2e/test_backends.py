@@ -15,7 +15,7 @@ from harness.models.spec import (
 )
 from harness.runs.trial import TrialConfig
 from harness.data.images import Preprocessing
-from tests.backend_runs import ROOT, make_trial, metrics_of, train_all, worker
+from tests.helpers.backend_runs import ROOT, make_trial, metrics_of, train_all, worker
 
 BACKENDS = ["keras", "tflearn", "keras-jax"]
 STUDY_BACKENDS = ["keras", "tflearn"]   # the two frameworks the original study compared

@@ -11,7 +11,7 @@ from PIL import Image
 from harness.data.faces import find_faces
 from harness.models.gate import adult_groups, gate, gate_rates
 from harness.data.labels import decode, to_two_hot
-from tests.backend_runs import ROOT, make_trial, train_all, worker
+from tests.helpers.backend_runs import ROOT, make_trial, train_all, worker
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_missing_and_damaged_runs_name_the_file_and_the_problem(models, photos, 
 
 
 def test_a_decompression_bomb_in_a_batch_is_one_error_line(models, photos, tmp_path):
-    from tests.test_hostile_images import BOMB_SIDE, png_chunk
+    from tests.data.test_hostile_images import BOMB_SIDE, png_chunk
     import struct
     import zlib
 
@@ -232,6 +232,7 @@ def test_the_terminal_shows_results_only_and_chatter_goes_to_the_log(models, pho
     assert (models[backend] / "predict-log.txt").is_file()
 
 
+@pytest.mark.trains
 def test_predict_on_a_run_trained_on_face_embeddings(tmp_path, utkface_sample, photos):
     from harness.data.images import Preprocessing
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from harness.data.faces import find_faces
-from tests.browser import chromium_executable
+from tests.helpers.browser import chromium_executable
 
 TOKEN = "door-test-token-0123456789"
 SCREENSHOTS_ENV = "HARNESS_SCREENSHOTS"   # keep the browser tests' screenshots here
@@ -41,7 +41,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "harness", "serve", "--model", str(model), "--port", str(self.port), *options],
             cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "TMPDIR": str(self.tmp), "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+            env={**os.environ, "TMPDIR": str(self.tmp), "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -269,6 +269,7 @@ def _verdict(page) -> tuple[str, str]:
     return page.get_attribute("#verdict", "data-verdict"), page.inner_text("#verdict-detail")
 
 
+@pytest.mark.browser
 def test_the_phone_page_judges_an_uploaded_photo(server, face_photo, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -292,6 +293,7 @@ def test_the_phone_page_judges_an_uploaded_photo(server, face_photo, tmp_path):
         browser.close()
 
 
+@pytest.mark.browser
 def test_the_phone_page_judges_the_live_camera(server, face_photo, tmp_path):
     from playwright.sync_api import sync_playwright
 
