@@ -45,7 +45,7 @@ test-fast: setup
 # first, so they cannot drift; --strict turns every warning (a broken link) into an error.
 docs: setup
 	$(PY) docs/generate.py
-	$(PY) -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 # The report tests open report.html in Debian's chromium; install it where it is missing
 # and we may (root with apt). Otherwise the tests say what to install.

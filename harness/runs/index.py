@@ -126,3 +126,39 @@ def describe_results(results_dir: str | Path, shown: int = 10) -> str:
     best = results_dir / BEST_LINK
     lines.append(f"Give one of them as --model{f', or {best} (written by harness report)' if best.exists() else ''}.")
     return "\n".join(lines)
+
+
+def write_best(results_dir: str | Path) -> dict | None:
+    """``best.json`` and the ``best`` link (-> ``trials/<id>``) of a results folder: its
+    finished trial with the highest validation joint accuracy after the last epoch (never
+    a test figure), so that ``--model RESULTS/best`` names it. None when no finished trial
+    has a validation split (nothing is written then)."""
+    from harness.runs.layout import BEST_FILE, BEST_LINK, TRIALS_DIR, finished
+    from harness.runs.trial import final_validation
+
+    results_dir = Path(results_dir)
+    best = None
+    for trial_id, record in sorted(experiment_records(results_dir).items()):
+        run_dir = trial_dir(results_dir, trial_id)
+        if record.get("status") != "completed" or not finished(run_dir):
+            continue
+        score = final_validation(run_dir)
+        if score is not None and (best is None or score > best[0]):
+            best = (score, trial_id, record)
+    if best is None:
+        return None
+    score, trial_id, record = best
+    chosen = {"trial_id": trial_id, "path": f"{TRIALS_DIR}/{trial_id}", "backend": record.get("backend"),
+              "model_name": record.get("model_name"), "round": record.get("round"),
+              "val_joint_accuracy": score, "chosen_by": "validation joint accuracy after the last epoch",
+              "test_metrics": {k: v for k, v in (record.get("metrics") or {}).items()
+                               if k in ("gender_accuracy", "age_exact_accuracy", "age_one_off_accuracy",
+                                        "joint_accuracy", "age_mae")}}
+    write_atomic(results_dir / BEST_FILE, lambda p: p.write_text(json.dumps(chosen, indent=2) + "\n"))
+    link, partial = results_dir / BEST_LINK, results_dir / (BEST_LINK + ".partial")
+    if link.exists() and not link.is_symlink():
+        return chosen   # a folder of the user's own: left alone (best.json still names the trial)
+    partial.unlink(missing_ok=True)
+    os.symlink(Path(TRIALS_DIR) / trial_id, partial, target_is_directory=True)
+    os.replace(partial, link)
+    return chosen

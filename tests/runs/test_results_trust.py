@@ -255,3 +255,28 @@ def test_a_torn_index_line_is_repaired_and_the_trial_recorded_again(finished, tm
     assert torn_id in {r["trial_id"] for r in records}
     assert (results / (INDEX_FILE + ".damaged")).read_text().strip() == lines[-1][: len(lines[-1]) // 2]
     assert torn_id in (results / "tables" / "trials.csv").read_text()
+
+
+# --- issue 22 §5: a results folder names its best trial ----------------------------------
+
+def test_the_report_names_the_best_trial_on_validation_and_predict_takes_it(finished, utkface_sample):
+    from harness.runs.trial import final_validation
+
+    results = finished["results"]
+    best = json.loads((results / "best.json").read_text())
+    scores = {d.name: final_validation(d) for d in (results / "trials").iterdir()}
+    assert best["trial_id"] == max(scores, key=scores.get)
+    assert best["val_joint_accuracy"] == pytest.approx(max(scores.values()))
+    assert (results / "best").resolve() == (results / "trials" / best["trial_id"]).resolve()
+
+    photo = utkface_sample["path"].iloc[0]
+    predicted = harness_cli("predict", "--model", results / "best", photo, cache=finished["cache"])
+    assert predicted.returncode == 0, predicted.stderr
+    assert photo in predicted.stdout
+
+    folder = harness_cli("predict", "--model", results, photo, cache=finished["cache"])
+    assert folder.returncode == 2
+    assert f"--model {results}: a results folder, not one model" in folder.stderr
+    assert "Its 2 finished trial(s), best validation joint accuracy first:" in folder.stderr
+    assert str(results / "trials" / best["trial_id"]) in folder.stderr.split("first:")[1].splitlines()[1]
+    assert "age exact" in folder.stderr and f"or {results / 'best'}" in folder.stderr

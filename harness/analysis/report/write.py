@@ -32,7 +32,7 @@ from harness.analysis.report.trials import (
     load_trials,
 )
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
-from harness.runs.index import experiment_records, read_index
+from harness.runs.index import experiment_records, read_index, write_best
 
 
 def write_report(results_dir: str | Path, out: str | Path | None = None, command: str | None = None) -> Path:
@@ -44,6 +44,8 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     if not everything:
         raise ValueError(f"{results_dir}: no results index (run the experiment first)")
     index = experiment_records(results_dir, everything)
+    if out == results_dir:   # a published copy (--out) leaves the results folder as it was
+        write_best(results_dir)
     earlier = len(everything) - len(index)
     loaded = load_trials(results_dir, index)
     frame, damaged = loaded.frame, loaded.damaged
