@@ -3,8 +3,14 @@ import pytest
 
 from harness.data import labels
 from harness.data.labels import (
-    AGE_GROUPS, age_to_group, decode, from_joint, from_two_hot, parse_adience_age,
-    to_joint, to_two_hot,
+    AGE_GROUPS,
+    age_to_group,
+    decode,
+    from_joint,
+    from_two_hot,
+    parse_adience_age,
+    to_joint,
+    to_two_hot,
 )
 
 ALL_PAIRS = [(a, g) for a in range(8) for g in range(2)]

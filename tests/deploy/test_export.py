@@ -41,8 +41,8 @@ def test_a_float_export_gives_the_framework_models_probabilities(door_runs, door
 
 def test_parity_is_measured_on_the_runs_test_faces(door_runs, door_exports):
     """The manifest's figures, recomputed here from the exported file and stored predictions."""
-    from harness.models import metrics
     from harness.deploy.litert import LiteModel, read_manifest
+    from harness.models import metrics
     from harness.runs.trial import load_splits, read_config
 
     run = door_runs["tflearn"]
@@ -60,8 +60,8 @@ def test_parity_is_measured_on_the_runs_test_faces(door_runs, door_exports):
 
 @pytest.mark.parametrize("quantize", ["dynamic", "int8"])
 def test_a_quantized_export_reports_its_accuracy_change_and_size(door_runs, door_exports, tmp_path, quantize):
-    from harness.models import metrics
     from harness.deploy.litert import LiteModel, read_manifest
+    from harness.models import metrics
     from harness.runs.trial import load_splits, read_config
 
     run = door_runs["tflearn"]
@@ -129,8 +129,8 @@ def test_litert_predict_imports_no_framework(door_exports, faces):
 
 
 def test_an_ensemble_exports_one_folder_per_member(door_runs, faces, tmp_path):
-    from harness.runs.ensemble import Member, build_round
     from harness.deploy.litert import read_manifest
+    from harness.runs.ensemble import Member, build_round
     from harness.runs.trial import read_config
 
     members = [Member(f"t-{b}", door_runs[b], read_config(door_runs[b]), b) for b in ("keras", "tflearn")]

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from harness.data.faces import find_faces
-from harness.models.gate import adult_groups, gate, gate_rates
 from harness.data.labels import decode, to_two_hot
+from harness.models.gate import adult_groups, gate, gate_rates
 from tests.helpers.backend_runs import ROOT, make_trial, train_all, worker
 
 
@@ -205,9 +205,10 @@ def test_missing_and_damaged_runs_name_the_file_and_the_problem(models, photos, 
 
 
 def test_a_decompression_bomb_in_a_batch_is_one_error_line(models, photos, tmp_path):
-    from tests.data.test_hostile_images import BOMB_SIDE, png_chunk
     import struct
     import zlib
+
+    from tests.data.test_hostile_images import BOMB_SIDE, png_chunk
 
     folder = tmp_path / "batch"
     folder.mkdir()

@@ -9,12 +9,10 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from harness.models import heads
-from harness.models.spec import (
-    FCN, ORIGINAL_STUDY, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec,
-)
-from harness.runs.trial import TrialConfig
 from harness.data.images import Preprocessing
+from harness.models import heads
+from harness.models.spec import FCN, ORIGINAL_STUDY, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec
+from harness.runs.trial import TrialConfig
 from tests.helpers.backend_runs import ROOT, make_trial, metrics_of, train_all, worker
 
 BACKENDS = ["keras", "tflearn", "keras-jax"]

@@ -13,8 +13,8 @@ import pytest
 from harness.data import cache
 from harness.data.images import Preprocessing
 from tests.conftest import UTKFACE
-from tests.helpers.processes import descendants, processes_mentioning, wait_for
 from tests.helpers.experiments import TINY, write
+from tests.helpers.processes import descendants, processes_mentioning, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from harness.data import cache
 from harness.data.images import Preprocessing
-from harness.models.spec import FCN, ModelSpec, TrainingSpec
 from harness.data.splits import SplitSpec, make_splits
+from harness.models.spec import FCN, ModelSpec, TrainingSpec
 from harness.runs.trial import TrialConfig, data_fingerprint, write_trial
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,8 +3,8 @@ CS(5), and group accuracies taken from the group of each predicted age)."""
 import numpy as np
 import pytest
 
+from harness.data.labels import age_to_group, ages_to_groups
 from harness.models import heads, losses, metrics
-from harness.data.labels import ages_to_groups, age_to_group
 
 
 def _softmax_rows(years, gender, spread=0.0, rng=None):
@@ -125,8 +125,8 @@ def test_the_interval_and_its_coverage_on_constructed_distributions():
 
 
 def test_the_gate_reads_p_age_at_least_a_and_never_allows_a_face_described_as_under_a():
-    from harness.models.gate import GateSpec, adult_evidence, calibrate, gate, gate_rates
     from harness.data.labels import decode
+    from harness.models.gate import GateSpec, adult_evidence, calibrate, gate, gate_rates
 
     p = np.zeros((3, heads.N_YEARS))
     p[0, 17], p[0, 19] = 0.3, 0.7      # 18.4 on average; P(>= 18) = 0.7

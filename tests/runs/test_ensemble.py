@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.runs import ensemble
+from harness.data.splits import SplitSpec, make_splits
 from harness.models import heads, metrics
 from harness.models.gate import GateSpec
-from harness.runs.index import append_record, trial_dir
 from harness.models.spec import FCN, ModelSpec, TrainingSpec
-from harness.data.splits import SplitSpec, make_splits
+from harness.runs import ensemble
+from harness.runs.index import append_record, trial_dir
 from harness.runs.trial import TrialConfig, write_trial
 from tests.helpers.backend_runs import ROOT
 

@@ -18,7 +18,6 @@ from harness.runs import experiment_file, grid
 from harness.runs.experiment import ExperimentError
 from harness.runs.index import read_index
 from tests.conftest import UTKFACE
-
 from tests.helpers.experiments import ROOT, TINY, harness_cli, write
 
 

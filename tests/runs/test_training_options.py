@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from harness.runs import experiment_file
+from harness.data.labels import N_AGE, age_to_group, soft_age, to_two_hot
 from harness.models import heads
 from harness.models.augmentation import augment, mirror
-from harness.runs.experiment import ExperimentError
 from harness.models.gate import GateSpec, calibrate, false_accept_bound, gate_decisions
-from harness.data.labels import N_AGE, age_to_group, soft_age, to_two_hot
 from harness.models.spec import Augmentation, TrainingSpec
+from harness.runs import experiment_file
+from harness.runs.experiment import ExperimentError
 from tests.helpers.backend_runs import make_trial, metrics_of, worker
 
 ALL = Augmentation(flip=True, shift=0.1, brightness=0.2, contrast=0.3)
@@ -184,8 +184,8 @@ def test_gate_decisions_follow_the_gate_rule_for_a_minor_group():
 
 
 def test_predict_uses_the_calibrated_threshold_unless_told_otherwise():
-    from harness.models.gate import DEFAULT_GATE_THRESHOLD
     from harness.deploy.classify import gate_threshold
+    from harness.models.gate import DEFAULT_GATE_THRESHOLD
 
     class Run:
         calibrated_gate = {"min_age": 18.0, "threshold": 0.83, "max_false_accept": 0.02, "met": True}
