@@ -22,6 +22,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
+
 from harness.data import cache  # noqa: E402
 from harness.data.datasets import load_utkface  # noqa: E402
 from harness.data.images import Preprocessing  # noqa: E402
@@ -73,6 +75,10 @@ def main() -> None:
     print(f"{args.images} UTKFace images at {args.size}x{args.size}, batch {args.batch_size}, "
           f"{args.epochs} epochs; training images/s (median of epochs 2..{args.epochs})")
     print(frame.round(2).to_string())
+    print(write_result("backend_throughput", f"Training images/s (median of epochs 2..{args.epochs}), "
+                       f"{args.images} UTKFace images at {args.size}x{args.size}, batch {args.batch_size}.",
+                       {f"{model}, {column}": round(float(value), 2) for model, row in frame.iterrows()
+                        for column, value in row.items()}))
 
 
 if __name__ == "__main__":

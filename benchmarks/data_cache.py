@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
+
 
 def _tree_rss(pid: int) -> int:
     """Resident bytes of ``pid`` and all its descendants."""
@@ -146,6 +148,14 @@ def main() -> None:
           f" peak - cache = {(build_peak - cache_bytes) * mib:.0f} MiB")
     print(f"peak RSS of build tree, quarter images: {quarter_peak * mib:7.0f} MiB; cache size {quarter_bytes * mib:.0f} MiB;"
           f" peak - cache = {(quarter_peak - quarter_bytes) * mib:.0f} MiB")
+    print(write_result("data_cache", f"Array cache on {n} UTKFace images at {args.size}x{args.size}, "
+                       f"{args.workers} processes, against bare decode+resize in the same run.", {
+        "bare decode+resize (images/s)": round(bare_rate), "cache build (images/s)": round(build_rate),
+        "build / bare ratio (goal >= 0.90)": round(build_rate / bare_rate, 2),
+        "warm load, open (s)": round(warm["open_seconds"], 3),
+        "warm load, all read (s, goal < 1)": round(warm["seconds"], 3),
+        "peak RSS - cache size, all images (MiB)": round((build_peak - cache_bytes) * mib),
+        "peak RSS - cache size, quarter of the images (MiB)": round((quarter_peak - quarter_bytes) * mib)}))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
+
 from harness.deploy.export import export  # noqa: E402
 
 
@@ -30,7 +32,7 @@ def main(argv=None) -> int:
     print("| run | backend | input | quantize | test faces | bytes | size vs float32 | max Δp | same labels "
           "| Δ gender | Δ age exact | Δ 1-off | LiteRT ms/face |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    worst_dynamic = 0.0
+    worst_dynamic, figures = 0.0, {}
     for run in map(Path, args.runs):
         float_bytes = None
         with tempfile.TemporaryDirectory(prefix="export-parity-") as tmp:
@@ -50,9 +52,16 @@ def main(argv=None) -> int:
                       f"| {parity.decoded_agreement:.1%} | {change['gender_accuracy']:+.2f} "
                       f"| {change['age_exact_accuracy']:+.2f} | {change['age_one_off_accuracy']:+.2f} "
                       f"| {parity.single_face_latency_ms:.3f} |", flush=True)
+                figures[f"{label} {quantize}: bytes, max |dp|, same labels, d gender, d age exact"] = (
+                    f"{parity.bytes:,}, {parity.max_abs_probability_difference:.1e}, "
+                    f"{parity.decoded_agreement:.1%}, {change['gender_accuracy']:+.2f}, "
+                    f"{change['age_exact_accuracy']:+.2f}")
     if "dynamic" in args.quantize:
         print(f"\ngoal: dynamic quantization loses under 1 point of gender or age-exact accuracy; "
               f"largest loss here {worst_dynamic:.2f} points")
+    print(write_result("export_parity", "TFLite exports at each quantization against the framework model, "
+                       "on each run's test split (float32 goal: within 1e-4; dynamic: under 1 point lost).",
+                       figures))
     return 0
 
 

@@ -25,6 +25,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
+
 from harness.models import heads, metrics  # noqa: E402
 from harness.models.gate import GateSpec  # noqa: E402
 from harness.runs.index import read_index, trial_dir  # noqa: E402
@@ -100,7 +102,12 @@ def main() -> None:
     judged = f" (its upper {args.confidence:.0%} bound)" if args.confidence else ""
     print(f"door gate at 18, calibrated on validation for <= {GOAL_FALSE_ACCEPT:.0%} minors let in{judged}; "
           f"test faces of {len({r['round'] for r in rows})} rounds, the same in both experiments")
-    print(summary(rows).to_string(index=False))
+    table = summary(rows)
+    print(table.to_string(index=False))
+    print(write_result("gate_years_vs_groups", "The door gate at 18 on test faces, calibrated on each round's "
+                       f"validation faces for <= {GOAL_FALSE_ACCEPT:.0%} minors let in{judged}.",
+                       {" / ".join(str(v) for v in row[:2]): ", ".join(f"{k} {v}" for k, v in row[2:].items())
+                        for _, row in table.iterrows()}))
 
 
 if __name__ == "__main__":

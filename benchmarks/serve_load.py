@@ -36,6 +36,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
+
 from harness.data.datasets import load_utkface  # noqa: E402
 
 LATENCY_CALLS = 200
@@ -219,6 +221,14 @@ def main(argv=None) -> int:
     first = rows[0]["ratio"]
     print(f"goals: concurrency 1 at >= 0.90 of predict: {first:.2f}; "
           f"no errors at the highest concurrency: {rows[-1]['errors'] == 0 if rows else 'n/a'}")
+    print(write_result("serve_load", f"harness serve under load against harness predict's own speed in the same "
+                       f"run, {args.photos} UTKFace photos, {args.seconds:g} s per measurement.", {
+        "predict (photos/s)": round(baseline["photos_per_second"], 2),
+        **{f"{row['concurrency']} clients: requests/s, vs predict, p95 ms, errors":
+           f"{row['requests_per_second']:.2f}, "
+           f"{row.get('ratio', row['requests_per_second'] / baseline['photos_per_second']):.2f}, "
+           f"{row['p95_ms']:.0f}, {row['errors']}" for row in rows},
+        "network alone, LiteRT / framework ms": f"{latency['litert_ms']:.3f} / {latency['framework_ms']:.3f}"}))
     if args.json:
         Path(args.json).write_text(json.dumps({"predict": baseline, "server": rows, "latency": latency}, indent=2))
     return 0

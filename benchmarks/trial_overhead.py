@@ -28,6 +28,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
+
 from harness.runs import experiment_file, prepare  # noqa: E402
 from harness.runs.index import read_index  # noqa: E402
 
@@ -124,6 +126,12 @@ def main() -> None:
           f"(ratio {reused.mean() / fresh.mean():.2f}; goal: reused <= 0.5 s)")
     print(f"sweep: fresh {seconds['fresh']:.1f} s, reused {seconds['reused']:.1f} s, "
           f"ratio {seconds['reused'] / seconds['fresh']:.2f} (goal <= 0.5)")
+    print(write_result("trial_overhead", f"{len(frames['fresh'])} small trials, fresh worker processes against "
+                       f"reused workers in the same run, --workers {args.workers}.", {
+        "per-trial overhead, fresh (mean s)": round(fresh.mean(), 2),
+        "per-trial overhead, reused (mean s, goal <= 0.5)": round(reused.mean(), 2),
+        "sweep, fresh (s)": round(seconds["fresh"], 1), "sweep, reused (s)": round(seconds["reused"], 1),
+        "sweep reused / fresh (goal <= 0.5)": round(seconds["reused"] / seconds["fresh"], 2)}))
 
 
 if __name__ == "__main__":

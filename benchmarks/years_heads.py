@@ -18,6 +18,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from record import write_result  # noqa: E402  (benchmarks/record.py, beside this script)
+
 from harness.models import heads, metrics  # noqa: E402
 from harness.runs.index import read_index, trial_dir  # noqa: E402
 from harness.runs.layout import PREDICTIONS_FILE, VAL_PREDICTIONS_FILE  # noqa: E402
@@ -62,6 +64,9 @@ def main() -> None:
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
     chosen = summary["val MAE"].idxmin()
     print("\nlowest validation MAE: " + ", ".join(f"{k} {v}" for k, v in zip(keys, chosen)))
+    print(write_result("years_heads", f"Years heads of {args.results}, mean over rounds; chosen on validation MAE.",
+                       {" / ".join(map(str, key)) + f": {column}": round(float(summary.loc[key, column]), 3)
+                        for key in summary.index for column in ("val MAE", "test MAE")}))
 
 
 if __name__ == "__main__":

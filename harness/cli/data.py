@@ -25,11 +25,7 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args) -> datasets.UnifiedDataset:
-    options = {}
-    if args.dataset == "adience":
-        options = {"images": args.images, "metadata": args.metadata,
-                   "noncanonical": args.noncanonical, "strict": args.strict}
-    return datasets.load(args.dataset, args.path, **options)
+    return datasets.load_spec(args, strict_metadata=args.strict)
 
 
 def _split_spec(args) -> SplitSpec:

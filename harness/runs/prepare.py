@@ -50,11 +50,7 @@ class Prepared:
 
 
 def load_dataset(experiment: Experiment) -> datasets.UnifiedDataset:
-    spec = experiment.data
-    options = {}
-    if spec.dataset == "adience":
-        options = {"images": spec.images, "metadata": spec.metadata, "noncanonical": spec.noncanonical}
-    return datasets.load(spec.dataset, spec.path, **options)
+    return datasets.load_spec(experiment.data)
 
 
 def load_table(experiment: Experiment, dataset: datasets.UnifiedDataset | None = None) -> pd.DataFrame:

@@ -8,16 +8,22 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis import comparisons, statistics
-from harness.analysis.report.figures import _forest_rows
-from harness.analysis.report.render import _markdown_table, _stamp
-from harness.analysis.report.tables import _numeric_csv, versus_display
-from harness.analysis.report.trials import _manifest, _split_spec, _stored_experiment, framework_versions, load_trials
+from harness.analysis.report.figures import forest_rows
+from harness.analysis.report.render import markdown_table, report_stamp
+from harness.analysis.report.tables import numeric_csv, versus_display
+from harness.analysis.report.trials import (
+    framework_versions,
+    load_trials,
+    stored_experiment,
+    stored_manifest,
+    stored_split_spec,
+)
 from harness.runs.index import experiment_records
 
 
 def _same_test_faces(first: Path, second: Path) -> list[int]:
     """The rounds both runs share, refusing any round whose test faces differ."""
-    manifests = [_manifest(first), _manifest(second)]
+    manifests = [stored_manifest(first), stored_manifest(second)]
     for where, manifest in zip((first, second), manifests):
         if manifest is None:
             raise ValueError(f"{where / 'splits'}: no split manifest, so which faces each round tests is unknown")
@@ -51,9 +57,9 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
             raise ValueError(f"{where}: no completed trials to compare")
     shared = _same_test_faces(first, second)
     frames = [f[f["round"].isin(shared)] for f in frames]
-    stored = [_stored_experiment(d) for d in (first, second)]
+    stored = [stored_experiment(d) for d in (first, second)]
     names = [s.get("name") or d.name for s, d in zip(stored, (first, second))]
-    ratio = comparisons.test_train_ratio(_manifest(first), _split_spec(stored[0]))
+    ratio = comparisons.test_train_ratio(stored_manifest(first), stored_split_spec(stored[0]))
     table = comparisons.between_experiments(frames[0], frames[1], ratio)
     if table.empty:
         raise ValueError(f"no configuration ran on the same backend in both {first} and {second}")
@@ -63,24 +69,24 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
         shutil.rmtree(stale, ignore_errors=True)
     (out / "tables").mkdir()
     (out / "plots").mkdir()
-    _numeric_csv(table.assign(configuration=table["configuration"].map(labels)), out / "tables" / "between.csv")
+    numeric_csv(table.assign(configuration=table["configuration"].map(labels)), out / "tables" / "between.csv")
     from harness.analysis.plots import forest_plot
 
-    plot = forest_plot(_forest_rows(table, labels, backend=True), [label for _, label in comparisons.ACCURACIES],
+    plot = forest_plot(forest_rows(table, labels, backend=True), [label for _, label in comparisons.ACCURACIES],
                        out / "plots" / "forest_between.png",
                        f"{names[0]} − {names[1]}, per configuration and backend (filled: p < 0.05)", "points")
-    stamp = _stamp(command, {**records[0], **records[1]}, framework_versions(first, records[0])
+    stamp = report_stamp(command, {**records[0], **records[1]}, framework_versions(first, records[0])
                    + framework_versions(second, records[1]))
     differs = _experiment_differences(stored[0], stored[1]) or "nothing outside their names"
     intro = [f"Each configuration that ran in both `{names[0]}` and `{names[1]}`, on the same backend: "
              f"{names[0]} minus {names[1]}, paired over the rounds both ran, which test the same faces "
              f"(checked). The experiments differ in: {differs}.",
-             f"{comparisons.rounds_sentence(frames[0], _split_spec(stored[0]))} Differences in points with the "
+             f"{comparisons.rounds_sentence(frames[0], stored_split_spec(stored[0]))} Differences in points with the "
              f"corrected resampled t-test's 95 % interval (test/train = {ratio:.3f}); ▲ / ▼: {names[0]} higher / "
              f"lower at α = {statistics.ALPHA}; Wilcoxon's p beside it from {statistics.WILCOXON_MIN_PAIRS} pairs."]
     shown = versus_display(table, labels, than=names[1])
     lines = [f"# Comparison: {names[0]} − {names[1]}", "", stamp, ""] + [x for t in intro for x in (t, "")]
-    lines += [f"## {names[0]} − {names[1]}", "", _markdown_table(shown), "", "## Plots", "",
+    lines += [f"## {names[0]} − {names[1]}", "", markdown_table(shown), "", "## Plots", "",
               f"![{plot.stem}]({plot.relative_to(out).as_posix()})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     from harness.analysis.report.render import page

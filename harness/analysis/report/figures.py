@@ -15,7 +15,7 @@ from harness.data.splits import SplitManifest
 from harness.models import backends
 
 
-def _gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> Path | None:
+def gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> Path | None:
     """False accepts against false rejects over every threshold, test faces pooled over rounds;
     dots: each round at the threshold calibrated on its validation faces."""
     import matplotlib.pyplot as plt
@@ -88,7 +88,7 @@ def _curves_plot(configuration: str, group: pd.DataFrame, files: dict[str, Trial
     return path
 
 
-def _forest_rows(table: pd.DataFrame, labels: dict[str, str], backend: bool) -> pd.DataFrame:
+def forest_rows(table: pd.DataFrame, labels: dict[str, str], backend: bool) -> pd.DataFrame:
     rows = []
     for _, row in table.iterrows():
         for _, metric in comparisons.ACCURACIES:
@@ -104,7 +104,7 @@ def _forest_rows(table: pd.DataFrame, labels: dict[str, str], backend: bool) -> 
     return pd.DataFrame(rows)
 
 
-def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path, out: Path,
+def draw_plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path, out: Path,
            labels: dict[str, str], pairs: pd.DataFrame, versus: pd.DataFrame, baseline: str | None) -> list[Path]:
     import matplotlib
 
@@ -119,12 +119,12 @@ def _plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: Path,
     paired = pairs[pairs["pairs"] > 0]
     if len(paired):
         names = [backends.display_name(b) for b in comparisons.ordered_backends(frame)]
-        written.append(forest_plot(_forest_rows(paired, labels, backend=False), metrics,
+        written.append(forest_plot(forest_rows(paired, labels, backend=False), metrics,
                                    out / "forest_frameworks.png",
                                    f"{names[1]} − {names[0]} per configuration: mean paired difference over rounds "
                                    "and its corrected 95 % interval (filled: p < 0.05)", "points"))
     if len(versus):
-        written.append(forest_plot(_forest_rows(versus, labels, backend=True), metrics,
+        written.append(forest_plot(forest_rows(versus, labels, backend=True), metrics,
                                    out / "forest_baseline.png",
                                    f"Each configuration − the baseline ({labels[baseline]}), per backend "
                                    "(filled: p < 0.05)", "points"))

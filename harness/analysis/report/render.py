@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     def cell(value) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -34,7 +34,7 @@ def _commit() -> str:
     return commit + (" with uncommitted changes" if dirty else "")
 
 
-def _stamp(command: str | None, records: dict[str, dict], versions: str = "") -> str:
+def report_stamp(command: str | None, records: dict[str, dict], versions: str = "") -> str:
     """Who made this report from what: the command, the commit, the date, when the trials
     ran, and (``versions``) under which framework versions."""
     import datetime

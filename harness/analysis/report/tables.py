@@ -26,7 +26,7 @@ REFERENCE = pd.DataFrame([
 ])
 
 
-def _describe(row) -> str:
+def describe_configuration(row) -> str:
     """Everything a configuration trains with except backend, round and seed (those are
     what its trials are paired over)."""
     loss = "" if row["loss_fn"] == "default" else f" loss={row['loss_fn']}"
@@ -156,7 +156,7 @@ def ranking_display(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def _numeric_csv(table: pd.DataFrame, path: Path) -> None:
+def numeric_csv(table: pd.DataFrame, path: Path) -> None:
     """Numbers rounded so that regenerating from the same results writes the same bytes."""
     table.round(6).to_csv(path, index=False)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis.report.tables import GATE_AGE, METRICS, YEARS_METRICS, _describe
+from harness.analysis.report.tables import GATE_AGE, METRICS, YEARS_METRICS, describe_configuration
 from harness.data.splits import SplitManifest, SplitSpec
 from harness.models import heads
 from harness.models.gate import gate_rates
@@ -138,7 +138,7 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
         })
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame["configuration"] = frame.apply(_describe, axis=1)
+        frame["configuration"] = frame.apply(describe_configuration, axis=1)
         frame = frame.sort_values(["configuration", "backend", "round"]).reset_index(drop=True)
     damaged_frame = pd.DataFrame(damaged, columns=["trial_id", "file", "reason"]).sort_values("trial_id")
     return LoadedTrials(frame, files, damaged_frame.reset_index(drop=True))
@@ -173,7 +173,7 @@ def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFile
     return pd.DataFrame(rows), files
 
 
-def _stored_experiment(results_dir: Path) -> dict:
+def stored_experiment(results_dir: Path) -> dict:
     try:
         stored = json.loads((results_dir / "experiment.json").read_text())
         return stored if isinstance(stored, dict) else {}
@@ -181,14 +181,14 @@ def _stored_experiment(results_dir: Path) -> dict:
         return {}
 
 
-def _split_spec(stored: dict) -> SplitSpec | None:
+def stored_split_spec(stored: dict) -> SplitSpec | None:
     try:
         return SplitSpec(**stored["split"])
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def _manifest(results_dir: Path) -> SplitManifest | None:
+def stored_manifest(results_dir: Path) -> SplitManifest | None:
     try:
         return SplitManifest.load(results_dir / "splits")
     except (OSError, ValueError, KeyError):

@@ -8,28 +8,28 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis import comparisons, statistics
-from harness.analysis.report.figures import _gate_plot, _plots
-from harness.analysis.report.render import _markdown_table, _stamp
+from harness.analysis.report.figures import draw_plots, gate_plot
+from harness.analysis.report.render import markdown_table, report_stamp
 from harness.analysis.report.tables import (
     GATE_AGE,
     REFERENCE,
-    _numeric_csv,
     calibrated_gate_table,
     configurations_table,
     ensemble_table,
     framework_display,
     gate_table,
+    numeric_csv,
     ranking_display,
     versus_display,
     years_table,
 )
 from harness.analysis.report.trials import (
-    _manifest,
-    _split_spec,
-    _stored_experiment,
     framework_versions,
     load_ensembles,
     load_trials,
+    stored_experiment,
+    stored_manifest,
+    stored_split_spec,
 )
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
 from harness.runs.index import experiment_records, read_index, write_best
@@ -49,8 +49,8 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     earlier = len(everything) - len(index)
     loaded = load_trials(results_dir, index)
     frame, damaged = loaded.frame, loaded.damaged
-    stored = _stored_experiment(results_dir)
-    split_spec = _split_spec(stored)
+    stored = stored_experiment(results_dir)
+    split_spec = stored_split_spec(stored)
     out.mkdir(parents=True, exist_ok=True)
     tables, plots = out / "tables", out / "plots"
     for stale in (tables, plots):   # everything shown is regenerated from the trials
@@ -65,14 +65,14 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     REFERENCE.to_csv(tables / "reference.csv", index=False)
     damaged.to_csv(tables / "damaged.csv", index=False)
     name = stored.get("name") or results_dir.name
-    stamp = _stamp(command, index, framework_versions(results_dir, index))
+    stamp = report_stamp(command, index, framework_versions(results_dir, index))
     intro = [str(stored["description"])] if stored.get("description") else []
     sections: list[tuple[str, str, pd.DataFrame]] = []   # (title, text, table) for markdown and html
     images: list[Path] = []
     labels: dict[str, str] = {}
     if not frame.empty:
         labels = comparisons.short_labels(frame)
-        ratio = comparisons.test_train_ratio(_manifest(results_dir), split_spec)
+        ratio = comparisons.test_train_ratio(stored_manifest(results_dir), split_spec)
         pairs = comparisons.framework_pairs(frame, ratio)
         baseline = comparisons.baseline_configuration(frame, stored.get("baseline"))
         versus = comparisons.against_baseline(frame, baseline, ratio) if baseline else pd.DataFrame()
@@ -82,9 +82,9 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
         trials.to_csv(tables / "trials.csv", index=False)
         legend = configurations_table(frame, labels)
         legend.to_csv(tables / "configurations.csv", index=False)
-        _numeric_csv(pairs.assign(configuration=pairs["configuration"].map(labels)), tables / "framework_pairs.csv")
-        _numeric_csv(ranked.assign(configuration=ranked["configuration"].map(labels)), tables / "ranking.csv")
-        images = _plots(frame, loaded.files, results_dir, plots, labels, pairs, versus, baseline)
+        numeric_csv(pairs.assign(configuration=pairs["configuration"].map(labels)), tables / "framework_pairs.csv")
+        numeric_csv(ranked.assign(configuration=ranked["configuration"].map(labels)), tables / "ranking.csv")
+        images = draw_plots(frame, loaded.files, results_dir, plots, labels, pairs, versus, baseline)
         method = (f"{comparisons.rounds_sentence(frame, split_spec)} Paired differences in percentage points; "
                   "the interval and the first p-value come from the corrected resampled t-test (Nadeau & "
                   f"Bengio, 2003), which widens the variance by test/train = {ratio:.3f} because rounds share "
@@ -100,7 +100,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
                       "the paired difference between the frameworks on the same rounds.",
                       framework_display(pairs, frame, labels))]
         if baseline:
-            _numeric_csv(versus.assign(configuration=versus["configuration"].map(labels)),
+            numeric_csv(versus.assign(configuration=versus["configuration"].map(labels)),
                          tables / "against_baseline.csv")
             sections.append(("Design factors against the baseline",
                              f"Baseline: {labels[baseline]} (`baseline:` in the experiment). Each configuration "
@@ -149,7 +149,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     if len(frame) or len(ensembles):
         plots.mkdir(parents=True, exist_ok=True)
         with_labels = frame.assign(configuration=frame["configuration"].map(labels)) if len(frame) else frame
-        tradeoff = _gate_plot(pd.concat([with_labels, ensembles], ignore_index=True),
+        tradeoff = gate_plot(pd.concat([with_labels, ensembles], ignore_index=True),
                               {**loaded.files, **ensemble_files}, plots / "gate_tradeoff.png")
         images += [tradeoff] if tradeoff else []
     notes = []
@@ -167,7 +167,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     sections += _data_sections(results_dir)
     lines = [f"# Report: {name}", "", stamp, ""] + [line for text in intro for line in (text, "")]
     for title, text, table in sections:
-        lines += [f"## {title}"] + ([text, ""] if text else [""]) + ([_markdown_table(table), ""] if len(table) else [])
+        lines += [f"## {title}"] + ([text, ""] if text else [""]) + ([markdown_table(table), ""] if len(table) else [])
     lines += notes + ([""] if notes else [])
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in images]
     (out / "report.md").write_text("\n".join(lines) + "\n")

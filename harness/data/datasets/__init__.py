@@ -18,5 +18,17 @@ def load(kind: str, path: str | Path, **options) -> UnifiedDataset:
     return LOADERS[kind](path, **options)
 
 
-__all__ = ["COLUMNS", "DatasetError", "LOADERS", "UnifiedDataset", "load", "load_adience",
+def load_spec(spec, strict_metadata: bool = False) -> UnifiedDataset:
+    """The one loader of the command line and the runner: ``spec`` names ``dataset`` and
+    ``path`` and, for Adience, ``images``, ``metadata`` and ``noncanonical`` (an experiment's
+    ``data:`` or ``harness data``'s arguments). ``strict_metadata`` stops at the first bad
+    metadata line instead of listing it."""
+    options = {}
+    if spec.dataset == "adience":
+        options = {"images": spec.images, "metadata": spec.metadata, "noncanonical": spec.noncanonical,
+                   "strict": strict_metadata}
+    return load(spec.dataset, spec.path, **options)
+
+
+__all__ = ["COLUMNS", "DatasetError", "LOADERS", "UnifiedDataset", "load", "load_spec", "load_adience",
            "load_csv", "load_utkface", "merge"]

@@ -31,7 +31,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from harness.deploy.classify import gate_threshold
 from harness.deploy.serve.guard import Guard, RequestProblem, check_listen
-from harness.deploy.serve.uploads import IMAGE_FIELD, _classify_upload, _read_upload
+from harness.deploy.serve.uploads import IMAGE_FIELD, classify_upload, read_upload
 
 STATIC = Path(__file__).with_name("static")   # the page: files beside this module, not strings in it
 
@@ -61,14 +61,14 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
     app.add_middleware(Guard, token=token)
 
     async def infer(request: Request, gate_age: float | None):
-        body, name = await _read_upload(request, max_upload_bytes)
+        body, name = await read_upload(request, max_upload_bytes)
         if waiting["count"] >= queue_limit:
             raise RequestProblem(503, f"busy: {queue_limit} photos are already waiting; try again",
                                  {"Retry-After": "1"})
         waiting["count"] += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                pool, _classify_upload, predictor, body, name, max_pixels, gate_age)
+                pool, classify_upload, predictor, body, name, max_pixels, gate_age)
         except RequestProblem:
             raise
         except Exception as err:   # the model failed on this photo; the server goes on

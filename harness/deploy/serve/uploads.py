@@ -23,7 +23,7 @@ RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 IMAGE_ERROR_STATUS = {"empty": 422, "format": 415, "too_large": 413, "corrupt": 422, "missing": 422}
 
 
-async def _read_upload(request, limit: int) -> tuple[bytes, str]:
+async def read_upload(request, limit: int) -> tuple[bytes, str]:
     """The uploaded image's bytes, its name and the request's content type, in memory.
 
     Takes multipart/form-data (field ``image``, or the first file) or a raw image body.
@@ -99,7 +99,7 @@ def _multipart_image(body: bytes, content_type: str) -> tuple[bytes, str]:
     return chosen[2], (chosen[1] or b"upload").decode("utf-8", "replace")[:200]
 
 
-def _classify_upload(predictor, body: bytes, name: str, max_pixels: int,
+def classify_upload(predictor, body: bytes, name: str, max_pixels: int,
                      min_age: float | None):
     started = time.perf_counter()
     try:

@@ -5,7 +5,7 @@ import subprocess
 import threading
 from queue import Queue
 
-from harness.runs.executors.workers import Job, JobQueue, Reuse, Stopped, WorkerSlot, _kill_group
+from harness.runs.executors.workers import Job, JobQueue, Reuse, Stopped, WorkerSlot, kill_group
 
 __all__ = ["LocalExecutor"]
 
@@ -24,7 +24,7 @@ class LocalExecutor:
     def _register(self, process: subprocess.Popen) -> None:
         with self._lock:
             if self._stopping:
-                _kill_group(process)
+                kill_group(process)
                 process.wait()
                 raise Stopped(str(process.pid))
             self._live = {p for p in self._live if p.poll() is None} | {process}
@@ -76,6 +76,6 @@ class LocalExecutor:
             self._stopping = True
             live = list(self._live)
         for process in live:
-            _kill_group(process)
+            kill_group(process)
         for process in live:
             process.wait()

@@ -84,13 +84,13 @@ def run_worker(run_dir: str, time_limit_s: float, on_start=None) -> Outcome:
         _, stderr = process.communicate(timeout=time_limit_s)
         code = process.returncode
     except subprocess.TimeoutExpired:
-        _kill_group(process)
+        kill_group(process)
         _, stderr = process.communicate()
         code = None
     return Outcome(code, time.monotonic() - start, (stderr or "")[-4000:])
 
 
-def _kill_group(process: subprocess.Popen) -> None:
+def kill_group(process: subprocess.Popen) -> None:
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -162,7 +162,7 @@ class ReusedWorker:
             except (OSError, subprocess.TimeoutExpired):
                 kill = True
         if self.alive or kill:
-            _kill_group(self.process)
+            kill_group(self.process)
         self.process.wait()
         for handle in (self.process.stdin, self._replies):
             try:
