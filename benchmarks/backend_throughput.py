@@ -29,6 +29,7 @@ from harness.data.datasets import load_utkface  # noqa: E402
 from harness.data.images import Preprocessing  # noqa: E402
 from harness.data.splits import SplitSpec, make_splits  # noqa: E402
 from harness.models.spec import ORIGINAL_STUDY, LeviHassner, ModelSpec, TrainingSpec  # noqa: E402
+from harness.processes import worker_command  # noqa: E402
 from harness.runs.trial import TrialConfig, data_fingerprint, write_trial  # noqa: E402
 
 SPECS = {
@@ -62,7 +63,7 @@ def main() -> None:
                                      threads=os.cpu_count() or 1,
                                      data_fingerprint=data_fingerprint(built.directory.name, manifest, 0, table))
                 write_trial(run_dir, config, table, manifest)
-                subprocess.run([sys.executable, "-m", "backends.worker", str(run_dir)], cwd=ROOT,
+                subprocess.run(worker_command(run_dir), cwd=ROOT,
                                check=True, stdout=subprocess.DEVNULL)
                 history = pd.read_csv(run_dir / "history.csv")
                 steady = history["images_per_second"].iloc[1:] if len(history) > 1 else history["images_per_second"]

@@ -22,6 +22,10 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness.processes import worker_command  # noqa: E402
+
 EXPERIMENT = ROOT / "experiments" / "gpu_check.yaml"
 OUTPUTS = ("DONE", "metrics.json", "history.csv", "predictions.npz", "val_predictions.npz", "env.json",
            "model.keras", "log.txt")
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         again = Path(tmp) / first.name
         shutil.copytree(first, again, ignore=shutil.ignore_patterns(*OUTPUTS, "tensorboard"))
-        subprocess.run([sys.executable, "-m", "backends.worker", "train", str(again)], cwd=ROOT, check=True,
+        subprocess.run(worker_command("train", again), cwd=ROOT, check=True,
                        env={**env, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.DEVNULL)
         cpu_device = json.loads((again / "env.json").read_text())["device"]
         cpu_rate = steady_rate(again)

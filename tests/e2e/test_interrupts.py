@@ -12,6 +12,7 @@ import pytest
 
 from harness.data import cache
 from harness.data.images import Preprocessing
+from harness.processes import WORKER_MODULE
 from tests.conftest import UTKFACE
 from tests.helpers.experiments import TINY, write
 from tests.helpers.processes import descendants, processes_mentioning, wait_for
@@ -50,7 +51,7 @@ def test_the_first_signal_stops_the_run_within_seconds(tmp_path, how, code):
     trials = results / "tiny" / "trials"
     wait_for(lambda: list(trials.glob("*/history.csv.partial")) or list(trials.glob("*/log.txt")),
              what="a trial to start")
-    workers = wait_for(lambda: [line for line in processes_mentioning("backends.worker")
+    workers = wait_for(lambda: [line for line in processes_mentioning(WORKER_MODULE)
                                 if int(line.split()[0]) in descendants(runner.pid)], what="its worker process")
     time.sleep(1)
     family = descendants(runner.pid)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from harness.data import cache
 from harness.data.images import Preprocessing
 from harness.data.splits import SplitSpec, make_splits
 from harness.models.spec import FCN, ModelSpec, TrainingSpec
+from harness.processes import worker_command
 from harness.runs.trial import TrialConfig, data_fingerprint, write_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +17,7 @@ PREP = Preprocessing(size=24)
 
 
 def worker(*args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "backends.worker", *map(str, args)],
+    result = subprocess.run(worker_command(*args),
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     if check and result.returncode:
         raise AssertionError(f"worker {args} failed:\n{result.stdout}\n{result.stderr}")
