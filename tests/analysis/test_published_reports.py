@@ -108,3 +108,29 @@ def test_compare_refuses_rounds_that_test_different_faces(tmp_path):
     splits.to_csv(other / "splits" / "splits.csv", index=False)
     with pytest.raises(ValueError, match="round 1 tests different faces"):
         write_comparison(other, FIXTURE, tmp_path / "out")
+
+
+def _with_environments(tmp_path, versions) -> Path:
+    """A copy of the fixture results whose trials carry env.json files with these versions."""
+    copy = tmp_path / "report_fixture"
+    shutil.copytree(FIXTURE, copy)
+    trials = sorted((copy / "trials").iterdir())
+    for trial, tensorflow in zip(trials, versions * len(trials)):
+        (trial / "env.json").write_text(
+            f'{{"framework": "keras", "keras": "3.15.1", "tensorflow": "{tensorflow}", "numpy": "2.4.6"}}')
+    return copy
+
+
+def test_the_report_stamps_the_framework_versions_and_says_when_they_differ(tmp_path):
+    same = _with_environments(tmp_path / "same", ["2.21.0"])
+    text = (write_report(same, tmp_path / "same-out")).read_text()
+    assert "Framework versions (from 16 trials' env.json): tensorflow 2.21.0, keras 3.15.1, numpy 2.4.6." in text
+    assert "different framework versions" not in text
+
+    mixed = _with_environments(tmp_path / "mixed", ["2.20.0", "2.21.0"])
+    text = (write_report(mixed, tmp_path / "mixed-out")).read_text()
+    assert ("**Its trials ran under different framework versions**: tensorflow 2.20.0 (8 trials), "
+            "2.21.0 (8 trials)") in text
+
+    # The published fixture predates env.json: no claim about versions at all.
+    assert "ramework versions" not in (PUBLISHED / "report.md").read_text()

@@ -268,6 +268,11 @@ def test_the_report_names_the_best_trial_on_validation_and_predict_takes_it(fini
     assert best["trial_id"] == max(scores, key=scores.get)
     assert best["val_joint_accuracy"] == pytest.approx(max(scores.values()))
     assert (results / "best").resolve() == (results / "trials" / best["trial_id"]).resolve()
+    environment = json.loads((results / "best" / "env.json").read_text())
+    from harness import __version__
+    assert environment["harness"] == __version__ and environment["keras"] and environment["tensorflow"]
+    assert environment["numpy"] == np.__version__
+    assert "Framework versions (from 2 trials' env.json): tensorflow " in (results / "report.md").read_text()
 
     photo = utkface_sample["path"].iloc[0]
     predicted = harness_cli("predict", "--model", results / "best", photo, cache=finished["cache"])
