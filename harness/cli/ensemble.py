@@ -8,6 +8,7 @@ from harness.cli.options import age, probability
 
 def cmd_ensemble(args) -> int:
     from harness.runs import ensemble
+    from harness.runs.layout import ENSEMBLES_DIR
 
     results = Path(args.results_dir)
     if not results.is_dir():
@@ -17,7 +18,7 @@ def cmd_ensemble(args) -> int:
     else:
         groups = ensemble.members_by_rank(results, args.top, args.metric)
         selection = f"top {args.top} configurations by mean validation {args.metric}"
-    out = Path(args.out) if args.out else results / ensemble.ENSEMBLES_DIR / (args.name or _ensemble_name(args))
+    out = Path(args.out) if args.out else results / ENSEMBLES_DIR / (args.name or _ensemble_name(args))
     gate = None
     if args.gate_min_age is not None or args.gate_max_false_accept is not None or args.gate_confidence is not None:
         from harness.models.gate import GateSpec
