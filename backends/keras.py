@@ -43,7 +43,7 @@ ENGINE = keras.backend.backend()     # "tensorflow", "jax" or "torch"
 if ENGINE != "tensorflow":
     # Keras imports TensorFlow whenever it is installed, even on another engine (to seed
     # it, to offer tf.data); here it runs as on a machine without TensorFlow, so that a
-    # JAX trial computes with JAX alone (tests/test_backends.py checks sys.modules).
+    # JAX trial computes with JAX alone (tests/e2e/test_backends.py checks sys.modules).
     from keras.src.utils import module_utils
 
     module_utils.tensorflow._available = False

@@ -10,7 +10,7 @@ index array and, running ahead, reshuffles that array in place at each epoch's e
 so batches still queued change under the feeder and the same seed gives different
 runs. ``make_batches_reproducible`` hands out copies instead.
 
-``tests/test_tflearn_compat.py`` fails when either name comes back on its own (so
+``tests/models/test_tflearn_compat.py`` fails when either name comes back on its own (so
 this module can go) or when the import stops working with them restored.
 """
 from __future__ import annotations
