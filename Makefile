@@ -19,11 +19,13 @@ $(VENV)/.setup-stamp: setup.py requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+# pip-tools, so that pip's resolver (which honours Requires-Python's upper bounds) picks
+# what pip installs; run it with the Python 3.11 the lock is for.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet uv
-	$(VENV)/bin/uv pip compile setup.py --extra test --extra docs --python-version 3.11 \
-	  --python-platform x86_64-unknown-linux-gnu --no-header -o requirements.lock
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --extra test --extra docs --strip-extras --no-header \
+	  --annotation-style line -o requirements.lock setup.py
 
 # The quickstart experiment: both backends, the study's FCN vs a small CNN, one
 # UTKFace fold; resumable, and it ends by writing results/quickstart/report.md.
