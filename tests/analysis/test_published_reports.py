@@ -134,3 +134,19 @@ def test_the_report_stamps_the_framework_versions_and_says_when_they_differ(tmp_
 
     # The published fixture predates env.json: no claim about versions at all.
     assert "ramework versions" not in (PUBLISHED / "report.md").read_text()
+
+
+def test_a_published_experiment_keeps_its_trial_ids(tmp_path):
+    """Trial ids are hashes of resolved configs: the layout changes none of them, so published
+    results resume and regenerate. A dry run (which computes nothing) gives today's ids."""
+    import csv
+
+    from tests.helpers.experiments import harness_cli
+
+    dry = harness_cli("run", "experiments/framework_comparison.yaml", "--results", tmp_path, "--dry-run",
+                      cache=str(tmp_path / "cache"))
+    assert dry.returncode == 0, dry.stderr
+    today = {line.split()[0] for line in dry.stdout.splitlines() if " round " in line}
+    with open(ROOT / "docs" / "results" / "framework_comparison" / "tables" / "trials.csv") as handle:
+        published = {row["trial_id"] for row in csv.DictReader(handle)}
+    assert len(today) == 50 and today == published
