@@ -5,6 +5,8 @@ No framework is imported here: each backend imports this beside its own framewor
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 # Set by the worker from the trial's config (its ``threads``), so that a trial computes
 # the same numbers whatever else runs beside it; unset (predict) means TF's default.
@@ -72,3 +74,14 @@ def configure_converter(converter, quantize: str, representative=None):
             raise ValueError("int8 quantization needs representative inputs (the run's training images)")
         converter.representative_dataset = lambda: ([np.asarray(x[None], np.float32)] for x in representative)
     return converter
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as env.json and benchmark results record it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

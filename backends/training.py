@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backends.common import THREADS_ENV, thread_counts
+from backends.common import THREADS_ENV, cpu_model, thread_counts
 from backends.loading import backend_module, export_backend, output_to
 from harness import __version__ as harness_version
 from harness.data.cache import CachedArrays
@@ -119,7 +119,7 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
         # The versions that can move a trial's numbers (the report says when they differ).
         environment = {**backend.environment(), "numpy": np.__version__, "harness": harness_version,
                        "python": platform.python_version(),
-                       "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+                       "host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
                        "threads": {"intra_op": intra, "inter_op": inter},
                        "n_params": backend.count_params(model)}
         if os.environ.get("HARNESS_RAY_NODE_ID"):   # set by harness.runs.executors for Ray tasks
@@ -160,16 +160,6 @@ def training_targets(config, role) -> np.ndarray:
         soften = soft_years if config.model.head in heads.YEARS_HEADS else soft_age
         distribution = soften(role.years, training.age_sigma)
     return heads.targets(config.model.head, role.age, role.gender, distribution, role.years)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _num(value) -> float:

@@ -10,18 +10,10 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from backends.common import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "results"
 PACKAGES = ("tensorflow-cpu", "keras", "tflearn", "jax", "numpy", "dlib-bin", "ai-edge-litert")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _versions() -> dict:
@@ -46,7 +38,7 @@ def write_result(name: str, description: str, figures: dict) -> Path:
     path.write_text(json.dumps({
         "description": description, "figures": figures,
         "measured": {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-                     "commit": commit, "cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
+                     "commit": commit, "cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                      "versions": _versions()},
     }, indent=2) + "\n")
     return path
