@@ -46,6 +46,10 @@ ENSEMBLES_DIR = "ensembles"
 ENSEMBLE_FILE, MEMBERS_FILE = "ensemble.json", "members.json"
 ROUND_PREFIX = "round-"
 
+# A report (`harness report`, `harness compare`): in the results folder or in --out.
+REPORT_MD, REPORT_HTML = "report.md", "report.html"
+REPORT_TABLES_DIR, REPORT_PLOTS_DIR = "tables", "plots"
+
 # An export folder.
 MANIFEST_FILE = "export.json"
 MODEL_FILE = "model.tflite"

@@ -11,12 +11,15 @@ from pydantic import ValidationError
 
 from harness.data.images import Preprocessing
 from harness.models import heads
+from harness.models.backends import BACKENDS as REGISTERED_BACKENDS
+from harness.models.backends import DEFAULT_BACKENDS
 from harness.models.spec import FCN, ORIGINAL_STUDY, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec
 from harness.runs.trial import TrialConfig
 from tests.helpers.backend_runs import ROOT, make_trial, metrics_of, train_all, worker
 
-BACKENDS = ["keras", "tflearn", "keras-jax"]
-STUDY_BACKENDS = ["keras", "tflearn"]   # the two frameworks the original study compared
+# Every backend the registry lists, and the two frameworks the original study compared.
+BACKENDS = list(REGISTERED_BACKENDS)
+STUDY_BACKENDS = list(DEFAULT_BACKENDS)
 
 
 @pytest.fixture(scope="module")

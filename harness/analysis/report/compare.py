@@ -19,6 +19,7 @@ from harness.analysis.report.trials import (
     stored_split_spec,
 )
 from harness.runs.index import experiment_records
+from harness.runs.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS_DIR, REPORT_TABLES_DIR
 
 
 def _same_test_faces(first: Path, second: Path) -> list[int]:
@@ -65,15 +66,15 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
         raise ValueError(f"no configuration ran on the same backend in both {first} and {second}")
     labels = comparisons.short_labels(pd.concat(frames, ignore_index=True))
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / "tables", out / "plots"):
+    for stale in (out / REPORT_TABLES_DIR, out / REPORT_PLOTS_DIR):
         shutil.rmtree(stale, ignore_errors=True)
-    (out / "tables").mkdir()
-    (out / "plots").mkdir()
-    numeric_csv(table.assign(configuration=table["configuration"].map(labels)), out / "tables" / "between.csv")
+    (out / REPORT_TABLES_DIR).mkdir()
+    (out / REPORT_PLOTS_DIR).mkdir()
+    numeric_csv(table.assign(configuration=table["configuration"].map(labels)), out / REPORT_TABLES_DIR / "between.csv")
     from harness.analysis.plots import forest_plot
 
     plot = forest_plot(forest_rows(table, labels, backend=True), [label for _, label in comparisons.ACCURACIES],
-                       out / "plots" / "forest_between.png",
+                       out / REPORT_PLOTS_DIR / "forest_between.png",
                        f"{names[0]} − {names[1]}, per configuration and backend (filled: p < 0.05)", "points")
     stamp = report_stamp(command, {**records[0], **records[1]}, framework_versions(first, records[0])
                    + framework_versions(second, records[1]))
@@ -88,10 +89,10 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
     lines = [f"# Comparison: {names[0]} − {names[1]}", "", stamp, ""] + [x for t in intro for x in (t, "")]
     lines += [f"## {names[0]} − {names[1]}", "", markdown_table(shown), "", "## Plots", "",
               f"![{plot.stem}]({plot.relative_to(out).as_posix()})"]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / REPORT_MD).write_text("\n".join(lines) + "\n")
     from harness.analysis.report.render import page
 
-    (out / "report.html").write_text(page(f"{names[0]} − {names[1]}", stamp, intro,
+    (out / REPORT_HTML).write_text(page(f"{names[0]} − {names[1]}", stamp, intro,
                                           [(f"{names[0]} − {names[1]}", "", shown)],
                                           [plot.relative_to(out).as_posix()], {}, []))
-    return out / "report.md"
+    return out / REPORT_MD

@@ -11,8 +11,9 @@ import pandas as pd
 from harness.analysis import comparisons
 from harness.analysis.report.trials import TrialFiles
 from harness.data.labels import N_AGE, age_label
-from harness.data.splits import SplitManifest
+from harness.data.splits import MANIFEST_CSV, SplitManifest
 from harness.models import backends
+from harness.runs.layout import SPLITS_DIR, TABLE_FILE
 
 
 def gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> Path | None:
@@ -168,11 +169,11 @@ def draw_plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: P
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
 
-    splits = results_dir / "splits"
-    if (splits / "splits.csv").is_file():
-        table = pd.read_csv(splits / "table.csv", dtype={"id": str})
+    splits = results_dir / SPLITS_DIR
+    if (splits / MANIFEST_CSV).is_file():
+        table = pd.read_csv(splits / TABLE_FILE, dtype={"id": str})
         manifest = SplitManifest.load(splits)
         ran = set(frame["round"])
         manifest.assignments = manifest.assignments[manifest.assignments["round"].isin(ran)]
-        written += plot_split_balance(table, manifest, out / "splits")
+        written += plot_split_balance(table, manifest, out / SPLITS_DIR)
     return written

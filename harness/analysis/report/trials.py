@@ -15,7 +15,15 @@ from harness.models import heads
 from harness.models.gate import gate_rates
 from harness.models.spec import TrainingSpec
 from harness.runs.index import experiment_records, trial_dir
-from harness.runs.layout import HISTORY_FILE, INDEX_FILE, LABELS_FILE, METRICS_FILE, PREDICTIONS_FILE
+from harness.runs.layout import (
+    EXPERIMENT_FILE,
+    HISTORY_FILE,
+    INDEX_FILE,
+    LABELS_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    SPLITS_DIR,
+)
 from harness.runs.trial import age_residuals
 
 
@@ -175,7 +183,7 @@ def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFile
 
 def stored_experiment(results_dir: Path) -> dict:
     try:
-        stored = json.loads((results_dir / "experiment.json").read_text())
+        stored = json.loads((results_dir / EXPERIMENT_FILE).read_text())
         return stored if isinstance(stored, dict) else {}
     except (OSError, ValueError):
         return {}
@@ -190,7 +198,7 @@ def stored_split_spec(stored: dict) -> SplitSpec | None:
 
 def stored_manifest(results_dir: Path) -> SplitManifest | None:
     try:
-        return SplitManifest.load(results_dir / "splits")
+        return SplitManifest.load(results_dir / SPLITS_DIR)
     except (OSError, ValueError, KeyError):
         return None
 

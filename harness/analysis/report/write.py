@@ -33,6 +33,7 @@ from harness.analysis.report.trials import (
 )
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
 from harness.runs.index import experiment_records, read_index, write_best
+from harness.runs.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS_DIR, REPORT_TABLES_DIR
 
 
 def write_report(results_dir: str | Path, out: str | Path | None = None, command: str | None = None) -> Path:
@@ -52,7 +53,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     stored = stored_experiment(results_dir)
     split_spec = stored_split_spec(stored)
     out.mkdir(parents=True, exist_ok=True)
-    tables, plots = out / "tables", out / "plots"
+    tables, plots = out / REPORT_TABLES_DIR, out / REPORT_PLOTS_DIR
     for stale in (tables, plots):   # everything shown is regenerated from the trials
         shutil.rmtree(stale, ignore_errors=True)
     tables.mkdir()
@@ -170,13 +171,13 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
         lines += [f"## {title}"] + ([text, ""] if text else [""]) + ([markdown_table(table), ""] if len(table) else [])
     lines += notes + ([""] if notes else [])
     lines += ["## Plots", ""] + [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in images]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / REPORT_MD).write_text("\n".join(lines) + "\n")
     from harness.analysis.report.render import page
 
-    (out / "report.html").write_text(page(name, stamp, intro,
+    (out / REPORT_HTML).write_text(page(name, stamp, intro,
                                           sections, [p.relative_to(out).as_posix() for p in images],
                                           {v: k for k, v in labels.items()}, notes))
-    return out / "report.md"
+    return out / REPORT_MD
 
 
 def _data_sections(results_dir: Path) -> list[tuple[str, str, pd.DataFrame]]:
