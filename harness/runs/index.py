@@ -1,4 +1,5 @@
-"""The results index: one JSON line per finished trial, appended atomically.
+"""The results index: one JSON line per finished trial, appended atomically; and what a
+results folder offers as a model (its finished trials, its ``best``).
 
 A record is appended only after the trial's DONE marker exists, so the index never
 claims a result whose files are incomplete. A damaged line (a torn last line from a kill
@@ -14,7 +15,16 @@ import os
 from pathlib import Path
 
 from harness.paths import child_path
-from harness.runs.layout import CURRENT_TRIALS_FILE, DAMAGED_SUFFIX, INDEX_FILE, TRIALS_DIR
+from harness.runs.layout import (
+    BEST_FILE,
+    BEST_LINK,
+    CURRENT_TRIALS_FILE,
+    DAMAGED_SUFFIX,
+    INDEX_FILE,
+    TRIALS_DIR,
+    finished,
+)
+from harness.runs.trial import final_validation
 
 
 def _parse(line: str) -> dict | None:
@@ -98,9 +108,6 @@ def trial_dir(results_dir: str | Path, trial_id: str) -> Path:
 def describe_results(results_dir: str | Path, shown: int = 10) -> str:
     """The finished trials of a results folder with their test accuracies, best first
     (by validation joint accuracy, as ``best.json``), and how to name one as a model."""
-    from harness.runs.layout import BEST_LINK, finished
-    from harness.runs.trial import final_validation
-
     results_dir = Path(results_dir)
     rows = []
     for trial_id, record in experiment_records(results_dir).items():
@@ -133,9 +140,6 @@ def write_best(results_dir: str | Path) -> dict | None:
     finished trial with the highest validation joint accuracy after the last epoch (never
     a test figure), so that ``--model RESULTS/best`` names it. None when no finished trial
     has a validation split (nothing is written then)."""
-    from harness.runs.layout import BEST_FILE, BEST_LINK, TRIALS_DIR, finished
-    from harness.runs.trial import final_validation
-
     results_dir = Path(results_dir)
     best = None
     for trial_id, record in sorted(experiment_records(results_dir).items()):
