@@ -33,7 +33,7 @@ def cmd_serve(args) -> int:
         host=args.host, port=args.port, token=args.token or os.environ.get("HARNESS_SERVE_TOKEN") or None,
         min_age=args.min_age, max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
         queue_limit=args.queue, cors_origins=tuple(args.cors_origin) if args.cors_origin else None, tta=args.tta,
-        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile))
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, allow_failed_parity=args.allow_failed_parity))
     return 0
 
 
@@ -64,5 +64,7 @@ def register(commands) -> None:
     srv.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     srv.add_argument("--ssl-certfile", help="serve HTTPS (phones need it for the live camera on the LAN)")
     srv.add_argument("--ssl-keyfile", help="the private key of --ssl-certfile")
+    srv.add_argument("--allow-failed-parity", action="store_true",
+                     help="serve an export whose parity check failed (its answers are not the trained model's)")
     srv.set_defaults(func=cmd_serve)
 

@@ -13,7 +13,7 @@ def cmd_predict(args) -> int:
     from harness.deploy.classify import classify, gate_threshold, image_files
     from harness.deploy.predictors import open_model
 
-    predictor = open_model(args.model, args.tta)
+    predictor = open_model(args.model, args.tta, args.allow_failed_parity)
     files = image_files(args.images)
     if not files:
         raise ValueError(f"no images found in {' '.join(args.images)}")
@@ -73,5 +73,8 @@ def register(commands) -> None:
                               "and the adult probability --min-age needs to allow (default: the "
                               "run's calibrated gate threshold for that age, else 0.5)")
     predict.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
+    predict.add_argument("--allow-failed-parity", action="store_true",
+                         help="open an export whose parity check failed (to inspect it; its answers are not "
+                              "the trained model's)")
     predict.set_defaults(func=cmd_predict)
 

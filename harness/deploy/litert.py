@@ -8,6 +8,7 @@ door gate's threshold. An ensemble's folder holds one such folder per member und
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -142,15 +143,47 @@ class LiteModel:
         return self.interpreter.get_tensor(self._output["index"]).copy()
 
 
+def verified_model_file(export_dir: Path, manifest: ExportManifest) -> Path:
+    """The manifest's ``model_file``, inside the export folder and with the bytes the
+    manifest's sha256 records: a file swapped for another model, or damaged, is refused
+    before it answers a single photo."""
+    where = export_dir / MANIFEST_FILE
+    path = (export_dir / manifest.model_file).resolve()
+    if Path(manifest.model_file).is_absolute() or export_dir.resolve() not in path.parents:
+        raise ValueError(f"{where}: model_file {manifest.model_file!r} is outside the export folder")
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as err:
+        raise ValueError(f"{export_dir / manifest.model_file}: cannot be read ({err.strerror or err}); "
+                         f"{where} names it as the model") from None
+    if digest != manifest.sha256:
+        raise ValueError(f"{export_dir / manifest.model_file}: its sha256 is {digest[:16]}..., not the "
+                         f"{(manifest.sha256 or 'none')[:16]}... that {where} records: the file was replaced "
+                         "or damaged after it was exported; export the run again")
+    return path
+
+
 class ExportedNetwork:
-    """A trial's export: its LiteRT model with its preprocessing and head."""
+    """A trial's export: its LiteRT model with its preprocessing and head, checked against
+    the manifest when it is opened (the file's hash, its input and output shapes)."""
 
     def __init__(self, export_dir: Path, manifest: ExportManifest, threads: int | None = None):
         self.directory, self.manifest = export_dir, manifest
-        self.model = LiteModel(export_dir / manifest.model_file, threads)
+        where = export_dir / MANIFEST_FILE
+        self.model = LiteModel(verified_model_file(export_dir, manifest), threads)
         if list(self.model.input_shape) != manifest.input_shape:
-            raise ValueError(f"{export_dir / MANIFEST_FILE}: input_shape {manifest.input_shape} does not "
+            raise ValueError(f"{where}: input_shape {manifest.input_shape} does not "
                              f"match {manifest.model_file}'s {list(self.model.input_shape)}")
+        if tuple(manifest.preprocessing.shape) != self.model.input_shape:
+            raise ValueError(f"{where}: its preprocessing makes inputs of shape {list(manifest.preprocessing.shape)}, "
+                             f"but {manifest.model_file} takes {list(self.model.input_shape)}")
+        try:
+            units = heads.output_size(manifest.head)
+        except (KeyError, ValueError):
+            raise ValueError(f"{where}: head {manifest.head!r} is not one the harness knows") from None
+        if units != self.model.output_units:
+            raise ValueError(f"{where}: head {manifest.head} has {units} outputs, but {manifest.model_file} "
+                             f"gives {self.model.output_units}")
         self.preprocessing, self.head = manifest.preprocessing, manifest.head
 
     def readouts(self, inputs: np.ndarray) -> np.ndarray:
@@ -160,10 +193,22 @@ class ExportedNetwork:
                              self.manifest.age_residuals)
 
 
-def open_networks(export_dir: str | Path, threads: int | None = None) -> tuple[ExportManifest, list[ExportedNetwork]]:
-    """The export's manifest and its networks (one, or an ensemble's members)."""
+def _check_parity(export_dir: Path, manifest: ExportManifest, allow_failed_parity: bool) -> None:
+    parity = manifest.parity
+    if parity.passed is False and not allow_failed_parity:
+        raise ValueError(f"{export_dir / MANIFEST_FILE}: its parity check failed (largest probability difference "
+                         f"{parity.max_abs_probability_difference:.1e} from the framework model, tolerance "
+                         f"{parity.tolerance:g}): it does not answer as the trained model does. Export the run "
+                         "again, or give --allow-failed-parity to inspect it")
+
+
+def open_networks(export_dir: str | Path, threads: int | None = None,
+                  allow_failed_parity: bool = False) -> tuple[ExportManifest, list[ExportedNetwork]]:
+    """The export's manifest and its networks (one, or an ensemble's members), each verified
+    against its manifest; an export whose parity failed is refused unless allowed."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
+    _check_parity(export_dir, manifest, allow_failed_parity)
     if manifest.kind == "trial":
         return manifest, [ExportedNetwork(export_dir, manifest, threads)]
     members = []
@@ -171,5 +216,7 @@ def open_networks(export_dir: str | Path, threads: int | None = None) -> tuple[E
         member_dir = (export_dir / member).resolve()
         if export_dir.resolve() not in member_dir.parents:
             raise ValueError(f"{export_dir / MANIFEST_FILE}: member {member!r} is outside the export folder")
-        members.append(ExportedNetwork(member_dir, read_manifest(member_dir), threads))
+        member_manifest = read_manifest(member_dir)
+        _check_parity(member_dir, member_manifest, allow_failed_parity)
+        members.append(ExportedNetwork(member_dir, member_manifest, threads))
     return manifest, members

@@ -168,11 +168,12 @@ class ExportPredictor:
     ensemble averages its members' scores as the ensemble round did.
     """
 
-    def __init__(self, export_dir: str | Path, tta: str | None = None, threads: int | None = None):
+    def __init__(self, export_dir: str | Path, tta: str | None = None, threads: int | None = None,
+                 allow_failed_parity: bool = False):
         from harness.deploy.litert import open_networks
 
         self.run_dir = Path(export_dir)
-        self.manifest, self.networks = open_networks(self.run_dir, threads)
+        self.manifest, self.networks = open_networks(self.run_dir, threads, allow_failed_parity)
         self.tta = _check_tta(tta)
 
     @property
@@ -224,13 +225,14 @@ def _receive(connection, member) -> tuple[str, object]:
         return "error", "its process ended unexpectedly"
 
 
-def open_model(path: str | Path, tta: str | None = None):
-    """A trial run directory -> :class:`Predictor`; an ensemble round -> :class:`EnsemblePredictor`;
-    an export folder -> :class:`ExportPredictor`."""
+def open_model(path: str | Path, tta: str | None = None, allow_failed_parity: bool = False):
+    """A trial run directory -> :class:`FrameworkPredictor`; an ensemble round ->
+    :class:`EnsemblePredictor`; an export folder -> :class:`ExportPredictor` (verified
+    against its manifest; one whose parity failed only with ``allow_failed_parity``)."""
     path = Path(path)
     kind = kind_of(path)
     if kind == "export":
-        return ExportPredictor(path, tta)
+        return ExportPredictor(path, tta, allow_failed_parity=allow_failed_parity)
     if kind == "ensemble_round":
         return EnsemblePredictor(path, tta)
     return FrameworkPredictor(path, tta)

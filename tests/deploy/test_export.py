@@ -167,3 +167,71 @@ def test_bad_exports_are_refused_with_the_file_and_the_reason(door_runs, door_ex
     (damaged / "export.json").write_text(json.dumps({**manifest, "quantize": "int4"}))
     result = harness("predict", "--model", damaged, tmp_path)
     assert result.returncode == 2 and "export.json: key quantize" in result.stderr
+
+
+# --- issue 23 §1: an export is verified when it is opened ---------------------------------
+
+def _copy_export(source, target, **manifest_changes):
+    import shutil
+
+    shutil.copytree(source, target)
+    if manifest_changes:
+        manifest = json.loads((target / "export.json").read_text())
+        for key, value in manifest_changes.items():
+            if isinstance(value, dict):
+                manifest[key] = {**manifest[key], **value}
+            else:
+                manifest[key] = value
+        (target / "export.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_a_replaced_or_damaged_model_file_is_refused_naming_the_file_and_the_manifest(door_exports, faces,
+                                                                                       tmp_path):
+    photo = faces / "face0.jpg"
+    good = harness("predict", "--model", door_exports["keras"], photo)
+    assert good.returncode == 0, good.stderr
+
+    flipped = _copy_export(door_exports["keras"], tmp_path / "flipped")
+    data = bytearray((flipped / "model.tflite").read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 2000] = bytes(b ^ 0xFF for b in data[middle:middle + 2000])
+    (flipped / "model.tflite").write_bytes(bytes(data))
+    # Another valid model with the same input shape and head: the TFLearn CNN's file in the Keras FCN's folder.
+    swapped = _copy_export(door_exports["keras"], tmp_path / "swapped")
+    (swapped / "model.tflite").write_bytes((door_exports["tflearn"] / "model.tflite").read_bytes())
+    zeros = _copy_export(door_exports["keras"], tmp_path / "zeros", sha256="0" * 64)
+    for folder in (flipped, swapped, zeros):
+        result = harness("predict", "--model", folder, photo)
+        assert result.returncode == 2, (folder, result.stdout)
+        assert f"{folder / 'model.tflite'}: its sha256 is" in result.stderr
+        assert f"that {folder / 'export.json'} records" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_model_file_outside_the_export_and_shapes_that_do_not_fit_are_refused_at_load(door_exports, faces,
+                                                                                          tmp_path):
+    photo = faces / "face0.jpg"
+    keras = door_exports["keras"]
+    sha = json.loads((keras / "export.json").read_text())["sha256"]
+    for name, model_file in (("climbs", "../../keras/model.tflite"), ("absolute", str(keras / "model.tflite"))):
+        folder = _copy_export(keras, tmp_path / name, model_file=model_file, sha256=sha)
+        result = harness("predict", "--model", folder, photo)
+        assert result.returncode == 2 and f"model_file {model_file!r} is outside the export folder" in result.stderr
+    bigger = _copy_export(keras, tmp_path / "bigger", preprocessing={"size": 32})
+    result = harness("predict", "--model", bigger, photo)
+    assert result.returncode == 2 and "its preprocessing makes inputs of shape [32, 32, 3]" in result.stderr
+    years = _copy_export(keras, tmp_path / "years", head="years_softmax")
+    result = harness("predict", "--model", years, photo)
+    assert result.returncode == 2 and "head years_softmax has 103 outputs, but model.tflite gives 10" in result.stderr
+
+
+def test_an_export_whose_parity_failed_is_refused_unless_asked_for(door_exports, faces, tmp_path):
+    photo = faces / "face0.jpg"
+    failed = _copy_export(door_exports["tflearn"], tmp_path / "failed", parity={"passed": False})
+    refused = harness("predict", "--model", failed, photo)
+    assert refused.returncode == 2 and "its parity check failed" in refused.stderr
+    assert "--allow-failed-parity" in refused.stderr
+    allowed = harness("predict", "--model", failed, photo, "--allow-failed-parity")
+    assert allowed.returncode == 0, allowed.stderr
+    server = harness("serve", "--model", failed, "--port", "1")   # refused while loading, before it binds
+    assert server.returncode == 2 and "its parity check failed" in server.stderr

@@ -177,6 +177,7 @@ class ServeOptions:
     tta: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    allow_failed_parity: bool = False     # serve an export whose parity check failed (demos only)
 
     def check(self) -> None:
         check_listen(self.host, self.token)
@@ -191,7 +192,7 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
     from harness.deploy.predictors import open_model
 
     options.check()
-    predictor = open_model(model, options.tta)
+    predictor = open_model(model, options.tta, options.allow_failed_parity)
     app = create_app(predictor, token=options.token, min_age=options.min_age,
                      max_upload_bytes=int(options.max_upload_mb * 2**20),
                      max_pixels=int(options.max_megapixels * 10**6), queue_limit=options.queue_limit,
