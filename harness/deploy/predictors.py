@@ -6,7 +6,6 @@ own) and an export folder (:class:`ExportPredictor`, LiteRT: no framework import
 :func:`open_model` picks one from what the folder is (:func:`harness.runs.layout.kind_of`)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
@@ -24,7 +23,7 @@ from harness.runs.trial import age_residuals, read_config
 LOG_NAME = "predict-log.txt"
 
 
-__all__ = ["Predictor", "FrameworkPredictor", "EnsemblePredictor", "ExportPredictor", "open_model"]
+__all__ = ["Predictor", "FrameworkPredictor", "ExportPredictor", "open_model"]
 
 
 @runtime_checkable
@@ -39,6 +38,9 @@ class Predictor(Protocol):
 
     def readouts(self, chips) -> np.ndarray:
         """Aligned face chips -> one readout per face (:func:`harness.models.heads.readout`)."""
+
+    def health(self) -> str | None:
+        """None while the model can answer; otherwise why not (the server's /healthz says it)."""
 
 
 class FrameworkPredictor:
@@ -98,67 +100,8 @@ class FrameworkPredictor:
         """Aligned face chips -> readouts."""
         return self.readouts_of(model_batches(chips, self.preprocessing, self.tta))
 
-
-class EnsemblePredictor:
-    """An ensemble round (see :mod:`harness.runs.ensemble`): its members' mean scores.
-
-    Each member runs in a process of its own (TFLearn and Keras cannot share one); the
-    faces' inputs are computed once per preprocessing here and sent to the members.
-    """
-
-    def __init__(self, run_dir: str | Path, tta: str | None = None):
-        import multiprocessing
-
-        from harness.runs.ensemble import member_dirs
-
-        self.run_dir = _finished_run(run_dir)
-        self.tta = _check_tta(tta)
-        members, _ = member_dirs(self.run_dir)
-        self.configs = [read_config(_finished_run(m)) for m in members]
-        context = multiprocessing.get_context("spawn")
-        self._members = []
-        for member in members:
-            parent, child = context.Pipe()
-            process = context.Process(target=_serve_member, args=(str(member), child), daemon=True)
-            process.start()
-            self._members.append((member, process, parent))
-        for member, _, connection in self._members:
-            status, detail = _receive(connection, member)
-            if status != "ready":
-                self.close()
-                raise ValueError(f"ensemble member {member}: {detail}")
-
-    @property
-    def calibrated_gate(self) -> dict | None:
-        return stored_gate(self.run_dir)
-
-    def readouts(self, chips) -> np.ndarray:
-        batches: dict[str, list[np.ndarray]] = {}
-        for config in self.configs:
-            key = config.preprocessing.model_dump_json()
-            if key not in batches:
-                batches[key] = model_batches(chips, config.preprocessing, self.tta)
-        for config, (_, _, connection) in zip(self.configs, self._members):
-            connection.send(batches[config.preprocessing.model_dump_json()])
-        results = []
-        for member, _, connection in self._members:
-            status, detail = _receive(connection, member)
-            if status != "ok":
-                raise ValueError(f"ensemble member {member}: {detail}")
-            results.append(detail)
-        return np.mean(results, axis=0)
-
-    def close(self) -> None:
-        for _, process, connection in self._members:
-            with contextlib.suppress(OSError):
-                connection.send(None)
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-
-    def __del__(self):
-        with contextlib.suppress(Exception):
-            self.close()
+    def health(self) -> str | None:
+        return None   # loaded in this process: it answers as long as the process does
 
 
 class ExportPredictor:
@@ -190,39 +133,8 @@ class ExportPredictor:
             results.append(np.mean([network.readouts(batch) for batch in batches[key]], axis=0))
         return np.mean(results, axis=0)
 
-
-def _serve_member(run_dir: str, connection) -> None:
-    """A member's process: load its model once, then answer input batches with scores."""
-    import signal
-
-    from harness.processes import die_with_parent
-
-    die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        predictor = FrameworkPredictor(run_dir)
-    except Exception as err:
-        connection.send(("error", str(err)))
-        return
-    connection.send(("ready", None))
-    while True:
-        try:
-            batches = connection.recv()
-        except EOFError:
-            return
-        if batches is None:
-            return
-        try:
-            connection.send(("ok", predictor.readouts_of(batches)))
-        except Exception as err:
-            connection.send(("error", f"{type(err).__name__}: {err}"))
-
-
-def _receive(connection, member) -> tuple[str, object]:
-    try:
-        return connection.recv()
-    except EOFError:
-        return "error", "its process ended unexpectedly"
+    def health(self) -> str | None:
+        return None
 
 
 def open_model(path: str | Path, tta: str | None = None, allow_failed_parity: bool = False):
@@ -234,6 +146,8 @@ def open_model(path: str | Path, tta: str | None = None, allow_failed_parity: bo
     if kind == "export":
         return ExportPredictor(path, tta, allow_failed_parity=allow_failed_parity)
     if kind == "ensemble_round":
+        from harness.deploy.ensemble_members import EnsemblePredictor
+
         return EnsemblePredictor(path, tta)
     return FrameworkPredictor(path, tta)
 

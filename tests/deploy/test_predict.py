@@ -349,3 +349,96 @@ def test_an_ensemble_of_years_models_averages_their_distributions(models, photos
     group_model = Member("t-groups", models["keras"], read_config(models["keras"]), "fcn")
     with pytest.raises(EnsembleError, match="years models .* and age-group models .* cannot be averaged"):
         build_round([members[0], group_model], tmp_path / "mixed")
+
+
+# --- issue 23 §2: ensemble members stay in step; a dead member is started again --------
+
+def _chips(photos, names):
+    from harness.data.faces import find_faces
+    from harness.data.images import open_image
+
+    return [find_faces(open_image(photos / name))[0].chip for name in names]
+
+
+def test_a_killed_ensemble_member_is_started_again_and_every_answer_is_its_own(models, photos, tmp_path):
+    import os
+    import signal
+
+    from harness.deploy.ensemble_members import EnsemblePredictor
+    from harness.runs.ensemble import build_round
+
+    build_round(_members(models), tmp_path / "round-0")
+    chips = _chips(photos, ["face0.jpg", "face1.jpg", "face2.jpg"])
+    predictor = EnsemblePredictor(tmp_path / "round-0")
+    try:
+        reference = [predictor.readouts([chip]) for chip in chips]
+        assert not np.allclose(reference[0], reference[1])   # different faces, different answers
+        for victim, chip, expected in zip((1, 0, 1), chips, reference):
+            os.kill(predictor._members[victim].process.pid, signal.SIGKILL)   # a real death
+            predictor._members[victim].process.join(timeout=30)
+            assert predictor.health() is not None and "is not running" in predictor.health()
+            np.testing.assert_allclose(predictor.readouts([chip]), expected, rtol=0, atol=1e-6)
+            assert predictor.health() is None
+    finally:
+        predictor.close()
+
+
+def test_a_member_answers_each_request_by_its_id_and_a_stale_answer_is_drained(models, tmp_path):
+    from harness.deploy.ensemble_members import Member
+    from harness.deploy.predictors import FrameworkPredictor, model_batches
+
+    local = FrameworkPredictor(models["keras"])
+    rng = np.random.default_rng(0)
+    chips = [Image.fromarray(rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)) for _ in range(2)]
+    batches = [model_batches([chip], local.preprocessing) for chip in chips]
+    member = Member(0, models["keras"])
+    member.start()
+    try:
+        member.send(1, batches[0])    # an answer nobody reads (its request failed in another member)
+        member.send(2, batches[1])
+        status, answer = member.answer(2)
+        assert status == "ok"
+        np.testing.assert_allclose(answer, local.readouts_of(batches[1]), atol=1e-6)
+        assert not np.allclose(answer, local.readouts_of(batches[0]))
+    finally:
+        member.stop()
+
+
+def test_a_member_that_cannot_start_again_makes_healthz_fail_without_server_paths(models, photos, tmp_path):
+    import asyncio
+    import os
+    import signal
+
+    import httpx
+
+    from harness.deploy.ensemble_members import EnsemblePredictor
+    from harness.deploy.serve import create_app
+    from harness.runs.ensemble import build_round
+
+    build_round(_members(models), tmp_path / "round-0")
+    predictor = EnsemblePredictor(tmp_path / "round-0")
+    app = create_app(predictor)
+
+    async def get(path):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+            return await client.get(path)
+
+    try:
+        assert asyncio.run(get("/healthz")).status_code == 200
+        member = predictor._members[1]
+        saved = sorted(p for p in member.run_dir.iterdir() if p.name.startswith("model"))
+        assert saved, "the TFLearn member has no saved model files"
+        hidden = [p.rename(p.with_name("hidden-" + p.name)) for p in saved]
+        os.kill(member.process.pid, signal.SIGKILL)
+        member.process.join(timeout=30)
+        with pytest.raises(ValueError, match="member 1"):
+            predictor.readouts(_chips(photos, ["face0.jpg"]))
+        answer = asyncio.run(get("/healthz"))
+        assert answer.status_code == 503 and answer.json()["status"] == "failing"
+        assert "member 1" in answer.json()["error"] and str(tmp_path) not in answer.text
+        for path in hidden:
+            path.rename(path.with_name(path.name.removeprefix("hidden-")))
+        predictor.readouts(_chips(photos, ["face0.jpg"]))   # started again
+        assert asyncio.run(get("/healthz")).status_code == 200
+    finally:
+        predictor.close()

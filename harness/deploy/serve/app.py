@@ -21,6 +21,8 @@ The routes and the server; who may call is :mod:`.guard`, what an upload may be 
 from __future__ import annotations
 
 import asyncio
+import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +74,10 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
         except RequestProblem:
             raise
         except Exception as err:   # the model failed on this photo; the server goes on
-            raise RequestProblem(500, f"the model could not process this photo: {type(err).__name__}: {err}")
+            print(f"harness serve: the model failed on {name}: {type(err).__name__}: {err}", file=sys.stderr,
+                  flush=True)
+            raise RequestProblem(500, "the model could not process this photo: "
+                                      f"{type(err).__name__}: {without_paths(str(err))}")
         finally:
             waiting["count"] -= 1
 
@@ -98,6 +103,10 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
 
     @app.get("/healthz")
     async def healthz():
+        problem = predictor.health()
+        if problem:
+            return JSONResponse({"status": "failing", "error": without_paths(problem), "waiting": waiting["count"]},
+                                503)
         return {"status": "ok", "waiting": waiting["count"]}
 
     @app.api_route("/", methods=["GET", "HEAD"])
@@ -119,6 +128,16 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
     serve_min_age = _check_age(min_age)
     app.state.pool = pool
     return app
+
+
+# An absolute path in a message: everything up to its last part is the server's own business.
+_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:'\"]+/)+(?=[^\s/:'\"]*)")
+
+
+def without_paths(message: str) -> str:
+    """``message`` with each absolute path cut to its last part: an HTTP answer never shows
+    where the server keeps its models (the server's own log keeps the whole message)."""
+    return _PATH.sub("", message)
 
 
 def _timing(milliseconds: float) -> dict:
