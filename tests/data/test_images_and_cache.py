@@ -227,3 +227,39 @@ def test_grayscale_and_tiny_images_get_embeddings(tmp_path, utkface_sample):
 def test_bad_representation_settings_are_rejected(fields, message):
     with pytest.raises(ValueError, match=message):
         Preprocessing(**fields)
+
+
+# --- issue 23 §3: a cache entry's contents are verified when it is opened ------------------
+
+def _damage(kind: str, entry) -> None:
+    images, index = entry / cache.IMAGES_FILE, entry / cache.INDEX_FILE
+    if kind == "flipped bytes":
+        data = bytearray(images.read_bytes())
+        data[-5000:-3000] = bytes(b ^ 0x5A for b in data[-5000:-3000])
+        images.write_bytes(bytes(data))
+    elif kind == "truncated images":
+        images.write_bytes(images.read_bytes()[: images.stat().st_size // 2])
+    elif kind == "corrupt index":
+        index.write_text(index.read_text()[:40] + "\n}")
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("flipped bytes", "does not have the checksum its build recorded"),
+    ("truncated images", "truncated or damaged"),
+    ("corrupt index", "index.json is damaged"),
+])
+def test_a_damaged_cache_entry_is_named_and_built_again(tmp_path, utkface_sample, capfd, kind, message):
+    rows = utkface_sample.head(40)
+    prep = Preprocessing(size=16)
+    built = cache.build(rows["id"], rows["path"], prep, cache_dir=tmp_path, workers=1)
+    original = built.arrays(built.valid_ids())
+    entry = built.directory
+    del built
+    _damage(kind, entry)
+    with pytest.raises(cache.DamagedEntry, match=f"cache entry {entry}: .*{message}"):
+        cache.CachedArrays.open(entry)
+    assert cache.lookup(rows["id"], rows["path"], prep, cache_dir=tmp_path) is None   # never handed out
+    again = cache.build(rows["id"], rows["path"], prep, cache_dir=tmp_path, workers=1)
+    assert f"cache entry {entry}" in capfd.readouterr().err and again.directory == entry
+    np.testing.assert_array_equal(again.arrays(again.valid_ids()), original)
+    assert [p.name for p in tmp_path.iterdir()] == [entry.name]   # nothing left beside it
