@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.options import age
+from harness.cli.options import age, finite_positive, port, positive
 
 
 def cmd_export(args) -> int:
@@ -52,14 +52,14 @@ def register(commands) -> None:
     srv.add_argument("--model", required=True, help="a finished trial, an ensemble round or an export folder")
     srv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only; "
                                                           "any other needs --token)")
-    srv.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    srv.add_argument("--port", type=port, default=8000, help="TCP port (default 8000)")
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every /v1 call (default: "
                                      "$HARNESS_SERVE_TOKEN; keeps the token out of the process list)")
     srv.add_argument("--min-age", type=age, default=18, help="the door's age (default 18)")
-    srv.add_argument("--max-upload-mb", type=float, default=10, help="larger uploads get 413 (default 10)")
-    srv.add_argument("--max-megapixels", type=float, default=50,
+    srv.add_argument("--max-upload-mb", type=finite_positive, default=10, help="larger uploads get 413 (default 10)")
+    srv.add_argument("--max-megapixels", type=finite_positive, default=50,
                      help="larger images get 413 before they are decoded (default 50)")
-    srv.add_argument("--queue", type=int, default=32, help="photos waiting for the model before 503 (default 32)")
+    srv.add_argument("--queue", type=positive(int), default=32, help="photos waiting for the model before 503 (default 32)")
     srv.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; default none)")
     srv.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     srv.add_argument("--ssl-certfile", help="serve HTTPS (phones need it for the live camera on the LAN)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["probability", "age", "positive"]
+__all__ = ["probability", "age", "port", "positive", "finite_positive"]
 
 
 def probability(text: str) -> float:
@@ -18,12 +18,26 @@ def probability(text: str) -> float:
 
 
 def age(text: str) -> float:
+    """A door's minimum age (the one range of :func:`harness.models.gate.check_door_age`)."""
+    from harness.models.gate import check_door_age
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an age in years, got {text!r}") from None
-    if not math.isfinite(value) or not 0.0 <= value <= 150.0:
-        raise argparse.ArgumentTypeError(f"must be an age in years between 0 and 150, got {text}")
+    try:
+        return check_door_age(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is between 1 and 65535, got {value}")
     return value
 
 
@@ -37,3 +51,13 @@ def positive(number):
             raise argparse.ArgumentTypeError(f"must be a positive {number.__name__}, got {text}")
         return value
     return parse
+
+
+def finite_positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
+    return value

@@ -21,6 +21,8 @@ decode threshold).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
@@ -86,12 +88,24 @@ def gate_rates(readouts, exact_ages, min_age: float = 18,
     }
 
 
+# A door's minimum age, wherever it is given (experiment, CLI, API): more than 0, at most 100 years.
+DOOR_AGE_ABOVE, DOOR_AGE_MAX = 0.0, 100.0
+DOOR_AGE_RANGE = f"more than {DOOR_AGE_ABOVE:g} and at most {DOOR_AGE_MAX:g} years"
+
+
+def check_door_age(value: float) -> float:
+    """``value`` as a door's minimum age, or ValueError saying the one range it must be in."""
+    if not (math.isfinite(value) and DOOR_AGE_ABOVE < value <= DOOR_AGE_MAX):
+        raise ValueError(f"a minimum age must be {DOOR_AGE_RANGE}, got {value:g}")
+    return float(value)
+
+
 class GateSpec(BaseModel):
     """A door rule from the experiment file: who may pass, and how many minors may slip by."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    min_age: float = Field(18, gt=0, le=100, description="allow only people this old or older")
+    min_age: float = Field(18, gt=DOOR_AGE_ABOVE, le=DOOR_AGE_MAX, description="allow only people this old or older")
     max_false_accept: float = Field(0.02, ge=0.0, lt=1.0,
                                     description="largest share of under-age faces let in")
     confidence: float | None = Field(

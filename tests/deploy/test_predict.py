@@ -170,9 +170,9 @@ def test_gate_rates_against_exact_ages():
 @pytest.mark.parametrize("args,message", [
     (["--threshold", "-1"], "--threshold: must be between 0 and 1"),
     (["--threshold", "1.5"], "--threshold: must be between 0 and 1"),
-    (["--min-age", "nan"], "--min-age: must be an age in years"),
-    (["--min-age", "-3"], "--min-age: must be an age in years"),
-    (["--min-age", "inf"], "--min-age: must be an age in years"),
+    (["--min-age", "nan"], "--min-age: a minimum age must be more than 0 and at most 100 years"),
+    (["--min-age", "-3"], "--min-age: a minimum age must be more than 0 and at most 100 years"),
+    (["--min-age", "inf"], "--min-age: a minimum age must be more than 0 and at most 100 years"),
 ])
 def test_out_of_range_options_are_rejected(models, photos, args, message):
     result = predict("--model", models["keras"], photos / "face0.jpg", *args)

@@ -142,7 +142,7 @@ def _png(width, height) -> bytes:
     ("no image field", 422, "send it as the file field 'image'"),
     ("a form without a file", 415, "'application/x-www-form-urlencoded' is not taken"),
     ("malformed form", 422, "multipart"),
-    ("min_age out of range", 422, "min_age must be between 0 and 100"),
+    ("min_age out of range", 422, "min_age: a minimum age must be more than 0 and at most 100 years"),
 ])
 def test_each_bad_request_gets_its_status_and_message_and_the_server_goes_on(server, face_photo, case, status,
                                                                              message):
@@ -318,3 +318,52 @@ def test_the_phone_page_judges_the_live_camera(server, face_photo, tmp_path):
         page.click("#stop")
         assert page.is_hidden("#live")
         browser.close()
+
+
+# --- issue 23: serve's options are checked before the model loads -------------------------
+
+@pytest.mark.parametrize("options,message", [
+    (["--port", "70000"], "a TCP port is between 1 and 65535, got 70000"),
+    (["--port", "0"], "a TCP port is between 1 and 65535, got 0"),
+    (["--min-age", "0"], "a minimum age must be more than 0 and at most 100 years, got 0"),
+    (["--min-age", "120"], "a minimum age must be more than 0 and at most 100 years, got 120"),
+    (["--min-age", "150"], "a minimum age must be more than 0 and at most 100 years, got 150"),
+    (["--max-upload-mb", "inf"], "must be a finite positive number, got inf"),
+    (["--max-upload-mb", "nan"], "must be a finite positive number, got nan"),
+    (["--max-megapixels", "inf"], "must be a finite positive number, got inf"),
+    (["--ssl-keyfile", "key.pem"], "--ssl-keyfile needs --ssl-certfile"),
+    (["--ssl-certfile", "missing.pem"], "--ssl-certfile missing.pem: no such file"),
+    (["--ssl-certfile", "not-pem.txt"], "not a PEM certificate"),
+    (["--token", " " * 16], "printable characters with no space at either end"),
+])
+def test_bad_serve_options_are_refused_before_the_model_loads(tmp_path, options, message):
+    (tmp_path / "key.pem").write_text("key")
+    (tmp_path / "not-pem.txt").write_text("hello")
+    result = subprocess.run([sys.executable, "-m", "harness", "serve", "--model", str(tmp_path / "no-model"),
+                             *options], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert result.returncode == 2, result.stdout
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "no such run directory" not in result.stderr   # refused before the model was looked for
+
+
+def test_an_ipv6_loopback_host_in_brackets_is_served(door_exports, tmp_path):
+    port = _free_port()
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--model", str(door_exports["keras"]),
+                                "--host", "[::1]", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        deadline, answer = time.monotonic() + 120, None
+        while time.monotonic() < deadline and answer is None:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                answer = httpx.get(f"http://[::1]:{port}/healthz", timeout=2)
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert answer is not None and answer.status_code == 200
+        assert f"on http://[::1]:{port}/" in (tmp_path / "server.log").read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        log.close()

@@ -21,6 +21,7 @@ The routes and the server; who may call is :mod:`.guard`, what an upload may be 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from starlette.middleware.cors import CORSMiddleware
 from harness.deploy.classify import gate_threshold
 from harness.deploy.serve.guard import Guard, RequestProblem, check_listen
 from harness.deploy.serve.uploads import IMAGE_FIELD, classify_upload, read_upload
+from harness.models.gate import check_door_age
 
 STATIC = Path(__file__).with_name("static")   # the page: files beside this module, not strings in it
 
@@ -146,9 +148,10 @@ def _timing(milliseconds: float) -> dict:
 
 
 def _check_age(min_age: float) -> float:
-    if not 0 < float(min_age) <= 100:
-        raise RequestProblem(422, f"min_age must be between 0 and 100 years, got {min_age}")
-    return float(min_age)
+    try:
+        return check_door_age(float(min_age))
+    except ValueError as err:
+        raise RequestProblem(422, f"min_age: {err}") from None
 
 
 def gate_answer(faces, min_age: float, threshold: float, source: str) -> dict:
@@ -199,9 +202,24 @@ class ServeOptions:
     allow_failed_parity: bool = False     # serve an export whose parity check failed (demos only)
 
     def check(self) -> None:
+        """Every option that can be wrong, refused before the model is loaded."""
         check_listen(self.host, self.token)
-        if self.max_upload_mb <= 0 or self.max_megapixels <= 0 or self.queue_limit < 1:
-            raise ValueError("--max-upload-mb and --max-megapixels must be positive, --queue at least 1")
+        check_door_age(self.min_age)
+        for name, value in (("--max-upload-mb", self.max_upload_mb), ("--max-megapixels", self.max_megapixels)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite positive number, got {value}")
+        if self.queue_limit < 1:
+            raise ValueError(f"--queue must be at least 1, got {self.queue_limit}")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"--port {self.port}: a TCP port is between 1 and 65535")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("--ssl-keyfile needs --ssl-certfile (the certificate it is the key of)")
+        for name, path in (("--ssl-certfile", self.ssl_certfile), ("--ssl-keyfile", self.ssl_keyfile)):
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name} {path}: no such file")
+        if self.ssl_certfile and b"-----BEGIN CERTIFICATE-----" not in Path(self.ssl_certfile).read_bytes():
+            raise ValueError(f"--ssl-certfile {self.ssl_certfile}: not a PEM certificate "
+                             "(expected a '-----BEGIN CERTIFICATE-----' block)")
 
 
 def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
@@ -218,7 +236,9 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
                      cors_origins=list(options.cors_origins or []) or None,
                      description=describe(Path(model), predictor))
     scheme = "https" if options.ssl_certfile else "http"
-    print(f"serving {model} on {scheme}://{options.host}:{options.port}/ "
+    bind = options.host.strip("[]")   # an IPv6 address is bracketed in a URL, never when binding
+    shown = f"[{bind}]" if ":" in bind else bind
+    print(f"serving {model} on {scheme}://{shown}:{options.port}/ "
           f"(token {'required' if options.token else 'off'}); Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=options.host, port=options.port, log_level="info", ssl_certfile=options.ssl_certfile,
+    uvicorn.run(app, host=bind, port=options.port, log_level="info", ssl_certfile=options.ssl_certfile,
                 ssl_keyfile=options.ssl_keyfile, server_header=False)
