@@ -87,6 +87,12 @@ MAX_PIXELS_ENV = "HARNESS_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 89_478_485   # Pillow's default: 0.25 GiB of 24-bit pixels
 
 
+# The formats a photo may be in. Pillow would otherwise try every plugin it has, EPS among
+# them (which hands the bytes to Ghostscript where it is installed). Pillow's JPEG opener
+# also takes the MPO files many phones write.
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+
 def max_pixels() -> int:
     value = os.environ.get(MAX_PIXELS_ENV, "")
     if not value:
@@ -128,7 +134,8 @@ def _decode(source, limit: int, draft_size: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = limit
-            with Image.open(source) as image:
+            Image.init()   # every plugin registered, so each of PHOTO_FORMATS is known by name
+            with Image.open(source, formats=PHOTO_FORMATS) as image:
                 _check_size(image.size, limit)
                 if draft_size and image.format == "JPEG":
                     # Let libjpeg decode at a reduced scale when the target is much
@@ -143,7 +150,7 @@ def _decode(source, limit: int, draft_size: int | None = None) -> Image.Image:
     except IsADirectoryError:
         raise ImageError("a directory, not an image file", "missing") from None
     except Image.UnidentifiedImageError:
-        raise ImageError("not a recognised image format", "format") from None
+        raise ImageError(f"not an image in one of the formats taken ({', '.join(PHOTO_FORMATS)})", "format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageError(f"too large to decode safely (the limit is {limit:,} pixels; raise "
                          f"{MAX_PIXELS_ENV} to allow more): {err}", "too_large") from None

@@ -142,3 +142,22 @@ def test_a_16_bit_file_trains_on_the_same_array_as_its_8_bit_original(tmp_path, 
     Image.fromarray((_gray(face) * 257).astype(np.uint16)).save(tmp_path / "face16.png")
     prep = Preprocessing(size=32, color="grayscale")
     assert np.array_equal(load_image(tmp_path / "face16.png", prep), load_image(tmp_path / "face8.png", prep))
+
+
+@pytest.mark.parametrize("suffix", [".tga", ".pcx", ".eps", ".ppm"])
+def test_only_photo_formats_are_opened(tmp_path, utkface_sample, suffix):
+    """Issue 23 §14: a real face saved as TGA, PCX, EPS (Ghostscript's input) or PPM is refused
+    as a format, in files and in uploads; the photo formats still open."""
+    from harness.data.images import PHOTO_FORMATS, image_from_bytes
+
+    face = Image.open(utkface_sample["path"].iloc[0]).convert("RGB")
+    path = tmp_path / f"face{suffix}"
+    face.save(path)
+    for opening in (lambda: open_image(path), lambda: image_from_bytes(path.read_bytes())):
+        with pytest.raises(ImageError, match="not an image in one of the formats taken") as caught:
+            opening()
+        assert caught.value.kind == "format"
+    for name in ("face.jpg", "face.png", "face.webp", "face.bmp", "face.gif", "face.tif"):
+        face.save(tmp_path / name)
+        assert open_image(tmp_path / name).size == face.size
+    assert "EPS" not in PHOTO_FORMATS

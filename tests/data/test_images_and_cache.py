@@ -26,7 +26,7 @@ def bad_files(tmp_path, utkface_sample):
 
 @pytest.mark.parametrize("name,reason", [
     ("corrupt.jpg", "cannot decode"), ("truncated.jpg", "cannot decode"),
-    ("empty.jpg", "empty file"), ("text.jpg", "not a recognised image"),
+    ("empty.jpg", "empty file"), ("text.jpg", "not an image in one of the formats taken"),
     ("missing.jpg", "file not found"),
 ])
 def test_unusable_images_raise_with_a_reason(bad_files, name, reason):

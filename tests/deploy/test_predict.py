@@ -112,7 +112,7 @@ def test_a_corrupt_file_among_good_ones(models, photos, tmp_path):
     files = {r["file"].rsplit("/", 1)[-1]: r for r in rows}
     assert set(files) == {"face0.jpg", "face1.jpg", "broken.jpg", "notes.jpg"}
     assert files["face0.jpg"]["age_group"] and not files["face0.jpg"]["error"]
-    assert "not a recognised image" in files["notes.jpg"]["error"]
+    assert "not an image in one of the formats taken" in files["notes.jpg"]["error"]
     assert "p (25, 32)" in rows[0]
 
 

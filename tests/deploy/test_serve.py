@@ -136,7 +136,7 @@ def _png(width, height) -> bytes:
 @pytest.mark.parametrize("case, status, message", [
     ("over the size cap", 413, "over the limit of 1,048,576 bytes"),
     ("over the pixel cap", 413, "too large to decode safely"),
-    ("not an image", 415, "not a recognised image format"),
+    ("not an image", 415, "not an image in one of the formats taken"),
     ("truncated", 422, "image file is truncated"),
     ("empty", 422, "empty file"),
     ("no image field", 422, "send it as the file field 'image'"),
