@@ -45,7 +45,10 @@ def output_to(log_path: Path):
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_path, "a", buffering=1) as log:
+    # Appended to, never through a symlink: a link planted as a log cannot make a worker
+    # write over the file it points at.
+    descriptor = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with open(descriptor, "a", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from harness.cli.options import age, probability
 
@@ -13,10 +14,12 @@ def cmd_predict(args) -> int:
     from harness.deploy.classify import classify, gate_threshold, image_files
     from harness.deploy.predictors import open_model
 
-    predictor = open_model(args.model, args.tta, args.allow_failed_parity)
     files = image_files(args.images)
     if not files:
         raise ValueError(f"no images found in {' '.join(args.images)}")
+    if args.csv:
+        _check_csv_path(Path(args.csv), files)
+    predictor = open_model(args.model, args.tta, args.allow_failed_parity)
     gate_at, source = gate_threshold(predictor, args.min_age, args.threshold)
     if args.min_age is not None and source.startswith("calibrated"):   # not the 0.5 the user may expect
         print(f"gate at {args.min_age:g}: allow needs adult probability >= {gate_at:.3f} ({source})",
@@ -57,6 +60,18 @@ def _print_faces(path, faces, stream) -> None:
             mass = "" if r.adult_probability is None else f" (p adult {r.adult_probability:.2f})"
             gate = f"  gate: {r.gate}{mass}"
         print(f"  {where}{r.sentence}{detail}{gate}", file=stream)
+
+
+def _check_csv_path(path: Path, photos: list[Path]) -> None:
+    """Before any photo is read: --csv must be a new or existing file, in a folder that
+    exists, and none of the photos being classified."""
+    if path.is_dir():
+        raise ValueError(f"--csv {path}: a directory; give a file name for the CSV")
+    if not path.parent.is_dir():
+        raise ValueError(f"--csv {path}: its folder {path.parent} does not exist")
+    target = path.resolve()
+    if any(photo.resolve() == target for photo in photos):
+        raise ValueError(f"--csv {path}: it is one of the photos to classify; writing the CSV would replace it")
 
 
 def register(commands) -> None:

@@ -28,7 +28,7 @@ from harness.models import heads, metrics
 from harness.models.augmentation import mirror
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
 from harness.paths import PROJECT_ROOT
-from harness.processes import worker_command, worker_env
+from harness.processes import die_with_parent, worker_command, worker_env
 from harness.runs.index import write_atomic
 from harness.runs.layout import MANIFEST_FILE, MEMBERS_DIR, MODEL_FILE, PREDICTIONS_FILE, NotFinished, require_finished
 from harness.runs.trial import age_residuals, load_splits, read_config
@@ -87,8 +87,10 @@ def _export_trial(run_dir: Path, out: Path, quantize: str):
     ensemble's own parity."""
     config = read_config(run_dir)
     model_path = out / MODEL_FILE
+    # The converter dies with this process: a killed export leaves no worker writing into its folder.
     result = subprocess.run(worker_command("export", run_dir, model_path, "--quantize", quantize),
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=worker_env())
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, env=worker_env(),
+                            preexec_fn=die_with_parent)
     if result.returncode or not model_path.is_file():
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ExportError(f"{run_dir}: converting the {config.backend} model to TFLite failed: {last[0]} "

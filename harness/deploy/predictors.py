@@ -187,9 +187,16 @@ def model_inputs(chips, prep) -> np.ndarray:
 
 
 def _log_file(run_dir: Path) -> Path:
+    """``RUN_DIR/predict-log.txt``, emptied for this invocation's chatter; never through a
+    symlink (which would truncate whatever it points at): a read-only run, or a log that is
+    a link, gets a fresh temporary file instead."""
     path = run_dir / LOG_NAME
     try:
-        with open(path, "w"):   # this invocation's chatter only
-            return path
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644))
+        return path
     except OSError:
-        return Path(tempfile.gettempdir()) / f"harness-{LOG_NAME}"
+        handle, name = tempfile.mkstemp(prefix="harness-predict-", suffix=".txt")
+        os.close(handle)
+        return Path(name)
+
+

@@ -26,7 +26,7 @@ from harness.data.splits import SplitManifest
 from harness.models import heads, metrics
 from harness.models.gate import GateSpec
 from harness.paths import PROJECT_ROOT
-from harness.processes import worker_command, worker_env
+from harness.processes import die_with_parent, worker_command, worker_env
 from harness.runs.index import experiment_records, trial_dir, write_atomic
 from harness.runs.layout import (
     DONE_FILE,
@@ -153,7 +153,8 @@ def member_readouts(member: Member, role: str, tta: str | None = None) -> dict |
         with tempfile.TemporaryDirectory(prefix="harness-tta-") as tmp:
             out = Path(tmp) / "out.npz"
             result = subprocess.run(worker_command("predict", member.run_dir, out, "--role", role, "--tta", tta),
-                                    cwd=PROJECT_ROOT, capture_output=True, text=True, env=worker_env())
+                                    cwd=PROJECT_ROOT, capture_output=True, text=True, env=worker_env(),
+                                    preexec_fn=die_with_parent)
             if result.returncode:
                 raise EnsembleError(f"{member.label}: predicting the {role} split with --tta {tta} failed: "
                                     f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")

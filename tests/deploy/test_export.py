@@ -235,3 +235,34 @@ def test_an_export_whose_parity_failed_is_refused_unless_asked_for(door_exports,
     assert allowed.returncode == 0, allowed.stderr
     server = harness("serve", "--model", failed, "--port", "1")   # refused while loading, before it binds
     assert server.returncode == 2 and "its parity check failed" in server.stderr
+
+
+def test_a_killed_export_takes_its_converter_with_it(door_runs, tmp_path):
+    """Issue 23 §9: kill -9 of `harness export` ends the conversion worker too; nothing is
+    written into the export folder afterwards."""
+    import os
+    import signal
+    import time
+
+    from harness.processes import WORKER_MODULE
+    from tests.helpers.processes import processes_mentioning, wait_for
+
+    out = tmp_path / "export"
+    exporter = subprocess.Popen([sys.executable, "-m", "harness", "export", str(door_runs["keras"]), "--out", str(out)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    converter = wait_for(lambda: [line for line in processes_mentioning(f"{WORKER_MODULE} export")
+                                  if str(out) in line], timeout=120, what="the conversion worker")
+    pid = int(converter[0].split()[0])
+    exporter.send_signal(signal.SIGKILL)
+    exporter.wait(timeout=30)
+
+    def gone():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, timeout=30, what="the conversion worker to end with its parent")
+    time.sleep(3)   # what an orphan would have written by now
+    assert not (out / "model.tflite").exists()

@@ -442,3 +442,34 @@ def test_a_member_that_cannot_start_again_makes_healthz_fail_without_server_path
         assert asyncio.run(get("/healthz")).status_code == 200
     finally:
         predictor.close()
+
+
+def test_a_predict_log_that_is_a_symlink_is_never_written_through(models, photos, tmp_path):
+    """Issue 23 §17: the file a planted predict-log.txt points at stays as it was."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(models["keras"], run, symlinks=True)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    (run / "predict-log.txt").unlink(missing_ok=True)
+    (run / "predict-log.txt").symlink_to(precious)
+    out = predict("--model", run, photos / "face0.jpg")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert precious.read_text() == "keep me\n" and (run / "predict-log.txt").is_symlink()
+
+
+def test_a_csv_path_that_would_replace_a_photo_or_cannot_be_written_is_refused_first(models, photos, tmp_path):
+    """Issue 23 §6: checked before any photo is classified; the photo is left as it was."""
+    import shutil
+
+    mine = tmp_path / "photos"
+    shutil.copytree(photos, mine)
+    before = (mine / "face0.jpg").read_bytes()
+    for target, message in ((mine / "face0.jpg", "it is one of the photos to classify"),
+                            (mine, "a directory; give a file name"),
+                            (tmp_path / "missing" / "out.csv", "does not exist")):
+        out = predict("--model", models["keras"], mine, "--csv", target)
+        assert out.returncode == 2 and message in out.stderr, (target, out.stderr)
+        assert out.stdout == ""   # refused before the first photo
+    assert (mine / "face0.jpg").read_bytes() == before
