@@ -244,7 +244,7 @@ def _damage(kind: str, entry) -> None:
 
 
 @pytest.mark.parametrize("kind,message", [
-    ("flipped bytes", "does not have the checksum its build recorded"),
+    ("flipped bytes", "do not have the checksum their build recorded"),
     ("truncated images", "truncated or damaged"),
     ("corrupt index", "index.json is damaged"),
 ])
