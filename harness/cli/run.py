@@ -41,12 +41,10 @@ def cmd_run(args) -> int:
 
 def _run(args) -> int:
     from harness.paths import child_path
-    from harness.runs import experiment_file, prepare, results_dir, runner
-    from harness.runs.executors import LocalExecutor, RayExecutor, Reuse
-    from harness.runs.experiment import ExperimentError
-    from harness.runs.index import trial_dir
-    from harness.runs.layout import UNALIGNED_FILE, finished
+    from harness.runs import experiment_file, results_dir
 
+    if args.check_faces and not args.dry_run:
+        raise ValueError("--check-faces goes with --dry-run (a real run checks every face anyway)")
     overrides = {"data.path": args.data} if args.data else {}
     if args.strict:
         overrides["data.strict"] = True
@@ -57,33 +55,57 @@ def _run(args) -> int:
         results = results_dir.new_results_dir(experiment, root)
     if not args.overwrite:
         results_dir.check_results_dir(experiment, results)
+    if args.dry_run:
+        return _dry_run(args, experiment, results)
+    prepared = _prepared(args, experiment)   # a run refused here writes nothing at all
+    # Held from the discard of an old experiment to the last trial: one run into a folder at a time.
+    with results_dir.hold(results):
+        return _run_held(args, experiment, results, prepared)
+
+
+def _prepared(args, experiment):
+    from harness.runs import prepare
+    from harness.runs.experiment import ExperimentError
+
     try:
-        prepared = prepare.prepare(experiment, dry_run=args.dry_run, check_faces=args.check_faces)
+        return prepare.prepare(experiment, dry_run=args.dry_run, check_faces=args.check_faces)
     except ExperimentError as err:
         raise ExperimentError(f"{args.experiment}: {err}") from None
+
+
+def _dry_run(args, experiment, results) -> int:
+    from harness.runs.index import trial_dir
+    from harness.runs.layout import finished
+
+    prepared = _prepared(args, experiment)
     threads = experiment.resolved_threads()
-    if args.check_faces and not args.dry_run:
-        raise ValueError("--check-faces goes with --dry-run (a real run checks every face anyway)")
-    if args.dry_run:
-        done = sum(finished(trial_dir(results, t.trial_id), t.trial_id) for t in prepared.trials)
-        print(f"{len(prepared.trials)} trials ({done} already done) in {results}, "
-              f"{threads} threads each (dry run: nothing written)")
-        for trial in prepared.trials:
-            c = trial.config
-            print(f"  {trial.trial_id}  {c.backend:8s} round {c.round}  {trial.model_name:20s} "
-                  f"head={c.model.head} opt={c.training.optimizer} lr={c.training.learning_rate} "
-                  f"epochs={c.training.epochs} batch={c.training.batch_size} {c.training.extras()}".rstrip())
-        for row in prepared.skipped_images.itertuples():
-            print(f"  would skip image {row.path}: {row.reason}")
-        if len(prepared.unaligned_images):
-            print(f"  {len(prepared.unaligned_images)} images have no face dlib finds and would be used whole "
-                  "(align: dlib)")
-        if prepared.to_compute:
-            print(f"  {_compute_note(prepared, experiment.preprocessing)}")
-        if len(prepared.dropped_rows):
-            print(f"  {len(prepared.dropped_rows)} dataset rows left out by the adapter "
-                  "(see harness data summary)")
-        return 0
+    done = sum(finished(trial_dir(results, t.trial_id), t.trial_id) for t in prepared.trials)
+    print(f"{len(prepared.trials)} trials ({done} already done) in {results}, "
+          f"{threads} threads each (dry run: nothing written)")
+    for trial in prepared.trials:
+        c = trial.config
+        print(f"  {trial.trial_id}  {c.backend:8s} round {c.round}  {trial.model_name:20s} "
+              f"head={c.model.head} opt={c.training.optimizer} lr={c.training.learning_rate} "
+              f"epochs={c.training.epochs} batch={c.training.batch_size} {c.training.extras()}".rstrip())
+    for row in prepared.skipped_images.itertuples():
+        print(f"  would skip image {row.path}: {row.reason}")
+    if len(prepared.unaligned_images):
+        print(f"  {len(prepared.unaligned_images)} images have no face dlib finds and would be used whole "
+              "(align: dlib)")
+    if prepared.to_compute:
+        print(f"  {_compute_note(prepared, experiment.preprocessing)}")
+    if len(prepared.dropped_rows):
+        print(f"  {len(prepared.dropped_rows)} dataset rows left out by the adapter "
+              "(see harness data summary)")
+    return 0
+
+
+def _run_held(args, experiment, results, prepared) -> int:
+    from harness.runs import results_dir, runner
+    from harness.runs.executors import LocalExecutor, RayExecutor, Reuse
+    from harness.runs.layout import UNALIGNED_FILE
+
+    threads = experiment.resolved_threads()
     cores = os.cpu_count() or 1
     if args.executor == "local" and args.workers * threads > cores:
         print(f"note: {args.workers} workers x {threads} threads each is more than this machine's "

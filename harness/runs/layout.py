@@ -34,6 +34,7 @@ CURRENT_TRIALS_FILE = "trials.json"       # the ids the experiment's last run wa
 TRIALS_DIR = "trials"
 BEST_FILE = "best.json"                   # written by `harness report`
 BEST_LINK = "best"                        # -> trials/<id> of BEST_FILE
+LOCK_SUFFIX = ".lock"                     # .<experiment>.lock beside the folder: who is running into it
 
 # One trial's folder.
 CONFIG_FILE, LABELS_FILE = "config.json", "labels.csv"

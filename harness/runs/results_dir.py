@@ -6,15 +6,20 @@ and ``--overwrite`` discards only a folder the harness wrote.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 from harness.paths import child_path
 from harness.runs.experiment import Experiment
-from harness.runs.layout import EXPERIMENT_FILE, INDEX_FILE
+from harness.runs.layout import EXPERIMENT_FILE, INDEX_FILE, LOCK_SUFFIX
 
-__all__ = ["ResultsConflict", "check_results_dir", "experiment_changes", "new_results_dir", "discard_results"]
+__all__ = ["ResultsConflict", "ResultsBusy", "check_results_dir", "experiment_changes", "new_results_dir",
+           "discard_results", "hold"]
 
 # Keys of an experiment that do not decide any trial's result: changing them in an
 # existing results directory is allowed.
@@ -83,3 +88,52 @@ def discard_results(results_dir: Path) -> None:
     shutil.rmtree(results_dir)
 
 
+
+
+class ResultsBusy(ResultsConflict):
+    """Another process is running an experiment into this results folder."""
+
+
+# Folders this process holds, with how many times (holding is re-entrant within a process).
+_HELD: dict[Path, list] = {}
+
+
+def lock_path(results_dir: Path) -> Path:
+    """The lock beside the folder (not inside it: --overwrite removes the folder)."""
+    return results_dir.parent / f".{results_dir.name}{LOCK_SUFFIX}"
+
+
+@contextlib.contextmanager
+def hold(results_dir: str | Path):
+    """Hold the results folder for one run: a second ``harness run`` into it, in another
+    process, is refused naming the pid that holds it (an advisory ``flock``, released by the
+    kernel when the holder exits, however it exits)."""
+    results_dir = Path(results_dir).resolve()
+    if results_dir in _HELD:
+        _HELD[results_dir][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[results_dir][1] -= 1
+        return
+    path = lock_path(results_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ResultsBusy(f"{results_dir} is being written by {holder}; wait for that run to end (or stop it), "
+                          "then run again: finished trials are kept") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} (harness run, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+    handle.flush()
+    _HELD[results_dir] = [handle, 1]
+    try:
+        yield
+    finally:
+        del _HELD[results_dir]
+        handle.close()   # closing releases the lock

@@ -20,7 +20,7 @@ from harness.runs.grid import Trial
 from harness.runs.index import append_record, read_index, repair_index, trial_dir
 from harness.runs.layout import DONE_FILE, LOG_FILE, METRICS_FILE, finished
 from harness.runs.prepare import Prepared, prepare, save_prepared
-from harness.runs.results_dir import check_results_dir
+from harness.runs.results_dir import check_results_dir, hold
 from harness.runs.trial import write_trial
 
 __all__ = ["run"]
@@ -59,6 +59,11 @@ def run(experiment: Experiment, results_dir: str | Path, executor, progress: boo
     are killed and nothing is recorded for them; the exception then propagates.
     """
     results_dir = Path(results_dir)
+    with hold(results_dir):
+        return _run(experiment, results_dir, executor, progress, prepared)
+
+
+def _run(experiment: Experiment, results_dir: Path, executor, progress: bool, prepared: Prepared | None) -> dict:
     check_results_dir(experiment, results_dir)
     prepared = prepared or prepare(experiment)
     save_prepared(experiment, prepared, results_dir)

@@ -285,3 +285,32 @@ def test_the_report_names_the_best_trial_on_validation_and_predict_takes_it(fini
     assert "Its 2 finished trial(s), best validation joint accuracy first:" in folder.stderr
     assert str(results / "trials" / best["trial_id"]) in folder.stderr.split("first:")[1].splitlines()[1]
     assert "age exact" in folder.stderr and f"or {results / 'best'}" in folder.stderr
+
+
+@pytest.mark.trains
+def test_a_second_run_into_a_busy_results_folder_is_refused_naming_the_first(tmp_path):
+    """Issue 23 §7: two `harness run` of one experiment at once never train a trial twice."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers.experiments import ROOT
+    from tests.helpers.processes import wait_for
+
+    slow = {**KERAS_TWO, "grid": {**KERAS_TWO["grid"], "training": {"epochs": [12, 13], "batch_size": 32}}}
+    path = write(tmp_path, slow)   # long enough that the second run starts while the first trains
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
+    first = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--results", str(tmp_path / "r")],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "r" / ".tiny.lock"
+    wait_for(lambda: (tmp_path / "r" / "tiny" / "trials").is_dir() and lock.is_file()
+             and f"pid {first.pid}" in lock.read_text(), timeout=300, what="the first run to start its trials")
+    second = harness_cli("run", path, "--results", tmp_path / "r", cache=str(tmp_path / "cache"))
+    assert second.returncode == 2
+    assert f"is being written by pid {first.pid} (harness run" in second.stderr and "Traceback" not in second.stderr
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-3000:]
+    lines = (tmp_path / "r" / "tiny" / "index.jsonl").read_text().splitlines()
+    assert len(lines) == len({json.loads(line)["trial_id"] for line in lines}) == 2
+    again = harness_cli("run", path, "--results", tmp_path / "r", cache=str(tmp_path / "cache"))
+    assert again.returncode == 0 and "2 already done" in again.stdout   # the lock went with its holder
