@@ -14,12 +14,12 @@ def cmd_predict(args) -> int:
     from harness.deploy.classify import classify, gate_threshold, image_files
     from harness.deploy.predictors import open_model
 
+    predictor = open_model(args.model, args.tta, args.allow_failed_parity)
     files = image_files(args.images)
     if not files:
         raise ValueError(f"no images found in {' '.join(args.images)}")
     if args.csv:
         _check_csv_path(Path(args.csv), files)
-    predictor = open_model(args.model, args.tta, args.allow_failed_parity)
     gate_at, source = gate_threshold(predictor, args.min_age, args.threshold)
     if args.min_age is not None and source.startswith("calibrated"):   # not the 0.5 the user may expect
         print(f"gate at {args.min_age:g}: allow needs adult probability >= {gate_at:.3f} ({source})",

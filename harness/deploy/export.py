@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import os
 import shutil
 import subprocess
 import time
@@ -28,7 +29,7 @@ from harness.models import heads, metrics
 from harness.models.augmentation import mirror
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
 from harness.paths import PROJECT_ROOT
-from harness.processes import die_with_parent, worker_command, worker_env
+from harness.processes import die_with_parent, pid_alive, worker_command, worker_env
 from harness.runs.index import write_atomic
 from harness.runs.layout import MANIFEST_FILE, MEMBERS_DIR, MODEL_FILE, PREDICTIONS_FILE, NotFinished, require_finished
 from harness.runs.trial import age_residuals, load_splits, read_config
@@ -58,10 +59,22 @@ def export(run_dir: str | Path, out: str | Path, quantize: str = "none", fmt: st
         raise ExportError(f"--format {fmt!r}: choose from {list(FORMATS)}")
     if quantize not in QUANTIZE:
         raise ExportError(f"--quantize {quantize!r}: choose from {list(QUANTIZE)}")
-    run_dir, out = _finished(run_dir), _output_folder(out)
-    if is_ensemble_run(run_dir):
-        return _export_ensemble(run_dir, out, quantize)
-    return _export_trial(run_dir, out, quantize)[0]
+    run_dir, out = _finished(run_dir), Path(out)
+    _check_output(out)
+    _recover(out)
+    # Built beside the target and renamed into place: a killed or failed export never
+    # leaves a half-written folder, and an earlier export stays until the new one is whole.
+    partial = out.parent / f".{out.name}{PARTIAL_MARK}{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        manifest = (_export_ensemble(run_dir, partial, quantize) if is_ensemble_run(run_dir)
+                    else _export_trial(run_dir, partial, quantize)[0])
+        _swap_in(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return manifest
 
 
 def _finished(run_dir) -> Path:
@@ -71,13 +84,48 @@ def _finished(run_dir) -> Path:
         raise ExportError(str(err)) from None
 
 
-def _output_folder(out) -> Path:
-    """An empty folder, or an earlier export (replaced); anything else is left alone."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_FILE).is_file())):
+PARTIAL_MARK, REPLACED_MARK = ".partial-", ".replaced-"
+# What an export writes: a folder holding nothing else is an export, whole or half-written.
+EXPORT_NAMES = {MANIFEST_FILE, MANIFEST_FILE + ".partial", MODEL_FILE, MEMBERS_DIR}
+
+
+def _check_output(out: Path) -> None:
+    """--out must be new, empty, or an export (whole, or half-written by an older version):
+    anything else is the user's and is left alone."""
+    if not out.exists():
+        return
+    if not out.is_dir() or not {p.name for p in out.iterdir()} <= EXPORT_NAMES:
         raise ExportError(f"--out {out}: exists and is not an export folder; give a new or empty folder")
-    if out.is_dir():
-        shutil.rmtree(out)
+
+
+def _recover(out: Path) -> None:
+    """What an export killed mid-way left beside ``out``: an earlier export it had set aside
+    is put back (when ``out`` is missing), a partial one is removed."""
+    for sibling in out.parent.glob(f".{out.name}.*-*") if out.parent.is_dir() else ():
+        mark, _, pid = sibling.name[len(out.name) + 1:].rpartition("-")
+        mark += "-"
+        if not pid.isdigit() or pid_alive(int(pid)) or mark not in (PARTIAL_MARK, REPLACED_MARK):
+            continue
+        if mark == REPLACED_MARK and not out.exists() and (sibling / MANIFEST_FILE).is_file():
+            sibling.rename(out)
+        else:
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _swap_in(partial: Path, out: Path) -> None:
+    if out.exists():
+        aside = out.parent / f".{out.name}{REPLACED_MARK}{os.getpid()}"
+        shutil.rmtree(aside, ignore_errors=True)
+        out.rename(aside)
+        partial.rename(out)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        partial.rename(out)
+
+
+def _output_folder(out) -> Path:
+    """An ensemble member's folder inside a partial export: new."""
+    out = Path(out)
     out.mkdir(parents=True)
     return out
 

@@ -251,7 +251,7 @@ def test_a_killed_export_takes_its_converter_with_it(door_runs, tmp_path):
     exporter = subprocess.Popen([sys.executable, "-m", "harness", "export", str(door_runs["keras"]), "--out", str(out)],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     converter = wait_for(lambda: [line for line in processes_mentioning(f"{WORKER_MODULE} export")
-                                  if str(out) in line], timeout=120, what="the conversion worker")
+                                  if str(tmp_path) in line], timeout=120, what="the conversion worker")
     pid = int(converter[0].split()[0])
     exporter.send_signal(signal.SIGKILL)
     exporter.wait(timeout=30)
@@ -266,3 +266,48 @@ def test_a_killed_export_takes_its_converter_with_it(door_runs, tmp_path):
     wait_for(gone, timeout=30, what="the conversion worker to end with its parent")
     time.sleep(3)   # what an orphan would have written by now
     assert not (out / "model.tflite").exists()
+
+
+def test_a_killed_re_export_keeps_the_earlier_export_and_a_retry_replaces_it(door_runs, faces, tmp_path):
+    """Issue 23 §5: an export is built beside its folder and renamed into place."""
+    import os
+    import signal
+
+    from harness.processes import WORKER_MODULE
+    from tests.helpers.processes import processes_mentioning, wait_for
+
+    out = tmp_path / "door"
+    assert harness("export", door_runs["keras"], "--out", out).returncode == 0
+    before = (out / "export.json").read_bytes()
+    exporter = subprocess.Popen([sys.executable, "-m", "harness", "export", str(door_runs["keras"]), "--out", str(out)],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    converter = wait_for(lambda: [line for line in processes_mentioning(f"{WORKER_MODULE} export")
+                                  if str(tmp_path) in line], timeout=120, what="the conversion worker")
+    exporter.send_signal(signal.SIGKILL)
+    exporter.wait(timeout=30)
+    pid = int(converter[0].split()[0])
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower(),
+             timeout=30, what="the conversion worker to end")
+    assert (out / "export.json").read_bytes() == before   # the earlier export, whole
+    assert harness("predict", "--model", out, faces / "face0.jpg").returncode == 0
+    retry = harness("export", door_runs["keras"], "--out", out)
+    assert retry.returncode == 0, retry.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door"]   # nothing left beside it
+
+
+def test_a_failed_export_leaves_nothing_and_a_half_written_one_is_replaced(door_runs, faces, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken-run"
+    shutil.copytree(door_runs["keras"], broken)
+    (broken / "model.keras").unlink()
+    failed = harness("export", broken, "--out", tmp_path / "exports" / "door")
+    assert failed.returncode != 0
+    assert not (tmp_path / "exports").exists() or list((tmp_path / "exports").iterdir()) == []
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "model.tflite").write_bytes(b"the first bytes of a conversion that was killed")
+    replaced = harness("export", door_runs["keras"], "--out", half)
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert (half / "export.json").is_file()
+    assert harness("predict", "--model", half, faces / "face0.jpg").returncode == 0
