@@ -40,7 +40,7 @@ class RequestProblem(Exception):
 
 def check_listen(host: str, token: str | None) -> None:
     """Refuse to listen beyond the loopback interface without a token, or with a weak one."""
-    if token is not None and (len(token) < MIN_TOKEN_LENGTH or token != token.strip() or not token.isprintable()):
+    if token is not None and len(token) >= MIN_TOKEN_LENGTH and (token != token.strip() or not token.isprintable()):
         raise ValueError(f"--token must be at least {MIN_TOKEN_LENGTH} printable characters with no space at "
                          "either end (a header value loses those, so such a token could never match; e.g. "
                          "python -c 'import secrets; print(secrets.token_urlsafe())')")
