@@ -177,11 +177,16 @@ def _chunk_crc32(rows: np.ndarray) -> int:
     return zlib.crc32(memoryview(np.ascontiguousarray(rows)).cast("B"))
 
 
+def _verified_key(images_file: Path) -> tuple[str, int, int]:
+    """What a verification holds for: this very file, as long as its size and mtime stay."""
+    stat = images_file.stat()
+    return str(images_file.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def _verify_rows(directory: Path, images_file: Path, images: np.ndarray, crcs: list[int], rows: int) -> None:
     """Each run of ``rows`` rows against the CRC-32 its build worker recorded, once per process
     (read through the memory map, no copies: about a tenth of a second for 250 MiB)."""
-    stat = images_file.stat()
-    key = (str(images_file.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = _verified_key(images_file)
     if key in _VERIFIED:
         return
     for number, expected in enumerate(crcs):
@@ -313,8 +318,7 @@ def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, pro
                 raise
         else:
             # Its checksums were taken from the rows as they were written: nothing to read again.
-            stat = (entry / IMAGES_FILE).stat()
-            _VERIFIED.add((str((entry / IMAGES_FILE).resolve()), stat.st_size, stat.st_mtime_ns))
+            _VERIFIED.add(_verified_key(entry / IMAGES_FILE))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

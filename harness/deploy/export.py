@@ -123,13 +123,6 @@ def _swap_in(partial: Path, out: Path) -> None:
         partial.rename(out)
 
 
-def _output_folder(out) -> Path:
-    """An ensemble member's folder inside a partial export: new."""
-    out = Path(out)
-    out.mkdir(parents=True)
-    return out
-
-
 def _export_trial(run_dir: Path, out: Path, quantize: str):
     """-> (manifest, the run's test split, the exported LiteRT model), the last two for an
     ensemble's own parity."""
@@ -165,7 +158,8 @@ def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
     names = [f"{MEMBERS_DIR}/{index}" for index in range(len(members))]
     manifests, member_readouts = [], []
     for name, member in zip(names, members):
-        manifest, test, model = _export_trial(_finished(member), _output_folder(out / name), quantize)
+        (out / name).mkdir(parents=True)   # inside the partial export: always new
+        manifest, test, model = _export_trial(_finished(member), out / name, quantize)
         outputs = [model.outputs(test.x)]
         if description.get("tta") == "flip":
             outputs.append(model.outputs(mirror(test.x)))

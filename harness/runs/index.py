@@ -105,22 +105,27 @@ def trial_dir(results_dir: str | Path, trial_id: str) -> Path:
     return child_path(Path(results_dir) / TRIALS_DIR, trial_id, "trial id")
 
 
+def ranked_trials(results_dir: Path) -> list[tuple[float | None, str, dict]]:
+    """(validation joint accuracy after the last epoch, trial id, index record) of each
+    finished trial, best first; ties by trial id, trials without a validation score last."""
+    rows = []
+    for trial_id, record in experiment_records(results_dir).items():
+        run_dir = trial_dir(results_dir, trial_id)
+        if record.get("status") == "completed" and finished(run_dir):
+            rows.append((final_validation(run_dir), trial_id, record))
+    return sorted(rows, key=lambda row: (row[0] is None, -(row[0] or 0.0), row[1]))
+
+
 def describe_results(results_dir: str | Path, shown: int = 10) -> str:
     """The finished trials of a results folder with their test accuracies, best first
     (by validation joint accuracy, as ``best.json``), and how to name one as a model."""
     results_dir = Path(results_dir)
-    rows = []
-    for trial_id, record in experiment_records(results_dir).items():
-        run_dir = trial_dir(results_dir, trial_id)
-        if record.get("status") != "completed" or not finished(run_dir):
-            continue
-        score = final_validation(run_dir)
-        rows.append((float("-inf") if score is None else score, trial_id, record, record.get("metrics") or {}))
+    rows = ranked_trials(results_dir)
     if not rows:
         return "It has no finished trials yet (harness run it first)."
-    rows.sort(key=lambda row: (-row[0], row[1]))
     lines = [f"Its {len(rows)} finished trial(s), best validation joint accuracy first:"]
-    for _, trial_id, record, metrics in rows[:shown]:
+    for _, trial_id, record in rows[:shown]:
+        metrics = record.get("metrics") or {}
         scores = ", ".join(f"{label} {100 * metrics[key]:.1f} %" for key, label in
                            (("gender_accuracy", "gender"), ("age_exact_accuracy", "age exact"))
                            if isinstance(metrics.get(key), (int, float)))
@@ -140,18 +145,11 @@ def write_best(results_dir: str | Path) -> dict | None:
     finished trial with the highest validation joint accuracy after the last epoch (never
     a test figure), so that ``--model RESULTS/best`` names it. None when no finished trial
     has a validation split (nothing is written then)."""
-    results_dir = Path(results_dir)
-    best = None
-    for trial_id, record in sorted(experiment_records(results_dir).items()):
-        run_dir = trial_dir(results_dir, trial_id)
-        if record.get("status") != "completed" or not finished(run_dir):
-            continue
-        score = final_validation(run_dir)
-        if score is not None and (best is None or score > best[0]):
-            best = (score, trial_id, record)
-    if best is None:
+    ranked = ranked_trials(Path(results_dir))
+    if not ranked or ranked[0][0] is None:
         return None
-    score, trial_id, record = best
+    results_dir = Path(results_dir)
+    score, trial_id, record = ranked[0]
     chosen = {"trial_id": trial_id, "path": f"{TRIALS_DIR}/{trial_id}", "backend": record.get("backend"),
               "model_name": record.get("model_name"), "round": record.get("round"),
               "val_joint_accuracy": score, "chosen_by": "validation joint accuracy after the last epoch",

@@ -16,10 +16,13 @@ from harness.models.gate import gate_rates
 from harness.models.spec import TrainingSpec
 from harness.runs.index import experiment_records, trial_dir
 from harness.runs.layout import (
+    ENSEMBLES_DIR,
+    ENV_FILE,
     EXPERIMENT_FILE,
     HISTORY_FILE,
     INDEX_FILE,
     LABELS_FILE,
+    MEMBERS_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
     SPLITS_DIR,
@@ -159,8 +162,6 @@ def trials_frame(results_dir: Path) -> pd.DataFrame:
 
 def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFiles]]:
     """One row per ensemble round under RESULTS_DIR/ensembles (see ``harness ensemble``)."""
-    from harness.runs.layout import ENSEMBLES_DIR, MEMBERS_FILE
-
     rows, files = [], {}
     for members_file in sorted((results_dir / ENSEMBLES_DIR).glob(f"*/round-*/{MEMBERS_FILE}")):
         run_dir = members_file.parent
@@ -210,9 +211,6 @@ VERSIONED = ("tensorflow", "keras", "tflearn", "jax", "numpy")
 def framework_versions(results_dir: Path, records: dict[str, dict]) -> str:
     """One sentence on the framework versions the trials ran under (from each trial's
     env.json), saying so when they differ between trials; empty when none recorded them."""
-    from harness.runs.index import trial_dir
-    from harness.runs.layout import ENV_FILE
-
     seen: dict[str, dict[str, int]] = {}
     counted = 0
     for trial_id in records:
