@@ -51,6 +51,18 @@ def read_index(results_dir: str | Path) -> dict[str, dict]:
     return records
 
 
+def describe_missing_index(results_dir: str | Path) -> str:
+    """Why :func:`read_index` found no record: no index at all, or one with no readable line."""
+    path = Path(results_dir) / INDEX_FILE
+    if not path.is_file():
+        return "no results index (run the experiment first)"
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return f"{INDEX_FILE} is empty: no trial has finished yet (run the experiment first)"
+    return (f"{path}: none of its {len(lines)} line(s) is a trial record (each line must be a JSON "
+            "object with a trial_id and a status); run the experiment again to record its trials anew")
+
+
 def repair_index(results_dir: str | Path) -> int:
     """Rewrite the index without its damaged lines; returns how many were removed."""
     path = Path(results_dir) / INDEX_FILE

@@ -50,6 +50,8 @@ ROUND_PREFIX = "round-"
 # A report (`harness report`, `harness compare`): in the results folder or in --out.
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
 REPORT_TABLES_DIR, REPORT_PLOTS_DIR = "tables", "plots"
+REPORT_FILES = ".report-files.json"       # the files the last report wrote: only these are replaced
+REPORT_STAGING_PREFIX = ".report-staging-"   # + pid: where a report is written before it is moved in
 
 # An export folder.
 MANIFEST_FILE = "export.json"

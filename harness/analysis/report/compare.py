@@ -2,13 +2,13 @@
 configuration."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from harness.analysis import comparisons, statistics
 from harness.analysis.report.figures import forest_rows
+from harness.analysis.report.publish import check_out, staged_report
 from harness.analysis.report.render import markdown_table, report_stamp
 from harness.analysis.report.tables import numeric_csv, versus_display
 from harness.analysis.report.trials import (
@@ -18,7 +18,7 @@ from harness.analysis.report.trials import (
     stored_manifest,
     stored_split_spec,
 )
-from harness.runs.index import experiment_records
+from harness.runs.index import describe_missing_index, experiment_records, read_index
 from harness.runs.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS_DIR, REPORT_TABLES_DIR
 
 
@@ -51,11 +51,24 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
     """``harness compare A B --out DIR``: each configuration and backend that ran in both
     experiments, A minus B, paired over the rounds (which must test the same faces)."""
     first, second, out = Path(first), Path(second), Path(out)
-    records = [experiment_records(d) for d in (first, second)]
-    frames = [load_trials(d, r).frame for d, r in zip((first, second), records)]
+    check_out(out)
+    for where in (first, second):
+        if not where.is_dir():
+            raise ValueError(f"{where}: no such results folder")
+    if first.resolve() == second.resolve():
+        raise ValueError(f"{first} and {second} are the same results folder: compare two experiments")
+    records = []
+    for where in (first, second):
+        if not read_index(where):
+            raise ValueError(f"{where}: {describe_missing_index(where)}")
+        records.append(experiment_records(where))
+    loaded = [load_trials(d, r) for d, r in zip((first, second), records)]
+    frames = [result.frame for result in loaded]
     for where, frame in zip((first, second), frames):
         if frame.empty:
             raise ValueError(f"{where}: no completed trials to compare")
+    damaged = pd.concat([result.damaged.assign(experiment=str(where))
+                         for where, result in zip((first, second), loaded)], ignore_index=True)
     shared = _same_test_faces(first, second)
     frames = [f[f["round"].isin(shared)] for f in frames]
     stored = [stored_experiment(d) for d in (first, second)]
@@ -65,11 +78,15 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
     if table.empty:
         raise ValueError(f"no configuration ran on the same backend in both {first} and {second}")
     labels = comparisons.short_labels(pd.concat(frames, ignore_index=True))
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / REPORT_TABLES_DIR, out / REPORT_PLOTS_DIR):
-        shutil.rmtree(stale, ignore_errors=True)
-    (out / REPORT_TABLES_DIR).mkdir()
-    (out / REPORT_PLOTS_DIR).mkdir()
+    with staged_report(out) as stage:
+        _write(stage, table, labels, names, records, stored, frames, damaged, ratio, (first, second), command)
+    return out / REPORT_MD
+
+
+def _write(out: Path, table, labels, names, records, stored, frames, damaged, ratio, folders,
+           command: str | None) -> None:
+    first, second = folders
+    damaged.to_csv(out / REPORT_TABLES_DIR / "damaged.csv", index=False)
     numeric_csv(table.assign(configuration=table["configuration"].map(labels)), out / REPORT_TABLES_DIR / "between.csv")
     from harness.analysis.plots import forest_plot
 
@@ -87,12 +104,17 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
              f"lower at α = {statistics.ALPHA}; Wilcoxon's p beside it from {statistics.WILCOXON_MIN_PAIRS} pairs."]
     shown = versus_display(table, labels, than=names[1])
     lines = [f"# Comparison: {names[0]} − {names[1]}", "", stamp, ""] + [x for t in intro for x in (t, "")]
-    lines += [f"## {names[0]} − {names[1]}", "", markdown_table(shown), "", "## Plots", "",
-              f"![{plot.stem}]({plot.relative_to(out).as_posix()})"]
+    sections = [(f"{names[0]} − {names[1]}", "", shown)]
+    if len(damaged):
+        sections.append(("Damaged trials", f"{len(damaged)} completed trials have files that cannot be read; "
+                         "their configurations are compared on the rounds that remain, or left out when "
+                         "none does (listed in tables/damaged.csv). Delete a damaged trial's folder and run "
+                         "its experiment again to redo it.", damaged))
+    for title, text, frame in sections:
+        lines += [f"## {title}", ""] + ([text, ""] if text else []) + [markdown_table(frame), ""]
+    lines += ["## Plots", "", f"![{plot.stem}]({plot.relative_to(out).as_posix()})"]
     (out / REPORT_MD).write_text("\n".join(lines) + "\n")
     from harness.analysis.report.render import page
 
-    (out / REPORT_HTML).write_text(page(f"{names[0]} − {names[1]}", stamp, intro,
-                                          [(f"{names[0]} − {names[1]}", "", shown)],
+    (out / REPORT_HTML).write_text(page(f"{names[0]} − {names[1]}", stamp, intro, sections,
                                           [plot.relative_to(out).as_posix()], {}, []))
-    return out / REPORT_MD

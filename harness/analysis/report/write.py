@@ -2,13 +2,13 @@
 report.html, tables/ and plots/."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
 
 from harness.analysis import comparisons, statistics
 from harness.analysis.report.figures import draw_plots, gate_plot
+from harness.analysis.report.publish import check_out, staged_report
 from harness.analysis.report.render import markdown_table, report_stamp
 from harness.analysis.report.tables import (
     GATE_AGE,
@@ -32,31 +32,36 @@ from harness.analysis.report.trials import (
     stored_split_spec,
 )
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
-from harness.runs.index import experiment_records, read_index, write_best
+from harness.runs.index import describe_missing_index, experiment_records, read_index, write_best
 from harness.runs.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS_DIR, REPORT_TABLES_DIR
 
 
 def write_report(results_dir: str | Path, out: str | Path | None = None, command: str | None = None) -> Path:
     """Write report.md, report.html, tables/ and plots/ into ``out`` (default: the results
-    directory itself). Only tables/ and plots/ under ``out`` are replaced."""
+    directory itself), replacing only the files an earlier report wrote there
+    (:mod:`.publish`)."""
     results_dir = Path(results_dir)
     out = Path(out) if out is not None else results_dir
+    check_out(out, results_dir)
     everything = read_index(results_dir)
     if not everything:
-        raise ValueError(f"{results_dir}: no results index (run the experiment first)")
+        raise ValueError(f"{results_dir}: {describe_missing_index(results_dir)}")
     index = experiment_records(results_dir, everything)
-    if out == results_dir:   # a published copy (--out) leaves the results folder as it was
-        write_best(results_dir)
-    earlier = len(everything) - len(index)
     loaded = load_trials(results_dir, index)
-    frame, damaged = loaded.frame, loaded.damaged
     stored = stored_experiment(results_dir)
     split_spec = stored_split_spec(stored)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_report(out, results_dir) as stage:
+        _write(stage, results_dir, index, everything, loaded, stored, split_spec, command)
+    if out == results_dir:   # a published copy (--out) leaves the results folder as it was
+        write_best(results_dir)
+    return out / REPORT_MD
+
+
+def _write(out: Path, results_dir: Path, index: dict, everything: dict, loaded, stored: dict, split_spec,
+           command: str | None) -> None:
+    frame, damaged = loaded.frame, loaded.damaged
+    earlier = len(everything) - len(index)
     tables, plots = out / REPORT_TABLES_DIR, out / REPORT_PLOTS_DIR
-    for stale in (tables, plots):   # everything shown is regenerated from the trials
-        shutil.rmtree(stale, ignore_errors=True)
-    tables.mkdir()
     failed = pd.DataFrame([{"trial_id": r["trial_id"], "model_name": r["model_name"], "backend": r["backend"],
                             "round": r["round"], "error": r["error"]}
                            for r in index.values() if r["status"] == "failed"],
@@ -177,7 +182,6 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     (out / REPORT_HTML).write_text(page(name, stamp, intro,
                                           sections, [p.relative_to(out).as_posix() for p in images],
                                           {v: k for k, v in labels.items()}, notes))
-    return out / REPORT_MD
 
 
 def _data_sections(results_dir: Path) -> list[tuple[str, str, pd.DataFrame]]:
