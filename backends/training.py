@@ -22,9 +22,9 @@ from backends.loading import backend_module, export_backend, output_to
 from harness import __version__ as harness_version
 from harness.data.cache import CachedArrays
 from harness.data.labels import soft_age, soft_years
+from harness.files import write_atomic
 from harness.models import heads, metrics
 from harness.models.augmentation import augment, mirror
-from harness.runs.index import write_atomic
 from harness.runs.layout import (
     DONE_FILE,
     ENV_FILE,

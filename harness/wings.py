@@ -20,7 +20,7 @@ __all__ = ["RANK", "wing_of", "violations"]
 
 RANK = {"root": 0, "data": 1, "models": 2, "runs": 3, "backends": 4, "analysis": 4, "deploy": 5, "cli": 6}
 SIDE_BY_SIDE = {frozenset({"backends", "analysis"})}
-ROOT_MODULES = {"harness", "harness.paths", "harness.processes", "harness.wings"}
+ROOT_MODULES = {"harness", "harness.files", "harness.paths", "harness.processes", "harness.wings"}
 
 
 def wing_of(module: str) -> str | None:

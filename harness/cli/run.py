@@ -1,6 +1,7 @@
 """``harness run``: an experiment file's trials, resumable, then its report."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -59,8 +60,14 @@ def _run(args) -> int:
         return _dry_run(args, experiment, results)
     prepared = _prepared(args, experiment)   # a run refused here writes nothing at all
     # Held from the discard of an old experiment to the last trial: one run into a folder at a time.
-    with results_dir.hold(results):
-        return _run_held(args, experiment, results, prepared)
+    try:
+        with results_dir.hold(results):
+            return _run_held(args, experiment, results, prepared)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(f"{err.filename or results}: no space left on its disk; free some space and run the same "
+                      "command again: the trials that finished are kept and the run resumes with the rest") from None
 
 
 def _prepared(args, experiment):

@@ -11,6 +11,7 @@ holds the images, which keeps a build's memory flat in the number of images.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -293,6 +294,7 @@ def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, pro
         images_file = staging / IMAGES_FILE
         np.lib.format.open_memmap(images_file, mode="w+", dtype=prep.dtype,
                                   shape=(len(ids),) + prep.shape).flush()
+        _reserve(images_file, entry.parent)
         started = time.monotonic()
         events = sorted(_run_chunks(str(images_file), paths, prep.model_dump_json(), workers, progress))
         seconds = time.monotonic() - started
@@ -321,6 +323,24 @@ def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, pro
             _VERIFIED.add(_verified_key(entry / IMAGES_FILE))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _reserve(images_file: Path, cache_dir: Path) -> None:
+    """Allocate the whole images file now: a memmap written into a sparse file on a full
+    disk gets SIGBUS from the kernel, which no handler can turn into a message."""
+    size = images_file.stat().st_size
+    fd = os.open(images_file, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(cache_dir).free
+            raise CacheError(f"{cache_dir}: no space for a cache entry of {size:,} bytes ({free:,} bytes free); "
+                             "free some space, or set HARNESS_CACHE to a folder on another disk") from None
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL):   # a filesystem without it: written as before
+            raise
+    finally:
+        os.close(fd)
 
 
 def _run_chunks(images_file: str, paths: list[str], prep_json: str, workers: int, progress: bool):

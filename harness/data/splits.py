@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from harness.data.labels import to_joint
+from harness.files import write_atomic
 
 ROLES = ("train", "val", "test")
 MANIFEST_CSV, MANIFEST_JSON = "splits.csv", "splits.json"
@@ -58,9 +59,9 @@ class SplitManifest:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.assignments.to_csv(directory / MANIFEST_CSV, index=False)
-        (directory / MANIFEST_JSON).write_text(
-            json.dumps({"spec": self.spec.model_dump(), **self.meta}, indent=2))
+        write_atomic(directory / MANIFEST_CSV, lambda p: self.assignments.to_csv(p, index=False))
+        write_atomic(directory / MANIFEST_JSON, lambda p: p.write_text(
+            json.dumps({"spec": self.spec.model_dump(), **self.meta}, indent=2)))
 
     @classmethod
     def load(cls, directory: str | Path) -> "SplitManifest":

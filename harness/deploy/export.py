@@ -25,12 +25,12 @@ import numpy as np
 from harness.data.labels import AGE_GROUPS, GENDER_WORDS
 from harness.deploy.litert import MANIFEST_VERSION, ExportManifest, LiteModel, Parity
 from harness.deploy.predictors import stored_gate
+from harness.files import write_atomic
 from harness.models import heads, metrics
 from harness.models.augmentation import mirror
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
 from harness.paths import PROJECT_ROOT
 from harness.processes import die_with_parent, pid_alive, worker_command, worker_env
-from harness.runs.index import write_atomic
 from harness.runs.layout import MANIFEST_FILE, MEMBERS_DIR, MODEL_FILE, PREDICTIONS_FILE, NotFinished, require_finished
 from harness.runs.trial import age_residuals, load_splits, read_config
 

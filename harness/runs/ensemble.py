@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 
 from harness.data.splits import SplitManifest
+from harness.files import write_atomic
 from harness.models import heads, metrics
 from harness.models.gate import GateSpec
 from harness.paths import PROJECT_ROOT
 from harness.processes import die_with_parent, worker_command, worker_env
-from harness.runs.index import experiment_records, trial_dir, write_atomic
+from harness.runs.index import experiment_records, trial_dir
 from harness.runs.layout import (
     DONE_FILE,
     ENSEMBLE_FILE,

@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+from harness.files import write_atomic
 from harness.paths import child_path
 from harness.runs.layout import (
     BEST_FILE,
@@ -80,13 +81,6 @@ def repair_index(results_dir: str | Path) -> int:
     return len(damaged)
 
 
-def write_atomic(path: Path, write) -> None:
-    """``write(partial_path)``, then rename into place: readers never see half a file."""
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
-
-
 def current_trials(results_dir: str | Path) -> set[str] | None:
     """Trial ids of the experiment as last prepared, or None when unknown (older results)."""
     path = Path(results_dir) / CURRENT_TRIALS_FILE
@@ -109,6 +103,8 @@ def append_record(results_dir: str | Path, record: dict) -> None:
     try:
         os.write(fd, line.encode())
         os.fsync(fd)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(Path(results_dir) / INDEX_FILE)) from None
     finally:
         os.close(fd)
 

@@ -18,9 +18,9 @@ from sklearn.model_selection import train_test_split
 from harness.data import cache, datasets
 from harness.data.labels import to_joint
 from harness.data.splits import SplitManifest, make_splits
+from harness.files import write_atomic
 from harness.runs.experiment import Experiment, ExperimentError
 from harness.runs.grid import Trial, exact_age_uses, expand
-from harness.runs.index import write_atomic
 from harness.runs.layout import (
     CURRENT_TRIALS_FILE,
     DROPPED_FILE,

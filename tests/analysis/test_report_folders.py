@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.helpers.files import read_only
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -263,3 +263,26 @@ def test_a_damaged_cache_entry_is_named_and_built_again(tmp_path, utkface_sample
     assert f"cache entry {entry}" in capfd.readouterr().err and again.directory == entry
     np.testing.assert_array_equal(again.arrays(again.valid_ids()), original)
     assert [p.name for p in tmp_path.iterdir()] == [entry.name]   # nothing left beside it
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cache_build_on_a_full_disk_names_the_folder_and_the_bytes(tmp_path, utkface_sample, workers):
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers.files import small_filesystem
+
+    rows = utkface_sample.head(120)
+    listing = tmp_path / "images.json"
+    listing.write_text(json.dumps({"ids": rows["id"].tolist(), "paths": [str(p) for p in rows["path"]]}))
+    script = ("import json, sys; from harness.data import cache; from harness.data.images import Preprocessing; "
+              "d = json.load(open(sys.argv[1])); "
+              "cache.build(d['ids'], d['paths'], Preprocessing(size=64), cache_dir=sys.argv[2], workers=int(sys.argv[3]))")
+    with small_filesystem(tmp_path / "cache", "512k") as full:   # 120 faces of 64x64x3 need 1.4 MB
+        result = subprocess.run([sys.executable, "-c", script, str(listing), str(full), str(workers)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1, (result.returncode, result.stderr[-2000:])   # not SIGBUS (-7)
+        assert f"{full}: no space for a cache entry of 1,474,688 bytes" in result.stderr
+        assert "HARNESS_CACHE" in result.stderr and "terminated abruptly" not in result.stderr
+        assert not list(full.iterdir())   # the staging folder is gone

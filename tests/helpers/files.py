@@ -37,3 +37,21 @@ def read_only(folder: Path):
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+@contextmanager
+def small_filesystem(folder: Path, size: str = "256k"):
+    """``folder`` is a filesystem of its own holding ``size`` bytes (a tmpfs), so that
+    writing more fails with ENOSPC for real. Root only; skips the test otherwise."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs at {folder}: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=True)

@@ -314,3 +314,17 @@ def test_a_second_run_into_a_busy_results_folder_is_refused_naming_the_first(tmp
     assert len(lines) == len({json.loads(line)["trial_id"] for line in lines}) == 2
     again = harness_cli("run", path, "--results", tmp_path / "r", cache=str(tmp_path / "cache"))
     assert again.returncode == 0 and "2 already done" in again.stdout   # the lock went with its holder
+
+
+def test_a_full_results_disk_names_the_path_and_says_the_run_resumes(tmp_path):
+    """Issue 23 §8: the run's own writes (split table, manifests, index) on a full disk."""
+    from tests.helpers.files import small_filesystem
+
+    path = write(tmp_path, {**TINY, "backends": ["keras"]})
+    with small_filesystem(tmp_path / "r", "16k") as full:   # the split table of 300 faces alone is larger
+        result = harness_cli("run", path, "--results", full, "--no-report", cache=str(tmp_path / "cache"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"harness: error: {full}/tiny/"), error
+    assert "no space left on its disk" in error and "the run resumes" in error
+    assert "Traceback" not in result.stderr
