@@ -32,7 +32,10 @@ def cmd_serve(args) -> int:
     serve(args.model, ServeOptions(
         host=args.host, port=args.port, token=args.token or os.environ.get("HARNESS_SERVE_TOKEN") or None,
         min_age=args.min_age, max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
-        queue_limit=args.queue, cors_origins=tuple(args.cors_origin) if args.cors_origin else None, tta=args.tta,
+        queue_limit=args.queue, max_buffered_mb=args.max_buffered_mb, header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout, max_connections=args.max_connections,
+        allowed_hosts=tuple(args.allow_host or ()),
+        cors_origins=tuple(args.cors_origin) if args.cors_origin else None, tta=args.tta,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, allow_failed_parity=args.allow_failed_parity))
     return 0
 
@@ -60,6 +63,18 @@ def register(commands) -> None:
     srv.add_argument("--max-megapixels", type=finite_positive, default=50,
                      help="larger images get 413 before they are decoded (default 50)")
     srv.add_argument("--queue", type=positive(int), default=32, help="photos waiting for the model before 503 (default 32)")
+    srv.add_argument("--max-buffered-mb", type=finite_positive, default=64,
+                     help="uploads being read or waiting, together; beyond it 503 before reading (default 64)")
+    srv.add_argument("--max-connections", type=positive(int), default=100,
+                     help="open connections; more are closed at once (default 100)")
+    srv.add_argument("--header-timeout", type=finite_positive, default=10, metavar="S",
+                     help="a request's headers must arrive within S seconds, else the connection is closed "
+                          "(default 10)")
+    srv.add_argument("--body-timeout", type=finite_positive, default=60, metavar="S",
+                     help="an upload must arrive within S seconds of its headers, else 408 (default 60)")
+    srv.add_argument("--allow-host", action="append", metavar="NAME",
+                     help="answer requests whose Host is NAME, too (repeatable; default: loopback names, "
+                          "the --host address, and with --host 0.0.0.0 any IP address and this machine's name)")
     srv.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; default none)")
     srv.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     srv.add_argument("--ssl-certfile", help="serve HTTPS (phones need it for the live camera on the LAN)")

@@ -335,6 +335,8 @@ def test_the_phone_page_judges_the_live_camera(server, face_photo, tmp_path):
     (["--ssl-certfile", "missing.pem"], "--ssl-certfile missing.pem: no such file"),
     (["--ssl-certfile", "not-pem.txt"], "not a PEM certificate"),
     (["--token", " " * 16], "printable characters with no space at either end"),
+    (["--header-timeout", "inf"], "must be a finite positive number, got inf"),
+    (["--max-buffered-mb", "4"], "--max-buffered-mb 4 is less than --max-upload-mb 10"),
 ])
 def test_bad_serve_options_are_refused_before_the_model_loads(tmp_path, options, message):
     (tmp_path / "key.pem").write_text("key")

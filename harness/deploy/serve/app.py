@@ -9,12 +9,17 @@ What it protects against, and how:
 - Listening beyond this machine needs a token (checked when the server starts); with a
   token every ``/v1`` call needs ``Authorization: Bearer`` (compared in constant time).
 - An upload is read into memory up to ``max_upload_bytes`` (413 beyond, before or while
-  reading) and decoded only below ``max_pixels`` (413: decompression bombs); nothing from
-  a request is written to disk or kept. Empty, truncated and non-image uploads are 422,
-  422 and 415, each with a message.
-- Inference runs on one thread beside the event loop, with at most ``queue_limit``
-  requests waiting (503 beyond): a slow photo never stops ``/healthz`` from answering.
-- Security headers on every response; no CORS unless origins are given.
+  reading), within ``body_timeout_s`` (408), and decoded only below ``max_pixels`` (413:
+  decompression bombs); nothing from a request is written to disk or kept. Empty,
+  truncated and non-image uploads are 422, 422 and 415, each with a message.
+- An upload counts against the queue and the byte budget *before* it is read: at most
+  ``queue_limit`` photos and ``max_buffered_bytes`` are held at once (503 beyond).
+- Inference runs on one thread beside the event loop: a slow photo never stops
+  ``/healthz`` from answering, and a photo whose client has gone is never decoded.
+- Headers must arrive within ``header_timeout_s`` and fit in 32 KB, and at most
+  ``max_connections`` connections are open (:mod:`.connections`).
+- ``Host`` must be a name the server answers to; security headers on every response;
+  no CORS unless origins are given; every error is ``{"error": message}`` (:mod:`.guard`).
 
 The routes and the server; who may call is :mod:`.guard`, what an upload may be is :mod:`.uploads`.
 """
@@ -24,17 +29,20 @@ import asyncio
 import math
 import re
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from harness.deploy.classify import gate_threshold
-from harness.deploy.serve.guard import Guard, RequestProblem, check_listen
-from harness.deploy.serve.uploads import IMAGE_FIELD, classify_upload, read_upload
+from harness.deploy.serve.guard import Guard, HostNames, RequestProblem, TokenCheck, check_listen, error_response
+from harness.deploy.serve.uploads import IMAGE_FIELD, ClientGone, classify_upload, read_upload
 from harness.models.gate import check_door_age
 
 STATIC = Path(__file__).with_name("static")   # the page: files beside this module, not strings in it
@@ -49,30 +57,54 @@ DEFAULT_MAX_MEGAPIXELS = 50     # above any phone camera's photo
 DEFAULT_QUEUE_LIMIT = 32
 
 
+DEFAULT_MAX_BUFFERED_MB = 64    # every upload being read or waiting for the model, together
+
+
 def create_app(predictor, *, token: str | None = None, min_age: float = 18,
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20,
                max_pixels: int = DEFAULT_MAX_MEGAPIXELS * 10**6, queue_limit: int = DEFAULT_QUEUE_LIMIT,
-               cors_origins: list[str] | None = None, description: dict | None = None):
+               max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_MB * 2**20, body_timeout_s: float = 60,
+               hosts: HostNames | None = None, cors_origins: list[str] | None = None,
+               description: dict | None = None):
     """The ASGI app around one loaded model (``harness.deploy.predictors.open_model``)."""
     app = FastAPI(title="age and gender door check", docs_url=None, redoc_url=None, openapi_url=None)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    waiting = {"count": 0}
+    # Photos being read or waiting for the model, the bytes reserved for them, and those
+    # whose client left before the model got to them.
+    held = {"count": 0, "bytes": 0, "abandoned": 0}
 
+    # Added innermost first: the Host check and the security headers wrap everything,
+    # CORS wraps the token check (a 401 carries CORS headers), the token check the routes.
+    app.add_middleware(TokenCheck, token=token)
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    # Outermost, so that even CORS preflights and errors carry the headers.
-    app.add_middleware(Guard, token=token)
+    app.add_middleware(Guard, hosts=hosts or HostNames("127.0.0.1"))
 
     async def infer(request: Request, gate_age: float | None):
-        body, name = await read_upload(request, max_upload_bytes)
-        if waiting["count"] >= queue_limit:
-            raise RequestProblem(503, f"busy: {queue_limit} photos are already waiting; try again",
-                                 {"Retry-After": "1"})
-        waiting["count"] += 1
+        declared = request.headers.get("content-length", "")
+        reserved = min(int(declared), max_upload_bytes) if declared.isdigit() else max_upload_bytes
+        if held["count"] >= queue_limit or held["bytes"] + reserved > max_buffered_bytes:
+            raise RequestProblem(503, f"busy: {held['count']} photos are already being read or waiting; "
+                                      "try again", {"Retry-After": "1"})
+        held["count"] += 1
+        held["bytes"] += reserved
+        name = "upload"
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                pool, classify_upload, predictor, body, name, max_pixels, gate_age)
+            body, name = await read_upload(request, max_upload_bytes, body_timeout_s)
+            gone = threading.Event()
+            watcher = asyncio.create_task(_watch_disconnect(request, gone))
+            try:
+                answer = await asyncio.get_running_loop().run_in_executor(
+                    pool, _unless_gone, gone, classify_upload, predictor, body, name, max_pixels, gate_age)
+            finally:
+                watcher.cancel()
+            if answer is None:
+                raise ClientGone()
+            return answer
+        except ClientGone:
+            held["abandoned"] += 1
+            raise
         except RequestProblem:
             raise
         except Exception as err:   # the model failed on this photo; the server goes on
@@ -81,7 +113,8 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
             raise RequestProblem(500, "the model could not process this photo: "
                                       f"{type(err).__name__}: {without_paths(str(err))}")
         finally:
-            waiting["count"] -= 1
+            held["count"] -= 1
+            held["bytes"] -= reserved
 
     @app.post("/v1/predict")
     async def predict(request: Request, min_age: float | None = None):
@@ -107,9 +140,9 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
     async def healthz():
         problem = predictor.health()
         if problem:
-            return JSONResponse({"status": "failing", "error": without_paths(problem), "waiting": waiting["count"]},
-                                503)
-        return {"status": "ok", "waiting": waiting["count"]}
+            return JSONResponse({"status": "failing", "error": without_paths(problem), "waiting": held["count"],
+                                 "abandoned": held["abandoned"]}, 503)
+        return {"status": "ok", "waiting": held["count"], "abandoned": held["abandoned"]}
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def page():
@@ -120,16 +153,42 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
         # A fixed list, so no request path ever reaches the file system.
         files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
         if name not in files:
-            return JSONResponse({"error": f"no static file {name!r}"}, 404)
+            return error_response(404, f"no static file {name!r}")
         return FileResponse(files[name])
 
     @app.exception_handler(RequestProblem)
     async def problem(request: Request, problem: RequestProblem):
-        return JSONResponse({"error": problem.message}, problem.status, headers=problem.headers)
+        return error_response(problem.status, problem.message, problem.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_problem(request: Request, problem: HTTPException):   # unknown route, wrong method
+        return error_response(problem.status_code, str(problem.detail), getattr(problem, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, problem: RequestValidationError):
+        # FastAPI's own answer echoes the input back; ours names the parameter and the rule.
+        first = problem.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        return error_response(422, f"{where}: {first.get('msg', 'invalid')}")
 
     serve_min_age = _check_age(min_age)
     app.state.pool = pool
     return app
+
+
+def _unless_gone(gone: threading.Event, work, *args):
+    """``work(*args)`` on the inference thread, unless the client left while it waited."""
+    return None if gone.is_set() else work(*args)
+
+
+async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
+    """Set ``gone`` when the client closes its connection (the body is read by now, so
+    the next message the server gets for this request is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 # An absolute path in a message: everything up to its last part is the server's own business.
@@ -195,6 +254,11 @@ class ServeOptions:
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     queue_limit: int = DEFAULT_QUEUE_LIMIT
+    max_buffered_mb: float = DEFAULT_MAX_BUFFERED_MB
+    header_timeout_s: float = 10          # a request's head, from its first byte (or the connect)
+    body_timeout_s: float = 60            # its body, from the end of its head: 10 MB at 1.5 Mbit/s
+    max_connections: int = 100
+    allowed_hosts: tuple[str, ...] = ()   # Host names beyond loopback and the --host address
     cors_origins: tuple[str, ...] | None = None
     tta: str | None = None
     ssl_certfile: str | None = None
@@ -205,11 +269,17 @@ class ServeOptions:
         """Every option that can be wrong, refused before the model is loaded."""
         check_listen(self.host, self.token)
         check_door_age(self.min_age)
-        for name, value in (("--max-upload-mb", self.max_upload_mb), ("--max-megapixels", self.max_megapixels)):
+        for name, value in (("--max-upload-mb", self.max_upload_mb), ("--max-megapixels", self.max_megapixels),
+                            ("--max-buffered-mb", self.max_buffered_mb),
+                            ("--header-timeout", self.header_timeout_s), ("--body-timeout", self.body_timeout_s)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite positive number, got {value}")
-        if self.queue_limit < 1:
-            raise ValueError(f"--queue must be at least 1, got {self.queue_limit}")
+        if self.max_buffered_mb < self.max_upload_mb:
+            raise ValueError(f"--max-buffered-mb {self.max_buffered_mb:g} is less than --max-upload-mb "
+                             f"{self.max_upload_mb:g}: an upload of the largest size could never be taken")
+        for name, count in (("--queue", self.queue_limit), ("--max-connections", self.max_connections)):
+            if count < 1:
+                raise ValueError(f"{name} must be at least 1, got {count}")
         if not 1 <= self.port <= 65535:
             raise ValueError(f"--port {self.port}: a TCP port is between 1 and 65535")
         if self.ssl_keyfile and not self.ssl_certfile:
@@ -230,9 +300,13 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
 
     options.check()
     predictor = open_model(model, options.tta, options.allow_failed_parity)
+    from harness.deploy.serve.connections import MAX_HEADER_BYTES, guarded_protocol
+
     app = create_app(predictor, token=options.token, min_age=options.min_age,
                      max_upload_bytes=int(options.max_upload_mb * 2**20),
                      max_pixels=int(options.max_megapixels * 10**6), queue_limit=options.queue_limit,
+                     max_buffered_bytes=int(options.max_buffered_mb * 2**20), body_timeout_s=options.body_timeout_s,
+                     hosts=HostNames(options.host, options.allowed_hosts),
                      cors_origins=list(options.cors_origins or []) or None,
                      description=describe(Path(model), predictor))
     scheme = "https" if options.ssl_certfile else "http"
@@ -241,4 +315,6 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
     print(f"serving {model} on {scheme}://{shown}:{options.port}/ "
           f"(token {'required' if options.token else 'off'}); Ctrl-C stops", flush=True)
     uvicorn.run(app, host=bind, port=options.port, log_level="info", ssl_certfile=options.ssl_certfile,
-                ssl_keyfile=options.ssl_keyfile, server_header=False)
+                ssl_keyfile=options.ssl_keyfile, server_header=False,
+                http=guarded_protocol(options.header_timeout_s, options.max_connections),
+                h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=options.max_connections + 1)

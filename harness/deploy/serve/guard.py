@@ -2,7 +2,10 @@
 
 Listening beyond this machine needs a token (checked when the server starts); with a
 token every ``/v1`` call needs ``Authorization: Bearer`` (compared in constant time).
-Security headers on every response."""
+Every request's ``Host`` must be a name this server answers to (:class:`HostNames`),
+so a page on another site cannot reach a loopback server by DNS rebinding, and no
+answer (a redirect, say) is built from a name the client made up. Security headers on
+every response; every error is ``{"error": message}``."""
 from __future__ import annotations
 
 import hmac
@@ -61,12 +64,50 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class HostNames:
+    """The names a ``Host`` header may carry: the loopback names, the address the server
+    listens on, and ``extra`` (``--allow-host``). Listening on every interface (0.0.0.0
+    or ::), any IP address and this machine's own name are taken as well: a rebinding
+    attack needs a domain name, never an address."""
+
+    def __init__(self, host: str, extra: tuple[str, ...] = ()):
+        import socket
+
+        bound = host.strip("[]").lower()
+        self.wildcard = bound in ("0.0.0.0", "::", "")
+        self.names = {"localhost", "127.0.0.1", "::1", bound, *(n.strip("[]").lower() for n in extra)}
+        if self.wildcard:
+            machine = socket.gethostname().lower()
+            self.names |= {machine, machine + ".local"}
+
+    def allows(self, value: str) -> bool:
+        name = value.strip().lower()
+        if name.startswith("["):          # [v6]:port
+            name = name[1:].split("]", 1)[0]
+        elif name.count(":") == 1:        # name:port
+            name = name.split(":", 1)[0]
+        if name in self.names or name.endswith(".localhost"):
+            return True
+        if not self.wildcard:
+            return False
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+
+
+def error_response(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """The one shape of every error the server answers."""
+    return JSONResponse({"error": message}, status, headers=headers)
+
+
 class Guard:
     """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs milliseconds per
-    request): the token on ``/v1`` calls, and the security headers on every response."""
+    request), outermost: the ``Host`` check, and the security headers on every response."""
 
-    def __init__(self, app, token: str | None):
-        self.app, self.token = app, token
+    def __init__(self, app, hosts: HostNames):
+        self.app, self.hosts = app, hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -82,13 +123,28 @@ class Guard:
                     headers["Cache-Control"] = "no-store"
             await send(message)
 
-        if api and scope["method"] != "OPTIONS":
+        host = Headers(scope=scope).get("host")
+        if host is None or not self.hosts.allows(host):
+            response = error_response(421, "this server does not answer to the name in the Host header "
+                                           "(serve with --allow-host NAME to add one)")
+            return await response(scope, receive, send_with_headers)
+        await self.app(scope, receive, send_with_headers)
+
+
+class TokenCheck:
+    """Inside the CORS middleware (so that a 401 carries its CORS headers too): the token
+    on every ``/v1`` call but preflights."""
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX) and scope["method"] != "OPTIONS":
             try:
                 _check_token(Headers(scope=scope), self.token)
             except RequestProblem as problem:
-                response = JSONResponse({"error": problem.message}, problem.status, headers=problem.headers)
-                return await response(scope, receive, send_with_headers)
-        await self.app(scope, receive, send_with_headers)
+                return await error_response(problem.status, problem.message, problem.headers)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 def _check_token(headers, token: str | None) -> None:
