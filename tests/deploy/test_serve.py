@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness.data.faces import find_faces
 from tests.helpers.browser import chromium_executable
 
 TOKEN = "door-test-token-0123456789"
@@ -61,18 +60,6 @@ class Server:
 
 def auth(token: str = TOKEN) -> dict:
     return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture(scope="module")
-def face_photo(tmp_path_factory, utkface_sample) -> Path:
-    """A real UTKFace face that dlib finds, saved as a phone would send it."""
-    out = tmp_path_factory.mktemp("door_photos")
-    for path in utkface_sample["path"].iloc[40:]:
-        image = Image.open(path).convert("RGB")
-        if find_faces(image):
-            image.save(out / "face.jpg", quality=92)
-            return out / "face.jpg"
-    raise AssertionError("no face found in the sample")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.deploy.test_serve import TOKEN, Server, auth, face_photo  # noqa: F401  (face_photo: a fixture)
+from tests.deploy.test_serve import TOKEN, Server, auth
 from tests.helpers.processes import wait_for
 
 HEADER_TIMEOUT, BODY_TIMEOUT, CONNECTIONS = 1.5, 3, 60
