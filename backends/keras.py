@@ -35,10 +35,11 @@ from backends.common import (  # noqa: E402
     thread_counts,
 )
 from harness.models import heads, losses  # noqa: E402
+from harness.models.backends import REGISTRY  # noqa: E402
 from harness.models.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
 
 NAME = "keras"
-MODEL_FILE = "model.keras"
+MODEL_FILE = REGISTRY["keras"].saved_model
 ENGINE = keras.backend.backend()     # "tensorflow", "jax" or "torch"
 if ENGINE != "tensorflow":
     # Keras imports TensorFlow whenever it is installed, even on another engine (to seed

@@ -34,10 +34,11 @@ from backends.common import (  # noqa: E402
     thread_counts,
 )
 from harness.models import heads, losses  # noqa: E402
+from harness.models.backends import REGISTRY  # noqa: E402
 from harness.models.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
 
 NAME = "tflearn"
-MODEL_FILE = "model.tflearn"
+MODEL_FILE = REGISTRY["tflearn"].saved_model
 v1 = tf.compat.v1
 # TFLearn's import turns off resource variables. With TF1 reference variables a
 # backward op can read a weight after the same step's optimizer update has written it,

@@ -8,6 +8,7 @@ these is :mod:`backends.worker`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ from harness.runs.layout import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     VAL_PREDICTIONS_FILE,
+    log_writable,
 )
 from harness.runs.trial import age_residuals, load_splits, read_config
 
@@ -189,7 +191,8 @@ REPRESENTATIVE_IMAGES = 200
 
 def export(run_dir: Path, out: Path, quantize: str = "none") -> None:
     config = read_config(run_dir)
-    with output_to(run_dir / LOG_FILE):
+    # A read-only run folder is exported too: the framework's chatter then goes to stderr.
+    with output_to(run_dir / LOG_FILE) if log_writable(run_dir) else contextlib.nullcontext():
         backend = backend_module(export_backend(config.backend))
         model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
         representative = None

@@ -31,8 +31,17 @@ from harness.models.augmentation import mirror
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
 from harness.paths import PROJECT_ROOT
 from harness.processes import die_with_parent, pid_alive, worker_command, worker_env
-from harness.runs.layout import MANIFEST_FILE, MEMBERS_DIR, MODEL_FILE, PREDICTIONS_FILE, NotFinished, require_finished
-from harness.runs.trial import age_residuals, load_splits, read_config
+from harness.runs.layout import (
+    LOG_FILE,
+    MANIFEST_FILE,
+    MEMBERS_DIR,
+    MODEL_FILE,
+    PREDICTIONS_FILE,
+    NotFinished,
+    log_writable,
+    require_finished,
+)
+from harness.runs.trial import age_residuals, load_splits, read_config, saved_model_problem
 
 FORMATS = ("tflite",)
 QUANTIZE = ("none", "dynamic", "int8")
@@ -127,15 +136,22 @@ def _export_trial(run_dir: Path, out: Path, quantize: str):
     """-> (manifest, the run's test split, the exported LiteRT model), the last two for an
     ensemble's own parity."""
     config = read_config(run_dir)
+    problem = saved_model_problem(run_dir, config.backend)
+    if problem:
+        raise ExportError(problem)
     model_path = out / MODEL_FILE
     # The converter dies with this process: a killed export leaves no worker writing into its folder.
     result = subprocess.run(worker_command("export", run_dir, model_path, "--quantize", quantize),
                             cwd=PROJECT_ROOT, capture_output=True, text=True, env=worker_env(),
                             preexec_fn=die_with_parent)
     if result.returncode or not model_path.is_file():
-        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        output = (result.stderr or result.stdout).strip()
+        last = output.splitlines()[-1:] or ["no output"]
+        # The worker logs into the run's log.txt when it may write there; otherwise its
+        # output is all there is, and it is shown.
+        where = f"details in {run_dir / LOG_FILE}" if log_writable(run_dir) else f"its output:\n{output[-3000:]}"
         raise ExportError(f"{run_dir}: converting the {config.backend} model to TFLite failed: {last[0]} "
-                          f"(details in {run_dir / 'log.txt'})")
+                          f"({where})")
     test = _test_split(run_dir, config)
     model = LiteModel(model_path)
     framework = _stored_outputs(run_dir, test.ids)

@@ -18,7 +18,7 @@ from PIL import ImageOps
 from harness.data.images import face_array, to_float
 from harness.models import heads
 from harness.runs.layout import METRICS_FILE, kind_of, require_finished
-from harness.runs.trial import age_residuals, read_config
+from harness.runs.trial import age_residuals, read_config, saved_model_problem
 
 LOG_NAME = "predict-log.txt"
 
@@ -55,6 +55,9 @@ class FrameworkPredictor:
         self.run_dir = _finished_run(run_dir)
         self.tta = _check_tta(tta)
         self.config = read_config(self.run_dir)
+        problem = saved_model_problem(self.run_dir, self.config.backend)
+        if problem:
+            raise ValueError(problem)
         self.preprocessing = self.config.preprocessing
         self.residuals = age_residuals(self.run_dir, self.config.model.head)
         self.log = _log_file(self.run_dir)

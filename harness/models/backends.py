@@ -20,16 +20,23 @@ class Backend:
     colour: str                 # its colour in every plot
     translation: str            # the module under backends/ that translates the spec
     packages: tuple[str, ...]   # what it imports (checked before anything runs)
+    saved_model: str            # the file (or checkpoint prefix) a finished trial's model is saved as
+    saved_parts: tuple[str, ...] = ("",)   # the files it is made of: saved_model + each of these
     install: str = "pip install -e ."
     keras_engine: str | None = None   # a Keras backend runs on this engine (KERAS_BACKEND)
+
+    def saved_files(self) -> list[str]:
+        return [self.saved_model + part for part in self.saved_parts]
 
 
 # In the order tables show them: the study's two frameworks, then Keras on JAX.
 REGISTRY: dict[str, Backend] = {b.name: b for b in (
-    Backend("tflearn", "TFLearn", "#dd8452", "tflearn", ("tflearn", "tensorflow")),
-    Backend("keras", "Keras", "#4c72b0", "keras", ("keras", "tensorflow"), keras_engine="tensorflow"),
-    Backend("keras-jax", "Keras (JAX)", "#55a868", "keras", ("keras", "jax"), install="pip install -e '.[jax]'",
-            keras_engine="jax"),
+    # A TensorFlow checkpoint: its graph, its index of variables, and their values.
+    Backend("tflearn", "TFLearn", "#dd8452", "tflearn", ("tflearn", "tensorflow"), "model.tflearn",
+            (".meta", ".index", ".data-00000-of-00001")),
+    Backend("keras", "Keras", "#4c72b0", "keras", ("keras", "tensorflow"), "model.keras", keras_engine="tensorflow"),
+    Backend("keras-jax", "Keras (JAX)", "#55a868", "keras", ("keras", "jax"), "model.keras",
+            install="pip install -e '.[jax]'", keras_engine="jax"),
 )}
 BACKENDS: tuple[str, ...] = ("keras", "tflearn", "keras-jax")   # the order choices are listed in messages
 assert set(BACKENDS) == set(REGISTRY)

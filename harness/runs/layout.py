@@ -16,6 +16,7 @@ An export folder: ``export.json`` (the manifest), ``model.tflite`` or ``members/
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -91,6 +92,13 @@ def finished(path: str | Path, trial_id: str | None = None) -> bool:
     except OSError:
         return False
     return trial_id is None or done == trial_id
+
+
+def log_writable(run_dir: str | Path) -> bool:
+    """Whether a process may append to the trial's log.txt (a run folder can be read-only:
+    a shared disk, an archive; reading a model must not need to write beside it)."""
+    log = Path(run_dir) / LOG_FILE
+    return os.access(run_dir, os.W_OK) and (not log.exists() or os.access(log, os.W_OK))
 
 
 class NotFinished(ValueError):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serial
 from harness.data.cache import CachedArrays
 from harness.data.images import Preprocessing
 from harness.data.splits import SplitManifest
-from harness.models.backends import BackendName
+from harness.models.backends import REGISTRY, BackendName
 from harness.models.gate import GateSpec
 from harness.models.heads import part_losses, predicted_years, residual_quantiles
 from harness.models.spec import ModelSpec, TrainingSpec, drop_neutral
@@ -112,6 +112,32 @@ class RoleData(NamedTuple):
     age: np.ndarray          # age-group indices
     gender: np.ndarray       # gender indices
     years: np.ndarray        # exact ages in years; NaN where the dataset has none
+
+
+def saved_model_problem(run_dir: str | Path, backend: str) -> str | None:
+    """What is wrong with a finished trial's saved model files, in one line naming the
+    file, or None. Checked before a framework is started on them: a missing TensorFlow
+    checkpoint part, or a truncated Keras archive (which Keras reports as "File not
+    found"), would otherwise surface as the last line of a framework traceback."""
+    import zipfile
+
+    run_dir = Path(run_dir)
+    for name in REGISTRY[backend].saved_files():
+        path = run_dir / name
+        if not path.is_file():
+            return f"{path}: missing (the trial's saved model); delete the trial's folder and run its experiment again"
+        if path.stat().st_size == 0:
+            return f"{path}: empty (the trial's saved model); delete the trial's folder and run its experiment again"
+        if path.suffix == ".keras":
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    broken = archive.testzip()
+            except (zipfile.BadZipFile, OSError, EOFError) as err:
+                broken = str(err) or type(err).__name__
+            if broken:
+                return (f"{path}: damaged, not a complete Keras archive ({broken}); delete the trial's folder "
+                        "and run its experiment again")
+    return None
 
 
 def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val", "test"),

@@ -311,3 +311,43 @@ def test_a_failed_export_leaves_nothing_and_a_half_written_one_is_replaced(door_
     assert replaced.returncode == 0, replaced.stderr[-2000:]
     assert (half / "export.json").is_file()
     assert harness("predict", "--model", half, faces / "face0.jpg").returncode == 0
+
+
+# --- issue 23, export messages: one line naming the file -----------------------------------
+
+def _copy_run(run, target):
+    import shutil
+
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("tensorboard"))
+    return target
+
+
+@pytest.mark.parametrize("case, message", [
+    ("tflearn without its checkpoint data", "model.tflearn.data-00000-of-00001: missing (the trial's saved model)"),
+    ("keras archive cut short", "model.keras: damaged, not a complete Keras archive (File is not a zip file)"),
+])
+def test_a_run_with_damaged_model_files_is_refused_naming_the_file(door_runs, tmp_path, case, message):
+    backend = "tflearn" if case.startswith("tflearn") else "keras"
+    run = _copy_run(door_runs[backend], tmp_path / "run")
+    if backend == "tflearn":
+        (run / "model.tflearn.data-00000-of-00001").unlink()
+    else:
+        data = (run / "model.keras").read_bytes()
+        (run / "model.keras").write_bytes(data[: len(data) // 2])
+    for command in (("export", run, "--out", tmp_path / "out"), ("predict", "--model", run, tmp_path)):
+        result = harness(*command)
+        assert result.returncode == 2, result.stderr[-2000:]
+        error = result.stderr.strip().splitlines()[-1]
+        assert error == f"harness: error: {run}/{message}; delete the trial's folder and run its experiment again"
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_a_read_only_run_folder_is_exported(door_runs, tmp_path):
+    from tests.helpers.files import read_only
+
+    run = _copy_run(door_runs["keras"], tmp_path / "run")
+    log_before = (run / "log.txt").read_bytes()
+    with read_only(run):
+        result = harness("export", run, "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "export.json").is_file() and (run / "log.txt").read_bytes() == log_before
