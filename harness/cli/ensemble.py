@@ -18,7 +18,11 @@ def cmd_ensemble(args) -> int:
     else:
         groups = ensemble.members_by_rank(results, args.top, args.metric)
         selection = f"top {args.top} configurations by mean validation {args.metric}"
-    out = Path(args.out) if args.out else results / ENSEMBLES_DIR / (args.name or _ensemble_name(args))
+    from harness.paths import child_path
+
+    # A name is one folder under ensembles/, checked like an experiment's name.
+    out = Path(args.out) if args.out else child_path(results / ENSEMBLES_DIR, args.name or _ensemble_name(args),
+                                                     "--name")
     gate = None
     if args.gate_min_age is not None or args.gate_max_false_accept is not None or args.gate_confidence is not None:
         from harness.models.gate import GateSpec

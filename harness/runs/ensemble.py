@@ -12,8 +12,10 @@ validation split (``--top K``), never on the test faces they are scored on.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from harness.runs.layout import (
     MEMBERS_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    ROUND_PREFIX,
     VAL_PREDICTIONS_FILE,
     finished,
     kind_of,
@@ -247,13 +250,37 @@ def _save(path: Path, role: dict) -> None:
 
 def build(results_dir: str | Path, groups: dict[int, list[Member]], out: str | Path,
           tta: str | None = None, selection: str = "", gate: GateSpec | None = None) -> dict[int, dict]:
-    """One run directory per round under ``out``; ``ensemble.json`` says how it was chosen."""
+    """One run directory per round under ``out``; ``ensemble.json`` says how it was chosen.
+
+    Built in a sibling folder and renamed into place: a refused or failed build leaves
+    nothing (not even an empty folder), and an earlier ensemble of that name stays whole
+    until the new one is."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    scored = {r: build_round(members, out / f"round-{r}", tta, gate) for r, members in sorted(groups.items())}
-    write_atomic(out / ENSEMBLE_FILE, lambda p: p.write_text(json.dumps(
-        {"results_dir": os.path.relpath(Path(results_dir).resolve(), out.resolve()), "selection": selection,
-         "tta": tta, "rounds": sorted(groups)}, indent=2)))
+    if out.exists() and kind_of(out) != "ensemble" and (not out.is_dir() or any(out.iterdir())):
+        raise EnsembleError(f"{out}: exists and is not an ensemble folder; give a new or empty folder")
+    # Created here, removed again on failure: the first ensemble of a results folder makes ensembles/.
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    partial = out.parent / f".{out.name}.partial-{os.getpid()}"   # a sibling: members' relative paths hold
+    try:
+        partial.mkdir(parents=True)
+        scored = {r: build_round(members, partial / f"{ROUND_PREFIX}{r}", tta, gate)
+                  for r, members in sorted(groups.items())}
+        write_atomic(partial / ENSEMBLE_FILE, lambda p: p.write_text(json.dumps(
+            {"results_dir": os.path.relpath(Path(results_dir).resolve(), partial.resolve()), "selection": selection,
+             "tta": tta, "rounds": sorted(groups)}, indent=2)))
+        if out.exists():
+            aside = out.parent / f".{out.name}.replaced-{os.getpid()}"
+            out.rename(aside)
+            partial.rename(out)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        for folder in created:   # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     return scored
 
 
@@ -262,7 +289,24 @@ def is_ensemble_run(path: str | Path) -> bool:
 
 
 def member_dirs(run_dir: str | Path) -> tuple[list[Path], dict]:
-    """The member trial directories of one ensemble round, and its description."""
+    """The member trial directories of one ensemble round, and its description; an
+    unreadable ``members.json`` or a member that is gone is named, with the ensemble."""
     run_dir = Path(run_dir)
-    description = json.loads((run_dir / MEMBERS_FILE).read_text())
-    return [(run_dir / m["run_dir"]).resolve() for m in description["members"]], description
+    path = run_dir / MEMBERS_FILE
+    try:
+        description = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise EnsembleError(f"{path}: not valid JSON ({'empty' if not path.read_text().strip() else err}); "
+                            "build the ensemble again (harness ensemble)") from None
+    members = description.get("members") if isinstance(description, dict) else None
+    if not isinstance(members, list) or not members or not all(
+            isinstance(m, dict) and isinstance(m.get("run_dir"), str) for m in members):
+        raise EnsembleError(f"{path}: expected an object whose 'members' is a non-empty list of objects "
+                            "with a 'run_dir'; build the ensemble again (harness ensemble)")
+    dirs = [(run_dir / m["run_dir"]).resolve() for m in members]
+    for index, (member, folder) in enumerate(zip(members, dirs)):
+        if not finished(folder):
+            why = "no such folder" if not folder.exists() else f"not a finished trial (no {DONE_FILE})"
+            raise EnsembleError(f"ensemble {run_dir}: member {index} (trial {member.get('trial_id', '?')}, "
+                                f"{folder}): {why}; restore the trial or build the ensemble again")
+    return dirs, description

@@ -91,3 +91,75 @@ def test_the_cli_refuses_other_rounds_and_the_report_lists_ensembles(results):
     text = (results_dir / "report.md").read_text()
     assert "## Ensembles" in text and "ensemble ac: a (keras), c (keras)" in text
     assert "## Calibrated door gate" in text and (results_dir / "plots" / "gate_tradeoff.png").is_file()
+
+
+# --- issue 23: ensembles' messages and what a refused build leaves -------------------------
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "harness", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _ensemble_copy(results, tmp_path):
+    import shutil
+
+    results_dir, ids = results
+    copy = tmp_path / "results"
+    shutil.copytree(results_dir, copy, ignore=shutil.ignore_patterns("ensembles"))
+    made = _cli("ensemble", copy, "--trials", ids[("a", 0)], ids[("c", 0)], "--name", "ac")
+    assert made.returncode == 0, made.stderr
+    return copy, ids, copy / "ensembles" / "ac" / "round-0"
+
+
+def test_a_deleted_member_is_named_with_its_ensemble(results, tmp_path):
+    import shutil
+
+    copy, ids, round_dir = _ensemble_copy(results, tmp_path)
+    shutil.rmtree(copy / "trials" / ids[("c", 0)])
+    for command in (("predict", "--model", round_dir, ROOT / "README.md"), ("export", round_dir, "--out", tmp_path / "x")):
+        result = _cli(*command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert (f"ensemble {round_dir}: member 1 (trial {ids[('c', 0)]}, {copy / 'trials' / ids[('c', 0)]}): "
+                "no such folder; restore the trial or build the ensemble again") in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "members.json: not valid JSON (empty)"),
+    ('{"members": [', "members.json: not valid JSON (Expecting value: line 1 column 14"),
+    ('{"members": "all of them"}', "members.json: expected an object whose 'members' is a non-empty list"),
+    ("[]", "members.json: expected an object whose 'members' is a non-empty list"),
+])
+def test_a_corrupt_or_empty_members_file_is_named(results, tmp_path, content, message):
+    _, _, round_dir = _ensemble_copy(results, tmp_path)
+    (round_dir / "members.json").write_text(content)
+    result = _cli("predict", "--model", round_dir, ROOT / "README.md")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{round_dir}/{message}" in result.stderr, result.stderr
+
+
+def test_an_ensemble_name_stays_inside_the_results_folder(results, tmp_path):
+    copy, ids, _ = _ensemble_copy(results, tmp_path)
+    result = _cli("ensemble", copy, "--trials", ids[("a", 0)], "--name", "../../escaped")
+    assert result.returncode == 2 and "--name '../../escaped' would not stay inside" in result.stderr
+    assert not (tmp_path / "escaped").exists() and not (copy.parent.parent / "escaped").exists()
+
+
+def test_a_refused_build_leaves_no_folder(results, tmp_path):
+    results_dir, ids = results
+    import shutil
+
+    copy = tmp_path / "fresh"
+    shutil.copytree(results_dir, copy, ignore=shutil.ignore_patterns("ensembles"))
+    refused = _cli("ensemble", copy, "--trials", ids[("a", 0)], ids[("b", 1)], "--name", "mixed")
+    assert refused.returncode == 2 and "different rounds" in refused.stderr
+    assert not (copy / "ensembles").exists()
+    (copy / "trials" / ids[("c", 0)] / "val_predictions.npz").rename(copy / "hidden.npz")
+    failed = _cli("ensemble", copy, "--trials", ids[("a", 0)], ids[("c", 0)], "--name", "ac", "--gate-min-age", "18")
+    assert failed.returncode == 2 and "need stored validation predictions" in failed.stderr
+    assert not (copy / "ensembles").exists()
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    result = _cli("ensemble", copy, "--trials", ids[("a", 0)], "--out", taken)
+    assert result.returncode == 2 and "is not an ensemble folder" in result.stderr
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]

@@ -165,6 +165,8 @@ def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFile
     rows, files = [], {}
     for members_file in sorted((results_dir / ENSEMBLES_DIR).glob(f"*/round-*/{MEMBERS_FILE}")):
         run_dir = members_file.parent
+        if run_dir.parent.name.startswith("."):
+            continue   # an ensemble being built (or one a kill left half-built)
         try:
             description = json.loads(members_file.read_text())
             metrics = _read(run_dir / METRICS_FILE, lambda p: json.loads(p.read_text()))
