@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -152,8 +153,11 @@ def _decode(source, limit: int, draft_size: int | None = None) -> Image.Image:
     except Image.UnidentifiedImageError:
         raise ImageError(f"not an image in one of the formats taken ({', '.join(PHOTO_FORMATS)})", "format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(f"too large to decode safely (the limit is {limit:,} pixels; raise "
-                         f"{MAX_PIXELS_ENV} to allow more): {err}", "too_large") from None
+        # Pillow's own words quote its limit, or twice it (where it raises rather than
+        # warns): only the harness's one limit is stated.
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise ImageError(_too_large(f"{int(found.group(1)):,} pixels" if found else "more pixels", limit),
+                         "too_large") from None
     except MemoryError:
         raise ImageError("too large to decode in the memory available", "too_large") from None
     except Exception as err:   # decoders raise many types; none may take a batch down
@@ -163,9 +167,12 @@ def _decode(source, limit: int, draft_size: int | None = None) -> Image.Image:
 def _check_size(size: tuple[int, int], limit: int) -> None:
     width, height = size
     if width * height > limit:
-        raise ImageError(f"too large to decode safely (the limit is {limit:,} pixels; raise "
-                         f"{MAX_PIXELS_ENV} to allow more): {width}x{height} = {width * height:,} pixels",
-                         "too_large")
+        raise ImageError(_too_large(f"{width}x{height} = {width * height:,} pixels", limit), "too_large")
+
+
+def _too_large(what: str, limit: int) -> str:
+    return (f"too large to decode safely: {what}, over the limit of {limit:,} pixels (raise "
+            f"{MAX_PIXELS_ENV} to allow more)")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

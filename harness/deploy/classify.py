@@ -129,4 +129,5 @@ def _describe_years(result: FaceResult, readout: np.ndarray, decoded) -> None:
     age = float(heads.predicted_years("years_softmax", readout[None, :])[0])
     low, high = (int(v[0]) for v in heads.years_interval(readout[None, :]))
     result.age, result.age_interval = round(age, 1), (low, high)
-    result.sentence = f"a {decoded.gender_word}, about {int(np.floor(age + 0.5))} ({low}\u2013{high})"
+    # Told in whole years completed, the rule the age group and the gate follow too.
+    result.sentence = f"a {decoded.gender_word}, about {int(heads.whole_years(age))} ({low}\u2013{high})"

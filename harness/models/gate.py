@@ -8,7 +8,8 @@ same way): a face is ``allow``-ed only when both
    model the mass on the age groups whose *lower bound* is at least A, for a years
    model the mass on the years from A up, and
 2. the face is described as at least A: the age group it is labelled with (the group in
-   its sentence) is itself such a group, or its predicted age in years is at least A.
+   its sentence) is itself such a group, or the age its sentence tells (its predicted age
+   in whole years completed, :func:`harness.models.heads.whole_years`) is at least A.
 
 A group that straddles A counts as under A: at A = 18, (15, 20) is under 18. So a face
 whose sentence says 15-20 is always refused, even when the adult groups together hold
@@ -27,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from harness.data.labels import AGE_GROUPS, N_AGE, N_TWO_HOT, Decoded
-from harness.models.heads import N_YEARS, YEARS_READOUT, predicted_years
+from harness.models.heads import N_YEARS, YEARS_READOUT, predicted_years, whole_years
 from harness.models.spec import drop_neutral
 
 DEFAULT_GATE_THRESHOLD = 0.5
@@ -53,12 +54,12 @@ def adult_evidence(readouts, min_age: float) -> tuple[np.ndarray, np.ndarray]:
         described = np.array([d.defined and bool(adult[d.age]) for d in decoded], dtype=bool)
         part, mask = readouts[:, :N_AGE], adult
     else:
-        # The distribution's years are whole years (a face of 17.9 is in year 17), so
-        # "at least A" is every year from ceil(A) up.
-        years = predicted_years("years_softmax", readouts)
+        # Whole years (heads.whole_years: a face of 17.9 is 17), for the described age as
+        # for the distribution's years: "at least A" is every year from ceil(A) up.
+        years = whole_years(predicted_years("years_softmax", readouts))
         gender_ok = np.isfinite(readouts[:, N_YEARS:]).all(axis=1)
         with np.errstate(invalid="ignore"):
-            described = np.isfinite(years) & (years >= min_age) & gender_ok
+            described = np.isfinite(years) & (years >= np.ceil(min_age)) & gender_ok
         part, mask = readouts[:, :N_YEARS], np.arange(N_YEARS) >= np.ceil(min_age)
     with np.errstate(invalid="ignore", divide="ignore"):
         probability = part[:, mask].sum(1) / part.sum(1)

@@ -253,11 +253,19 @@ def group_probabilities(readouts) -> np.ndarray:
         return by_group / p.sum(1, keepdims=True)
 
 
+def whole_years(years) -> np.ndarray:
+    """The one rounding rule of a predicted age: whole years completed, as people state
+    their age (17.9 is 17). The sentence tells it ("about 17"), the age group is its
+    group, and the gate judges it ("at least 18" means 18 or more whole years), so the
+    three never disagree. Metrics (MAE, CS(5)) use the unrounded age."""
+    return np.floor(np.asarray(years, dtype=np.float64))
+
+
 def _groups_of_years(years: np.ndarray) -> np.ndarray:
     """Predicted ages -> one-hot age groups (the labels' own mapping); NaN stays NaN."""
     finite = np.isfinite(years)
     out = np.zeros((len(years), N_AGE), dtype=np.float64)
-    out[np.flatnonzero(finite), ages_to_groups(years[finite])] = 1.0
+    out[np.flatnonzero(finite), ages_to_groups(whole_years(years[finite]))] = 1.0
     out[~finite] = np.nan
     return out
 

@@ -473,3 +473,48 @@ def test_a_csv_path_that_would_replace_a_photo_or_cannot_be_written_is_refused_f
         assert out.returncode == 2 and message in out.stderr, (target, out.stderr)
         assert out.stdout == ""   # refused before the first photo
     assert (mine / "face0.jpg").read_bytes() == before
+
+
+# --- issue 23: a years model's sentence, group and gate follow one rounding rule -----------
+
+class _FixedReadouts:
+    """A predictor whose every face gets this readout: the rounding under test is
+    classify's and the gate's, not a model's."""
+
+    def __init__(self, readout):
+        self.readout = np.asarray(readout, dtype=np.float64)
+
+    def readouts(self, chips):
+        return np.repeat(self.readout[None, :], len(chips), axis=0)
+
+
+def _years_readout(mass: dict[int, float]) -> np.ndarray:
+    from harness.models.heads import N_YEARS
+
+    years = np.zeros(N_YEARS)
+    for year, p in mass.items():
+        years[year] = p
+    return np.concatenate([years, [0.9, 0.1]])
+
+
+@pytest.mark.parametrize("mass, told", [
+    ({17: 0.4, 18: 0.6}, 17),     # 17.6: "about 18" was denied at 18 before
+    ({18: 1.0}, 18),
+    ({45: 0.4, 46: 0.6}, 45),     # 45.6: "about 46" was labelled (38, 43) before
+    ({22: 0.5, 23: 0.5}, 22),     # 22.5: on the cut between (15, 20) and (25, 32)
+    ({35: 0.3, 36: 0.7}, 35),
+])
+def test_a_years_faces_sentence_group_and_gate_agree(photos, mass, told):
+    import re
+
+    from harness.data.images import open_image
+    from harness.data.labels import age_label, age_to_group
+    from harness.deploy.classify import classify_image
+
+    (face,) = classify_image(_FixedReadouts(_years_readout(mass)), "face0.jpg", open_image(photos / "face0.jpg"),
+                             None, 18, 0.5)
+    said = int(re.search(r"about (\d+)", face.sentence).group(1))
+    assert said == told, face.sentence
+    assert face.age_group == age_label(age_to_group(said)), (face.sentence, face.age_group)
+    assert face.gate == ("allow" if said >= 18 and face.adult_probability >= 0.5 else "deny"), \
+        (face.sentence, face.gate, face.adult_probability)
