@@ -264,3 +264,4 @@ def test_the_server_goes_on_while_a_slow_upload_trickles(hostile, face_photo):
         stop.set()
         feeder.join()
         sock.close()
+

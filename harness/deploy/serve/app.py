@@ -300,7 +300,7 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
 
     options.check()
     predictor = open_model(model, options.tta, options.allow_failed_parity)
-    from harness.deploy.serve.connections import MAX_HEADER_BYTES, guarded_protocol
+    from harness.deploy.serve.connections import guarded_protocol
 
     app = create_app(predictor, token=options.token, min_age=options.min_age,
                      max_upload_bytes=int(options.max_upload_mb * 2**20),
@@ -317,4 +317,4 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
     uvicorn.run(app, host=bind, port=options.port, log_level="info", ssl_certfile=options.ssl_certfile,
                 ssl_keyfile=options.ssl_keyfile, server_header=False,
                 http=guarded_protocol(options.header_timeout_s, options.max_connections),
-                h11_max_incomplete_event_size=MAX_HEADER_BYTES, limit_concurrency=options.max_connections + 1)
+                limit_concurrency=options.max_connections + 1)
