@@ -61,12 +61,20 @@ def _descriptor_model():
 DESCRIPTOR_CHIP = 150
 
 
+def descriptor_chip(chip: Image.Image) -> np.ndarray:
+    """An aligned chip as the face ResNet reads it, whichever engine runs it: RGB,
+    resized (bilinear) to 150×150, uint8 (150, 150, 3)."""
+    chip = chip.convert("RGB")
+    if chip.size != (DESCRIPTOR_CHIP, DESCRIPTOR_CHIP):
+        chip = chip.resize((DESCRIPTOR_CHIP, DESCRIPTOR_CHIP), Image.Resampling.BILINEAR)
+    return np.ascontiguousarray(np.asarray(chip, dtype=np.uint8))
+
+
 def embed(chip: Image.Image, jitters: int = 0, flip: bool = False) -> np.ndarray:
     """dlib's 128-D face descriptor of an aligned chip (float32); with ``flip``, the mean
     of the face's and its mirror's descriptors. Deterministic for ``jitters=0``."""
     model = _descriptor_model()
-    chip = chip.convert("RGB").resize((DESCRIPTOR_CHIP, DESCRIPTOR_CHIP), Image.Resampling.BILINEAR)
-    pixels = np.ascontiguousarray(np.asarray(chip, dtype=np.uint8))
+    pixels = descriptor_chip(chip)
     vectors = [np.asarray(model.compute_face_descriptor(pixels, jitters))]
     if flip:
         vectors.append(np.asarray(model.compute_face_descriptor(np.ascontiguousarray(pixels[:, ::-1]), jitters)))
