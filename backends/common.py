@@ -85,3 +85,25 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def face_resnet_weights(arch):
+    """The face ResNet's input layer and weights in the frameworks' layout, converted here
+    once for both backends: -> (input_gamma, input_beta, arrays). The input layer's scale
+    and shift turn a chip scaled by 1/255 into dlib's (pixel - mean) / 256; ``arrays``
+    (None for ``weights: none``) holds convolution kernels as (rows, columns, inputs,
+    filters) and the rest as dlib stores them."""
+    import numpy as np
+
+    from harness.models import face_resnet
+
+    mean, arrays = np.asarray(face_resnet.INPUT_MEAN, np.float32), None
+    if arch.weights == "dlib":
+        from harness.models.dlib_weights import read_face_resnet
+
+        loaded = read_face_resnet()
+        mean = np.asarray(loaded.input_mean, np.float32)
+        arrays = {name: np.ascontiguousarray(a.transpose(2, 3, 1, 0) if name.endswith("/filters") else a)
+                  for name, a in loaded.arrays.items()}
+    scale = np.float32(face_resnet.INPUT_SCALE)
+    return np.full(3, np.float32(255.0) / scale, np.float32), -mean / scale, arrays

@@ -31,12 +31,17 @@ from backends.common import (  # noqa: E402
     configure_converter,
     deterministic_on_cpu,
     device,
+    face_resnet_weights,
     kernel_axes,
     thread_counts,
 )
-from harness.models import heads, losses  # noqa: E402
+from harness.models import (  # noqa: E402
+    face_resnet,  # noqa: E402
+    heads,
+    losses,
+)
 from harness.models.backends import REGISTRY  # noqa: E402
-from harness.models.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
+from harness.models.spec import FCN, FaceResNet, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
 
 NAME = "keras"
 MODEL_FILE = REGISTRY["keras"].saved_model
@@ -71,6 +76,74 @@ class LocalResponseNormalization(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), **self.params}
+
+
+@keras.saving.register_keras_serializable(package="harness")
+class ZeroPadAdd(layers.Layer):
+    """dlib's add_prev: the sum of two tensors in the larger of their shapes, each zero
+    where it has no value (more channels on one side, a larger grid on the other)."""
+
+    def compute_output_shape(self, shapes):
+        return tuple(None if None in dims else max(dims) for dims in zip(*shapes))
+
+    def call(self, inputs):
+        first, second = inputs
+        target = [max(a, b) for a, b in zip(first.shape[1:], second.shape[1:])]
+
+        def padded(x):
+            pads = [[0, 0]] + [[0, t - n] for t, n in zip(target, x.shape[1:])]
+            return ops.pad(x, pads) if any(p[1] for p in pads) else x
+
+        return padded(first) + padded(second)
+
+
+def _face_resnet(arch: FaceResNet, x):
+    """face_resnet.py's network in Keras layers; dlib's weights set as each layer is made."""
+    input_gamma, input_beta, weights = face_resnet_weights(arch)
+
+    def made(layer, x, arrays):
+        x = layer(x)
+        if arrays is not None:
+            layer.set_weights(arrays)
+        return x
+
+    def affine(x, name, gamma, beta, trainable):
+        # A per-channel scale and shift: a 1x1 depthwise convolution (built in, exported as one op).
+        layer = layers.DepthwiseConv2D(1, use_bias=True, name=name, trainable=trainable)
+        return made(layer, x, None if gamma is None else [gamma.reshape(1, 1, -1, 1), beta])
+
+    def conv_affine(x, conv: face_resnet.Conv):
+        found = (lambda key: weights[f"{conv.name}/{key}"]) if weights else (lambda key: None)
+        layer = layers.Conv2D(conv.filters, conv.kernel, strides=conv.stride,
+                              padding="same" if conv.padding else "valid", name=conv.name.replace("/", "_"),
+                              trainable=arch.trainable, kernel_initializer=_initializer(arch.initializer))
+        x = made(layer, x, None if weights is None else [found("filters"), found("bias")])
+        name = conv.name.replace("conv", "affine")
+        return affine(x, name.replace("/", "_"), weights[f"{name}/gamma"] if weights else None,
+                      weights[f"{name}/beta"] if weights else None, arch.trainable)
+
+    x = affine(x, "face_resnet_input", input_gamma, input_beta, False)   # dlib's fixed normalisation
+    x = layers.MaxPooling2D(3, 2, padding="valid")(layers.ReLU()(conv_affine(x, face_resnet.stem())))
+    for block in face_resnet.blocks():
+        inner = conv_affine(layers.ReLU()(conv_affine(x, block.first)), block.second)
+        skip = layers.AveragePooling2D(2, 2, padding="valid")(x) if block.downsample else x
+        x = layers.ReLU()(ZeroPadAdd(name=block.name.replace("/", "_") + "_add")([inner, skip]))
+    x = layers.GlobalAveragePooling2D()(x)
+    if arch.features == "pooled":
+        return x
+    projection = layers.Dense(face_resnet.EMBEDDING_SIZE, use_bias=False, name="face_resnet_fc",
+                              trainable=arch.trainable, kernel_initializer=_initializer(arch.initializer))
+    return made(projection, x, None if weights is None else [weights["fc/weights"]])
+
+
+def face_network(arch: FaceResNet) -> keras.Model:
+    """The face ResNet alone: 150x150 chips scaled by 1/255 -> descriptors (or pooled features)."""
+    inputs = keras.Input(shape=(face_resnet.INPUT_SIZE, face_resnet.INPUT_SIZE, 3))
+    return keras.Model(inputs, _face_resnet(arch, inputs))
+
+
+def describe(network: keras.Model, x: np.ndarray) -> np.ndarray:
+    return predict(network, x)
 
 
 def _kernel_options(reg: Regularizer, initializer: str, conv: bool = False) -> dict:
@@ -113,6 +186,8 @@ def _trunk(arch, x):
             x = layers.Dense(width, activation="relu", **dense)(x)
             x = layers.Dropout(arch.dropout)(x)
         return x
+    if isinstance(arch, FaceResNet):
+        return _face_resnet(arch, x)
     if isinstance(arch, SmallCNN):
         for filters in arch.filters:
             x = layers.Conv2D(filters, 3, padding="same", **conv)(x)

@@ -30,12 +30,17 @@ from backends.common import (  # noqa: E402
     configure_converter,
     deterministic_on_cpu,
     device,
+    face_resnet_weights,
     kernel_axes,
     thread_counts,
 )
-from harness.models import heads, losses  # noqa: E402
+from harness.models import (  # noqa: E402
+    face_resnet,  # noqa: E402
+    heads,
+    losses,
+)
 from harness.models.backends import REGISTRY  # noqa: E402
-from harness.models.spec import FCN, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
+from harness.models.spec import FCN, FaceResNet, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
 
 NAME = "tflearn"
 MODEL_FILE = REGISTRY["tflearn"].saved_model
@@ -111,6 +116,8 @@ def _trunk(arch, x, kernels):
         for width in arch.dense:
             x = tflearn.dropout(_dense(x, width, "relu", arch, kernels), 1.0 - arch.dropout)
         return x
+    if isinstance(arch, FaceResNet):
+        return _face_resnet(arch, x)
     if isinstance(arch, SmallCNN):
         for filters in arch.filters:
             x = kernels(tflearn.conv_2d(x, filters, 3, padding="same", activation="linear",
@@ -125,6 +132,70 @@ def _trunk(arch, x, kernels):
                 x = tflearn.dropout(x, 1.0 - arch.dropout)
         return x
     raise ValueError(f"tflearn backend: unknown architecture {type(arch).__name__}")
+
+
+def _face_resnet(arch: FaceResNet, x):
+    """face_resnet.py's network in TF ops inside TFLearn's graph (TFLearn has no
+    depthwise scale or zero-padded sum): variables named by the network's layers,
+    initialised with dlib's weights, trainable only with ``arch.trainable``."""
+    input_gamma, input_beta, weights = face_resnet_weights(arch)
+    init = _initializer(arch.initializer)
+
+    def variable(name, shape, fresh):
+        # dlib's value, or with weights: none a fresh one (kernels random, scales 1, shifts 0).
+        initializer = v1.constant_initializer(weights[name]) if weights is not None else fresh
+        return v1.get_variable("face_resnet/" + name, shape=shape, initializer=initializer,
+                               trainable=arch.trainable)
+
+    def conv_affine(x, conv: face_resnet.Conv):
+        kernel = variable(f"{conv.name}/filters", (conv.kernel, conv.kernel, conv.inputs, conv.filters), init)
+        x = tf.nn.conv2d(x, kernel, conv.stride, "SAME" if conv.padding else "VALID")
+        x = tf.nn.bias_add(x, variable(f"{conv.name}/bias", (conv.filters,), v1.zeros_initializer()))
+        affine = conv.name.replace("conv", "affine")
+        return (x * variable(f"{affine}/gamma", (conv.filters,), v1.ones_initializer())
+                + variable(f"{affine}/beta", (conv.filters,), v1.zeros_initializer()))
+
+    def add_in_larger_shape(a, b):
+        target = [max(p, q) for p, q in zip(a.shape[1:], b.shape[1:])]
+        pad = lambda t: tf.pad(t, [[0, 0]] + [[0, n - m] for n, m in zip(target, t.shape[1:])])  # noqa: E731
+        return pad(a) + pad(b)
+
+    x = x * tf.constant(input_gamma) + tf.constant(input_beta)   # dlib's fixed normalisation
+    x = tf.nn.max_pool2d(tf.nn.relu(conv_affine(x, face_resnet.stem())), 3, 2, "VALID")
+    for block in face_resnet.blocks():
+        inner = conv_affine(tf.nn.relu(conv_affine(x, block.first)), block.second)
+        skip = tf.nn.avg_pool2d(x, 2, 2, "VALID") if block.downsample else x
+        x = tf.nn.relu(add_in_larger_shape(inner, skip))
+    x = tf.reduce_mean(x, axis=[1, 2])
+    if arch.features == "pooled":
+        return x
+    return tf.matmul(x, variable("fc/weights", (face_resnet.POOLED_SIZE, face_resnet.EMBEDDING_SIZE), init))
+
+
+class FaceNetwork:
+    """The face ResNet alone in a graph and session of its own (see :func:`face_network`)."""
+
+    def __init__(self, arch: FaceResNet):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.inputs = v1.placeholder(tf.float32, (None, face_resnet.INPUT_SIZE, face_resnet.INPUT_SIZE, 3))
+            self.outputs = _face_resnet(arch, self.inputs)
+            self.session = v1.Session(config=_session_config())
+            self.session.run(v1.global_variables_initializer())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        chunks = [self.session.run(self.outputs, {self.inputs: x[i:i + PREDICT_BATCH]})
+                  for i in range(0, len(x), PREDICT_BATCH)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, int(self.outputs.shape[-1])), np.float32)
+
+
+def face_network(arch: FaceResNet) -> FaceNetwork:
+    """The face ResNet alone: 150x150 chips scaled by 1/255 -> descriptors (or pooled features)."""
+    return FaceNetwork(arch)
+
+
+def describe(network: FaceNetwork, x: np.ndarray) -> np.ndarray:
+    return network(x)
 
 
 def _optimizer(training: TrainingSpec):

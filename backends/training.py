@@ -189,6 +189,23 @@ def predict(run_dir: Path, out: Path, role: str = "test", tta: str | None = None
 REPRESENTATIVE_IMAGES = 200
 
 
+def describe(backend_name: str, chips_file: Path, out: Path, features: str = "embedding") -> None:
+    """The face ResNet (dlib's weights) on uint8 150x150 RGB chips (N, 150, 150, 3) ->
+    float32 descriptors (or pooled features), written to ``out`` (.npy)."""
+    from harness.models.spec import FaceResNet
+
+    chips = np.load(chips_file)
+    with output_to(Path(os.devnull)):
+        backend = backend_module(backend_name)
+        network = backend.face_network(FaceResNet(features=features))
+        outputs = backend.describe(network, chips.astype(np.float32) / np.float32(255.0))
+    def save(partial: Path) -> None:
+        with open(partial, "wb") as handle:   # a path would get ".npy" appended
+            np.save(handle, np.asarray(outputs, dtype=np.float32))
+
+    write_atomic(out, save)
+
+
 def export(run_dir: Path, out: Path, quantize: str = "none") -> None:
     config = read_config(run_dir)
     # A read-only run folder is exported too: the framework's chatter then goes to stderr.

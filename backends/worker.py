@@ -13,6 +13,7 @@ share one):
     python -m backends.worker predict RUN_DIR OUT.npz [--role test]
         reload the saved model and predict one role of the trial's split
     python -m backends.worker export RUN_DIR OUT.tflite [--quantize none|dynamic|int8]
+    python -m backends.worker describe BACKEND CHIPS.npy OUT.npy [--features embedding|pooled]
         convert the saved model to TFLite (int8 calibrates on the run's training images)
     python -m backends.worker count-params BACKEND SPECS.json
         print the trainable-parameter count of each (model, input shape) in SPECS.json
@@ -27,7 +28,7 @@ import traceback
 from pathlib import Path
 
 from backends.loading import backend_module, output_to
-from backends.training import RecentSplits, export, predict, train
+from backends.training import RecentSplits, describe, export, predict, train
 from harness.models.backends import BACKENDS
 from harness.models.spec import ModelSpec, TrainingSpec
 from harness.runs.trial import read_config
@@ -85,7 +86,7 @@ def count_params(backend_name: str, specs_file: Path) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("train", "serve", "predict", "export", "count-params", "-h", "--help"):
+    if argv and argv[0] not in ("train", "serve", "predict", "export", "describe", "count-params", "-h", "--help"):
         argv.insert(0, "train")
     parser = argparse.ArgumentParser(prog="python -m backends.worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -104,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("run_dir", type=Path)
     e.add_argument("out", type=Path)
     e.add_argument("--quantize", choices=["none", "dynamic", "int8"], default="none")
+    d = verbs.add_parser("describe")
+    d.add_argument("backend", choices=BACKENDS)
+    d.add_argument("chips", type=Path)
+    d.add_argument("out", type=Path)
+    d.add_argument("--features", choices=["embedding", "pooled"], default="embedding")
     c = verbs.add_parser("count-params")
     c.add_argument("backend")
     c.add_argument("specs", type=Path)
@@ -117,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         predict(args.run_dir, args.out, args.role, args.tta)
     elif args.verb == "export":
         export(args.run_dir, args.out, args.quantize)
+    elif args.verb == "describe":
+        describe(args.backend, args.chips, args.out, args.features)
     else:
         print(json.dumps(count_params(args.backend, args.specs)))
     return 0

@@ -80,7 +80,26 @@ class SmallCNN(_Spec):
     initializer: Initializer = "he_normal"
 
 
-Architecture = Annotated[Union[FCN, LeviHassner, SmallCNN], Field(discriminator="type")]
+class FaceResNet(_Spec):
+    """dlib's face-recognition ResNet (:mod:`harness.models.face_resnet`) as a trunk on
+    150×150 aligned RGB chips; the head reads its 128-D descriptor (``embedding``) or the
+    256 pooled features before the projection (``pooled``).
+
+    ``weights: dlib`` loads the weights dlib ships (read by :mod:`harness.models.dlib_weights`),
+    so that the trunk computes dlib's own descriptor; ``none`` starts from random weights.
+    The trunk is frozen unless ``trainable``; its input must be the aligned chip at 150
+    pixels, RGB, scaled by 1/255 (``preprocessing: {align: dlib, size: 150, scaling: unit}``).
+    """
+
+    type: Literal["face_resnet"] = "face_resnet"
+    weights: Literal["dlib", "none"] = "dlib"
+    features: Literal["embedding", "pooled"] = "embedding"
+    trainable: bool = False
+    regularizer: Regularizer = Regularizer()   # the head's kernels (a frozen trunk has no penalty)
+    initializer: Initializer = "he_normal"      # the head's, and the trunk's with weights: none
+
+
+Architecture = Annotated[Union[FCN, LeviHassner, SmallCNN, FaceResNet], Field(discriminator="type")]
 
 
 class ModelSpec(_Spec):

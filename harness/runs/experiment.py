@@ -156,6 +156,20 @@ class Experiment(_Strict):
 
     @model_validator(mode="after")
     def _architectures_fit_the_input(self):
+        from harness.models.face_resnet import INPUT_SIZE
+
+        prep = self.preprocessing
+        for n, model in enumerate(self.grid.models):
+            if model.architecture.type == "face_resnet":
+                wrong = {key: getattr(prep, key) for key, wanted in
+                         (("representation", "pixels"), ("align", "dlib"), ("size", INPUT_SIZE), ("color", "rgb"),
+                          ("scaling", "unit"), ("crop", 1.0), ("equalize", False)) if getattr(prep, key) != wanted}
+                if wrong:
+                    raise ValueError(
+                        f"grid.models.{n}.architecture: face_resnet reads the aligned {INPUT_SIZE}x{INPUT_SIZE} "
+                        "RGB chip as dlib does (preprocessing: {representation: pixels, align: dlib, size: "
+                        f"{INPUT_SIZE}, color: rgb, scaling: unit}}), but preprocessing has " +
+                        ", ".join(f"{key}: {value}" for key, value in wrong.items()))
         if self.preprocessing.embedding:
             for n, model in enumerate(self.grid.models):
                 if model.architecture.type != "fcn":
