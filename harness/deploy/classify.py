@@ -5,6 +5,8 @@ photo -> faces (detect, align) -> the model's own preprocessing -> a
 -> age gate. One unreadable photo is reported and the others go on."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,6 +130,7 @@ def _describe_years(result: FaceResult, readout: np.ndarray, decoded) -> None:
     """A years model's face: "a male, about 27 (21-33)", its age and interval in years."""
     age = float(heads.predicted_years("years_softmax", readout[None, :])[0])
     low, high = (int(v[0]) for v in heads.years_interval(readout[None, :]))
-    result.age, result.age_interval = round(age, 1), (low, high)
+    # To 0.1 year rounded down, so that its whole years are always the sentence's.
+    result.age, result.age_interval = math.floor(age * 10) / 10, (low, high)
     # Told in whole years completed, the rule the age group and the gate follow too.
     result.sentence = f"a {decoded.gender_word}, about {int(heads.whole_years(age))} ({low}\u2013{high})"
