@@ -189,21 +189,30 @@ def predict(run_dir: Path, out: Path, role: str = "test", tta: str | None = None
 REPRESENTATIVE_IMAGES = 200
 
 
-def describe(backend_name: str, chips_file: Path, out: Path, features: str = "embedding") -> None:
+def describe(backend_name: str, chips_file: Path, out: Path, features: str = "embedding", flip: bool = False,
+             batch: int = 256) -> None:
     """The face ResNet (dlib's weights) on uint8 150x150 RGB chips (N, 150, 150, 3) ->
-    float32 descriptors (or pooled features), written to ``out`` (.npy)."""
+    float32 descriptors (or pooled features) in ``out`` (.npy), batch by batch from a
+    memory map, so that memory stays flat in N. ``flip``: the mean of each chip's and its
+    mirror's."""
     from harness.models.spec import FaceResNet
 
-    chips = np.load(chips_file)
+    chips = np.load(chips_file, mmap_mode="r")
     with output_to(Path(os.devnull)):
         backend = backend_module(backend_name)
         network = backend.face_network(FaceResNet(features=features))
-        outputs = backend.describe(network, chips.astype(np.float32) / np.float32(255.0))
-    def save(partial: Path) -> None:
-        with open(partial, "wb") as handle:   # a path would get ".npy" appended
-            np.save(handle, np.asarray(outputs, dtype=np.float32))
-
-    write_atomic(out, save)
+        size = 128 if features == "embedding" else 256
+        partial = out.with_name(out.name + ".partial")
+        result = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(chips), size))
+        for start in range(0, len(chips), batch):
+            x = np.asarray(chips[start:start + batch], dtype=np.float32) / np.float32(255.0)
+            values = backend.describe(network, x)
+            if flip:
+                values = (values + backend.describe(network, np.ascontiguousarray(x[:, :, ::-1]))) / 2
+            result[start:start + len(x)] = values
+        result.flush()
+        del result
+    os.replace(partial, out)
 
 
 def export(run_dir: Path, out: Path, quantize: str = "none") -> None:

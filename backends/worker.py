@@ -13,7 +13,7 @@ share one):
     python -m backends.worker predict RUN_DIR OUT.npz [--role test]
         reload the saved model and predict one role of the trial's split
     python -m backends.worker export RUN_DIR OUT.tflite [--quantize none|dynamic|int8]
-    python -m backends.worker describe BACKEND CHIPS.npy OUT.npy [--features embedding|pooled]
+    python -m backends.worker describe BACKEND CHIPS.npy OUT.npy [--features embedding|pooled] [--flip]
         convert the saved model to TFLite (int8 calibrates on the run's training images)
     python -m backends.worker count-params BACKEND SPECS.json
         print the trainable-parameter count of each (model, input shape) in SPECS.json
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("chips", type=Path)
     d.add_argument("out", type=Path)
     d.add_argument("--features", choices=["embedding", "pooled"], default="embedding")
+    d.add_argument("--flip", action="store_true", help="the mean of each chip's and its mirror's")
     c = verbs.add_parser("count-params")
     c.add_argument("backend")
     c.add_argument("specs", type=Path)
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.verb == "export":
         export(args.run_dir, args.out, args.quantize)
     elif args.verb == "describe":
-        describe(args.backend, args.chips, args.out, args.features)
+        describe(args.backend, args.chips, args.out, args.features, args.flip)
     else:
         print(json.dumps(count_params(args.backend, args.specs)))
     return 0

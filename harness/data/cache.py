@@ -296,7 +296,10 @@ def _build_entry(entry: Path, ids, paths, prep: Preprocessing, workers: int, pro
                                   shape=(len(ids),) + prep.shape).flush()
         _reserve(images_file, entry.parent)
         started = time.monotonic()
-        events = sorted(_run_chunks(str(images_file), paths, prep.model_dump_json(), workers, progress))
+        if prep.embedding and prep.descriptor_engine != "dlib":
+            events = sorted(_port_descriptors(staging, images_file, paths, prep, workers, progress))
+        else:
+            events = sorted(_run_chunks(str(images_file), paths, prep.model_dump_json(), workers, progress))
         seconds = time.monotonic() - started
         failures = [(row, why) for row, kind, why in events if kind == SKIPPED]
         index = {
@@ -343,10 +346,39 @@ def _reserve(images_file: Path, cache_dir: Path) -> None:
         os.close(fd)
 
 
-def _run_chunks(images_file: str, paths: list[str], prep_json: str, workers: int, progress: bool):
+def _port_descriptors(staging: Path, images_file: Path, paths: list[str], prep: Preprocessing, workers: int,
+                      progress: bool) -> list[tuple[int, str, str]]:
+    """descriptor_engine other than dlib (:mod:`.descriptors`): chips on every core, then
+    the network in one backend worker; skipped rows stay zero, checksums as for pixels."""
+    from harness.data import descriptors
+    from harness.models.face_resnet import INPUT_SIZE
+
+    chips_file = staging / descriptors.CHIPS_FILE
+    np.lib.format.open_memmap(chips_file, mode="w+", dtype=np.uint8,
+                              shape=(len(paths), INPUT_SIZE, INPUT_SIZE, 3)).flush()
+    _reserve(chips_file, staging.parent)
+    events = _run_chunks(str(chips_file), paths, prep.model_dump_json(), workers, progress, descriptors.chip_into)
+    described = staging / "described.npy"
+    descriptors.describe_chips(chips_file, described, prep, progress)
+    chips_file.unlink()
+    values = np.load(described, mmap_mode="r")
+    target = np.load(images_file, mmap_mode="r+")
+    target[:] = values
+    target[[row for row, kind, _ in events if kind == SKIPPED]] = 0
+    events += [(start, CHECKSUM, str(_chunk_crc32(target[start:start + CHUNK])))
+               for start in range(0, len(paths), CHUNK)]
+    target.flush()
+    del target, values
+    described.unlink()
+    return events
+
+
+def _run_chunks(images_file: str, paths: list[str], prep_json: str, workers: int, progress: bool,
+                work=None):
+    work = work or _decode_into
     starts = range(0, len(paths), CHUNK)
     if workers <= 1 or len(paths) <= CHUNK:
-        return [f for s in starts for f in _decode_into(images_file, s, paths[s:s + CHUNK], prep_json)]
+        return [f for s in starts for f in work(images_file, s, paths[s:s + CHUNK], prep_json)]
     failures = []
     # Forking a process that already runs TensorFlow's thread pools can deadlock the
     # children, so such callers pay for spawn; everyone else gets cheap forks.
@@ -354,8 +386,7 @@ def _run_chunks(images_file: str, paths: list[str], prep_json: str, workers: int
     # The children die with this process (even on kill -9) and leave Ctrl-C to it.
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=quiet_child)
     try:
-        futures = [pool.submit(_decode_into, images_file, s, paths[s:s + CHUNK], prep_json)
-                   for s in starts]
+        futures = [pool.submit(work, images_file, s, paths[s:s + CHUNK], prep_json) for s in starts]
         done = as_completed(futures)
         if progress:
             from tqdm import tqdm

@@ -15,9 +15,15 @@ from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 EMBEDDING_SIZE = 128
+
+
+# What an experiment's dlib_embedding is computed by when it names no descriptor_engine:
+# the port, batched on every core (Preprocessing's own default, "dlib", is what stored
+# entries and runs from before the choice existed were computed by).
+EXPERIMENT_DESCRIPTOR_ENGINE = "keras"
 
 
 class Preprocessing(BaseModel):
@@ -38,6 +44,30 @@ class Preprocessing(BaseModel):
         "pixels", description="dlib_embedding: dlib's 128-D ResNet face descriptor of the aligned face")
     embedding_jitters: int = Field(0, ge=0, le=100, description="dlib's num_jitters: random re-crops averaged")
     embedding_flip: bool = Field(False, description="average the descriptor of the face and of its mirror")
+    # Who computes the descriptor: dlib itself, or the face ResNet translated by a backend
+    # (harness.models.face_resnet; within 1e-4 of dlib's). "dlib" is what every entry and
+    # run from before the field existed was computed by, so it is left out of dumps (their
+    # fingerprints and trial ids hold); an experiment names none and gets "keras".
+    descriptor_engine: Literal["dlib", "keras", "keras-jax", "tflearn"] = Field(
+        "dlib", description="dlib_embedding: dlib, or the face ResNet in this backend (batched, every core)")
+
+    @model_serializer(mode="wrap")
+    def _drop_dlib_engine(self, handler):
+        data = handler(self)
+        if data.get("descriptor_engine") == "dlib":
+            data.pop("descriptor_engine")
+        return data
+
+    @model_validator(mode="after")
+    def _engine_reads_descriptors(self):
+        if self.descriptor_engine != "dlib":
+            if not self.embedding:
+                raise ValueError(f"descriptor_engine {self.descriptor_engine!r} computes face descriptors: it "
+                                 "needs representation dlib_embedding")
+            if self.embedding_jitters:
+                raise ValueError("embedding_jitters are dlib's own random re-crops: they need descriptor_engine "
+                                 "dlib")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -258,14 +288,20 @@ def load_face(path: str | Path, prep: Preprocessing) -> tuple[np.ndarray, str | 
     """
     if prep.align == "none":
         return transform(open_image(path, draft_size=int(np.ceil(prep.size / prep.crop))), prep), None
+    chip, note = aligned_chip(path)
+    return face_array(chip, prep), note
+
+
+def aligned_chip(path: str | Path) -> tuple[Image.Image, str | None]:
+    """The photo's largest usable face, aligned as ``harness predict`` aligns it, or the
+    whole image (its centred square) with a note when no face is found."""
     from harness.data.faces import largest_chip
 
     image = open_image(path)   # no draft: exactly the pixels harness predict decodes
     chip = largest_chip(image)
-    note = None
     if chip is None:
-        chip, note = center_crop(image, 1.0), UNALIGNED_NOTE
-    return face_array(chip, prep), note
+        return center_crop(image, 1.0), UNALIGNED_NOTE
+    return chip, None
 
 
 def face_array(chip: Image.Image, prep: Preprocessing) -> np.ndarray:

@@ -6,7 +6,6 @@ photo -> faces (detect, align) -> the model's own preprocessing -> a
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from pathlib import Path
 

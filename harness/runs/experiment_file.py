@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from harness.data.images import EXPERIMENT_DESCRIPTOR_ENGINE
 from harness.runs.experiment import Experiment, ExperimentError
 from harness.runs.grid import expand_specs
 
@@ -70,6 +71,9 @@ def load(path: str | Path, overrides: dict | None = None) -> Experiment:
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
+    prep = raw.get("preprocessing")
+    if isinstance(prep, dict) and prep.get("representation") == "dlib_embedding":
+        prep.setdefault("descriptor_engine", EXPERIMENT_DESCRIPTOR_ENGINE)
     try:
         experiment = Experiment.model_validate(raw)
         expand_specs(experiment)   # catches bad combinations before anything runs

@@ -286,3 +286,34 @@ def test_a_cache_build_on_a_full_disk_names_the_folder_and_the_bytes(tmp_path, u
         assert f"{full}: no space for a cache entry of 1,474,688 bytes" in result.stderr
         assert "HARNESS_CACHE" in result.stderr and "terminated abruptly" not in result.stderr
         assert not list(full.iterdir())   # the staging folder is gone
+
+
+@pytest.mark.trains   # starts a framework worker for the descriptors
+def test_descriptors_from_the_port_equal_dlibs_and_live_in_their_own_entry(tmp_path, utkface_sample):
+    from harness.data.images import Preprocessing
+
+    rows = utkface_sample.head(40)
+    port = Preprocessing(representation="dlib_embedding", descriptor_engine="keras")
+    own = Preprocessing(representation="dlib_embedding")
+    assert own.descriptor_engine == "dlib" and "descriptor_engine" not in own.model_dump()   # older ids hold
+    built = cache.build(rows["id"], rows["path"], port, cache_dir=tmp_path, workers=2)
+    reference = cache.build(rows["id"], rows["path"], own, cache_dir=tmp_path, workers=2)
+    assert built.directory != reference.directory                 # never mistaken for each other
+    assert cache.lookup(rows["id"], rows["path"], port, cache_dir=tmp_path).directory == built.directory
+    valid = built.valid & reference.valid
+    assert valid.sum() >= 38 and (built.valid == reference.valid).all()
+    assert np.abs(np.asarray(built.images)[valid] - np.asarray(reference.images)[valid]).max() <= 1e-4
+    assert not list(built.directory.glob("*.npy.partial")) and not (built.directory / "chips.npy").exists()
+    again = cache.CachedArrays.open(built.directory)                 # its checksums verify
+    assert again.images.shape == (40, 128)
+
+
+def test_a_port_engine_needs_descriptors_and_no_jitters():
+    from pydantic import ValidationError
+
+    from harness.data.images import Preprocessing
+
+    with pytest.raises(ValidationError, match="needs representation dlib_embedding"):
+        Preprocessing(descriptor_engine="keras")
+    with pytest.raises(ValidationError, match="embedding_jitters are dlib's own"):
+        Preprocessing(representation="dlib_embedding", descriptor_engine="keras", embedding_jitters=2)

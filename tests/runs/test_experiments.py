@@ -381,3 +381,30 @@ def test_a_dry_run_computes_nothing_and_quotes_the_last_build(tmp_path, utkface_
     assert [line.split()[0] for line in again.stdout.splitlines() if " round " in line] == dry_ids
     assert harness_cli("run", path, "--results", tmp_path / "r", "--check-faces",
                        cache=str(cache)).returncode == 2
+
+
+def test_an_experiments_descriptors_come_from_the_port_unless_it_names_dlib(tmp_path):
+    from harness.runs import experiment_file
+    from tests.helpers.experiments import TINY, write
+
+    embedding = {**TINY, "preprocessing": {"representation": "dlib_embedding"}}
+    assert experiment_file.load(write(tmp_path, embedding)).preprocessing.descriptor_engine == "keras"
+    pinned = {**TINY, "preprocessing": {"representation": "dlib_embedding", "descriptor_engine": "dlib"}}
+    assert experiment_file.load(write(tmp_path, pinned, "pinned.yaml")).preprocessing.descriptor_engine == "dlib"
+    assert experiment_file.load(write(tmp_path, TINY, "pixels.yaml")).preprocessing.descriptor_engine == "dlib"
+    for name in ("framework_comparison_embedding", "years_utkface", "best_utkface"):   # published: as computed
+        published = experiment_file.load(Path(__file__).resolve().parents[2] / "experiments" / f"{name}.yaml")
+        assert published.preprocessing.descriptor_engine == "dlib"
+
+
+def test_face_resnet_needs_the_chip_dlib_reads(tmp_path):
+    from harness.runs import experiment_file
+    from harness.runs.experiment import ExperimentError
+    from tests.helpers.experiments import TINY, write
+
+    face = {**TINY, "grid": {**TINY["grid"], "models": [{"name": "face", "architecture": {"type": "face_resnet"}}]}}
+    with pytest.raises(ExperimentError, match="face_resnet reads the aligned 150x150 RGB chip.*size: 16, "
+                                              "scaling: minmax"):
+        experiment_file.load(write(tmp_path, face))
+    face["preprocessing"] = {"align": "dlib", "size": 150, "scaling": "unit"}
+    assert experiment_file.load(write(tmp_path, face, "ok.yaml")).grid.models[0].architecture.type == "face_resnet"
