@@ -351,11 +351,11 @@ def _port_descriptors(staging: Path, images_file: Path, paths: list[str], prep: 
     """descriptor_engine other than dlib (:mod:`.descriptors`): chips on every core, then
     the network in one backend worker; skipped rows stay zero, checksums as for pixels."""
     from harness.data import descriptors
-    from harness.models.face_resnet import INPUT_SIZE
+    from harness.data.faces import DESCRIPTOR_CHIP
 
     chips_file = staging / descriptors.CHIPS_FILE
     np.lib.format.open_memmap(chips_file, mode="w+", dtype=np.uint8,
-                              shape=(len(paths), INPUT_SIZE, INPUT_SIZE, 3)).flush()
+                              shape=(len(paths), DESCRIPTOR_CHIP, DESCRIPTOR_CHIP, 3)).flush()
     _reserve(chips_file, staging.parent)
     events = _run_chunks(str(chips_file), paths, prep.model_dump_json(), workers, progress, descriptors.chip_into)
     described = staging / "described.npy"

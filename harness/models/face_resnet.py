@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.data.faces import DESCRIPTOR_CHIP
+
 __all__ = ["INPUT_SIZE", "INPUT_MEAN", "INPUT_SCALE", "LEVELS", "EMBEDDING_SIZE", "POOLED_SIZE",
            "Conv", "Block", "blocks", "parameter_shapes", "parameter_count"]
 
-INPUT_SIZE = 150
+INPUT_SIZE = DESCRIPTOR_CHIP   # 150: the chip every engine reads (harness.data.faces.descriptor_chip)
 INPUT_MEAN = (122.782, 117.001, 104.298)   # R, G, B
 INPUT_SCALE = 256.0
 STEM_FILTERS, STEM_KERNEL = 32, 7
