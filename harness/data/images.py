@@ -307,6 +307,9 @@ def aligned_chip(path: str | Path) -> tuple[Image.Image, str | None]:
 def face_array(chip: Image.Image, prep: Preprocessing) -> np.ndarray:
     """An aligned face chip -> what the model reads: pixels (uint8) or a descriptor (float32)."""
     if prep.embedding:
+        if prep.descriptor_engine != "dlib":   # never dlib's descriptor in place of the engine's
+            raise ValueError(f"descriptor_engine {prep.descriptor_engine}: descriptors are computed in batches by "
+                             "the engine (harness.data.descriptors, harness.deploy.predictors.model_inputs)")
         from harness.data.faces import embed
 
         return embed(chip, prep.embedding_jitters, prep.embedding_flip)

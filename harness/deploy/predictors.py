@@ -185,7 +185,16 @@ def model_batches(chips, prep, tta: str | None = None) -> list[np.ndarray]:
 
 def model_inputs(chips, prep) -> np.ndarray:
     """Aligned face chips -> the batch the model is fed, by the run's own preprocessing
-    (the very function the array cache used in training)."""
+    (the very function the array cache used in training; for descriptors the engine that
+    computed the training faces', every face of the batch in one call)."""
+    if prep.embedding and prep.descriptor_engine != "dlib":
+        from harness.data.faces import descriptor_chip
+        from harness.deploy.descriptor_engine import port_descriptors
+
+        if not len(chips):
+            return np.zeros((0,) + tuple(prep.shape), np.float32)
+        return port_descriptors(np.stack([descriptor_chip(chip) for chip in chips]), prep.descriptor_engine,
+                                prep.embedding_flip)
     return np.stack([face_array(chip, prep) for chip in chips])
 
 

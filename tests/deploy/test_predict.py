@@ -3,6 +3,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,6 +250,32 @@ def test_predict_on_a_run_trained_on_face_embeddings(tmp_path, utkface_sample, p
     assert face["undefined_reason"] is None and face["gate"] in ("allow", "deny")
     assert sum(face["age_probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert by_file["noise.png"]["sentence"] == "Undefined: no face found"
+
+
+@pytest.mark.trains
+@pytest.mark.parametrize("backend", ["keras", "tflearn"])   # the engine in this process, and in one of its own
+def test_a_run_on_port_descriptors_predicts_with_its_own_engine(tmp_path, utkface_sample, photos, backend):
+    from harness.data.cache import CachedArrays
+    from harness.data.images import Preprocessing
+    from harness.deploy.predictors import model_inputs
+    from harness.runs.trial import read_config
+
+    table = utkface_sample.groupby(["age_group", "gender"]).head(8).reset_index(drop=True)
+    prep = Preprocessing(representation="dlib_embedding", descriptor_engine="keras")
+    run = make_trial(tmp_path / "run", table, tmp_path / "cache", backend, prep=prep)
+    worker(run)
+    result = predict("--model", run, photos / "face0.jpg", photos / "face1.jpg", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    faces = [f for f in json.loads(result.stdout) if f["undefined_reason"] is None]
+    assert len(faces) >= 2 and all(sum(f["age_probabilities"].values()) == pytest.approx(1, abs=1e-3)
+                                   for f in faces)
+    # What predict feeds the model for a training face is what the cache trained it on.
+    cached = CachedArrays.open(Path(read_config(run).cache_entry))
+    from harness.data.images import aligned_chip
+
+    rows = [i for i in range(6) if cached.valid[i]]
+    chips = [aligned_chip(cached_path)[0] for cached_path in table.set_index("id").loc[cached.ids[rows], "path"]]
+    assert np.abs(model_inputs(chips, prep) - np.asarray(cached.images)[rows]).max() <= 1e-5
 
 
 def _members(models):
