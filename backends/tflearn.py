@@ -194,6 +194,12 @@ def face_network(arch: FaceResNet) -> FaceNetwork:
     return FaceNetwork(arch)
 
 
+def with_face_network(model: Model):
+    raise ValueError("a TFLearn run on port descriptors cannot be exported as one network yet (the face ResNet "
+                     "in front of a restored TFLearn graph is not built); export a Keras run, or train this one on "
+                     "descriptor_engine: dlib")
+
+
 def describe(network: FaceNetwork, x: np.ndarray) -> np.ndarray:
     return network(x)
 

@@ -36,7 +36,7 @@ from harness.runs.layout import (
     VAL_PREDICTIONS_FILE,
     log_writable,
 )
-from harness.runs.trial import age_residuals, load_splits, read_config
+from harness.runs.trial import age_residuals, chips_of, exports_whole_door, load_splits, read_config
 
 VAL_CURVES = ("gender_accuracy", "age_exact_accuracy", "joint_accuracy")
 
@@ -222,8 +222,13 @@ def export(run_dir: Path, out: Path, quantize: str = "none") -> None:
         backend = backend_module(export_backend(config.backend))
         model = backend.load(run_dir, config.model, config.training, config.preprocessing.shape)
         representative = None
+        whole = exports_whole_door(config)
+        if whole:   # one network from the aligned chip: the face ResNet, then the trained model
+            model = backend.with_face_network(model)
         if quantize == "int8":
-            x = load_splits(run_dir, config, ["train"])["train"].x
-            representative = x[np.linspace(0, len(x) - 1, min(len(x), REPRESENTATIVE_IMAGES)).astype(int)]
+            split = load_splits(run_dir, config, ["train"])["train"]
+            chosen = np.linspace(0, len(split.ids) - 1, min(len(split.ids), REPRESENTATIVE_IMAGES)).astype(int)
+            representative = (chips_of(config, [split.ids[i] for i in chosen]).astype(np.float32) / 255.0
+                              if whole else split.x[chosen])
         flatbuffer = backend.to_tflite(model, quantize, representative)
     write_atomic(out, lambda p: p.write_bytes(flatbuffer))

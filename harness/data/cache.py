@@ -199,6 +199,12 @@ def _verify_rows(directory: Path, images_file: Path, images: np.ndarray, crcs: l
     _VERIFIED.add(key)
 
 
+def entry_paths(directory: str | Path) -> dict[str, str]:
+    """id -> image path of a built entry (what it was built from)."""
+    index = json.loads((Path(directory) / INDEX_FILE).read_text())
+    return dict(zip(index["ids"], index["paths"]))
+
+
 def lookup(ids: Sequence[str], paths: Sequence[str], prep: Preprocessing,
            cache_dir: str | Path | None = None) -> CachedArrays | None:
     """The existing entry for these images, or None; never builds or writes anything."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.data.labels import AGE_GROUPS, GENDER_WORDS
-from harness.deploy.litert import MANIFEST_VERSION, ExportManifest, LiteModel, Parity
+from harness.deploy.litert import MANIFEST_VERSION, ExportManifest, LiteModel, Parity, chip_geometry
 from harness.deploy.predictors import stored_gate
 from harness.files import write_atomic
 from harness.models import heads, metrics
@@ -41,7 +41,14 @@ from harness.runs.layout import (
     log_writable,
     require_finished,
 )
-from harness.runs.trial import age_residuals, load_splits, read_config, saved_model_problem
+from harness.runs.trial import (
+    age_residuals,
+    chips_of,
+    exports_whole_door,
+    load_splits,
+    read_config,
+    saved_model_problem,
+)
 
 FORMATS = ("tflite",)
 QUANTIZE = ("none", "dynamic", "int8")
@@ -155,14 +162,18 @@ def _export_trial(run_dir: Path, out: Path, quantize: str):
     test = _test_split(run_dir, config)
     model = LiteModel(model_path)
     framework = _stored_outputs(run_dir, test.ids)
-    exported = model.outputs(test.x)
+    whole = exports_whole_door(config)
+    # A whole-door export reads the chip: its parity is measured from the test faces' photos.
+    inputs = chips_of(config, list(test.ids)).astype(np.float32) / np.float32(255.0) if whole else test.x
+    exported = model.outputs(inputs)
     parity = _parity(config.model.head, framework, exported, test, quantize, config.threshold,
-                     model_path.stat().st_size, single_face_latency_ms(model, test.x[:1]))
+                     model_path.stat().st_size, single_face_latency_ms(model, inputs[:1]))
     manifest = ExportManifest(
         **_common(run_dir, config, quantize, parity), kind="trial", model_file=MODEL_FILE,
         sha256=hashlib.sha256(model_path.read_bytes()).hexdigest(),
         input_shape=list(model.input_shape), input_dtype="float32",
-        preprocessing=config.preprocessing, head=config.model.head, age_residuals=_residual_quantiles(run_dir, config))
+        preprocessing=config.preprocessing, head=config.model.head, age_residuals=_residual_quantiles(run_dir, config),
+        input="chip" if whole else "model_inputs", chip=chip_geometry() if whole else None)
     _write_manifest(out, manifest)
     return manifest, test, model
 

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from harness.data.faces import DESCRIPTOR_CHIP
 from harness.data.images import Preprocessing, to_float
 from harness.models import heads
 from harness.runs.layout import MANIFEST_FILE, kind_of
@@ -66,6 +67,11 @@ class ExportManifest(BaseModel):
     input_dtype: Literal["float32"] | None = None
     preprocessing: Preprocessing | None = None
     head: str | None = None
+    # What the model reads: the batch the run's preprocessing makes ("model_inputs"), or,
+    # for a run on port descriptors, the aligned chip itself ("chip": the face ResNet is
+    # inside the model), whose geometry ``chip`` states for another program to reproduce.
+    input: Literal["model_inputs", "chip"] = "model_inputs"
+    chip: dict | None = None
     # years_regression: 101 quantiles of its validation residuals (true - predicted years),
     # the spread its readout puts around a prediction (see harness.models.heads.years_readout).
     age_residuals: list[float] | None = None
@@ -143,6 +149,20 @@ class LiteModel:
         return self.interpreter.get_tensor(self._output["index"]).copy()
 
 
+CHIP_SHAPE = (DESCRIPTOR_CHIP, DESCRIPTOR_CHIP, 3)   # what harness.data.faces.descriptor_chip makes
+
+
+def chip_geometry() -> dict:
+    """How a whole-door export's input is made, for a program that is not the harness."""
+    from harness.data.faces import CHIP_PADDING, CHIP_SIZE
+
+    return {"size": [DESCRIPTOR_CHIP, DESCRIPTOR_CHIP, 3], "dtype": "float32 = uint8 RGB / 255",
+            "alignment": f"dlib 5-point landmarks (shape_predictor_5_face_landmarks), dlib.get_face_chip(size="
+                         f"{CHIP_SIZE}, padding={CHIP_PADDING}), then resized bilinearly to {DESCRIPTOR_CHIP}x"
+                         f"{DESCRIPTOR_CHIP}",
+            "detector": "dlib's HOG frontal face detector; the largest face"}
+
+
 def verified_model_file(export_dir: Path, manifest: ExportManifest) -> Path:
     """The manifest's ``model_file``, inside the export folder and with the bytes the
     manifest's sha256 records: a file swapped for another model, or damaged, is refused
@@ -174,9 +194,10 @@ class ExportedNetwork:
         if list(self.model.input_shape) != manifest.input_shape:
             raise ValueError(f"{where}: input_shape {manifest.input_shape} does not "
                              f"match {manifest.model_file}'s {list(self.model.input_shape)}")
-        if tuple(manifest.preprocessing.shape) != self.model.input_shape:
-            raise ValueError(f"{where}: its preprocessing makes inputs of shape {list(manifest.preprocessing.shape)}, "
-                             f"but {manifest.model_file} takes {list(self.model.input_shape)}")
+        reads = CHIP_SHAPE if manifest.input == "chip" else tuple(manifest.preprocessing.shape)
+        if reads != self.model.input_shape:
+            raise ValueError(f"{where}: its {'chip' if manifest.input == 'chip' else 'preprocessing'} makes inputs of "
+                             f"shape {list(reads)}, but {manifest.model_file} takes {list(self.model.input_shape)}")
         try:
             units = heads.output_size(manifest.head)
         except (KeyError, ValueError):
@@ -186,11 +207,15 @@ class ExportedNetwork:
                              f"gives {self.model.output_units}")
         self.preprocessing, self.head = manifest.preprocessing, manifest.head
 
+    @property
+    def reads_chips(self) -> bool:
+        return self.manifest.input == "chip"
+
     def readouts(self, inputs: np.ndarray) -> np.ndarray:
-        """Model inputs (uint8 pixels or descriptors, as the cache holds them) -> readouts
-        (:func:`harness.models.heads.readout`)."""
-        return heads.readout(self.head, self.model.outputs(to_float(inputs, self.preprocessing)),
-                             self.manifest.age_residuals)
+        """Model inputs (uint8 pixels or descriptors, as the cache holds them; or uint8
+        chips for a whole-door export) -> readouts (:func:`harness.models.heads.readout`)."""
+        x = np.asarray(inputs, np.float32) / np.float32(255.0) if self.reads_chips else to_float(inputs, self.preprocessing)
+        return heads.readout(self.head, self.model.outputs(x), self.manifest.age_residuals)
 
 
 def _check_parity(export_dir: Path, manifest: ExportManifest, allow_failed_parity: bool) -> None:

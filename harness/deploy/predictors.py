@@ -130,9 +130,10 @@ class ExportPredictor:
         batches: dict[str, list[np.ndarray]] = {}
         results = []
         for network in self.networks:
-            key = network.preprocessing.model_dump_json()
+            key = "chip" if network.reads_chips else network.preprocessing.model_dump_json()
             if key not in batches:
-                batches[key] = model_batches(chips, network.preprocessing, self.tta)
+                batches[key] = (chip_batches(chips, self.tta) if network.reads_chips
+                                else model_batches(chips, network.preprocessing, self.tta))
             results.append(np.mean([network.readouts(batch) for batch in batches[key]], axis=0))
         return np.mean(results, axis=0)
 
@@ -181,6 +182,15 @@ def model_batches(chips, prep, tta: str | None = None) -> list[np.ndarray]:
     if tta == "flip":
         batches.append(model_inputs([ImageOps.mirror(chip) for chip in chips], prep))
     return batches
+
+
+def chip_batches(chips, tta: str | None = None) -> list[np.ndarray]:
+    """Aligned face chips -> what a whole-door export reads: the 150-pixel chips (uint8),
+    and with ``tta="flip"`` their mirrors."""
+    from harness.data.faces import descriptor_chip
+
+    faces = np.stack([descriptor_chip(chip) for chip in chips])
+    return [faces] + ([np.ascontiguousarray(faces[:, :, ::-1])] if tta == "flip" else [])
 
 
 def model_inputs(chips, prep) -> np.ndarray:

@@ -114,6 +114,25 @@ class RoleData(NamedTuple):
     years: np.ndarray        # exact ages in years; NaN where the dataset has none
 
 
+def exports_whole_door(config: "TrialConfig") -> bool:
+    """A run on port descriptors exports as ONE network from the aligned chip (the face
+    ResNet, then the trained model): nothing but detection and alignment is left to the
+    host. Runs on dlib's descriptors export their model alone (dlib computes the input)."""
+    prep = config.preprocessing
+    return prep.embedding and prep.descriptor_engine != "dlib"
+
+
+def chips_of(config: "TrialConfig", ids: list[str]) -> np.ndarray:
+    """The 150x150 chips (uint8) of these faces of the run, aligned again from their photos
+    (the cache holds their descriptors only): what a whole-door export reads."""
+    from harness.data.cache import entry_paths
+    from harness.data.faces import descriptor_chip
+    from harness.data.images import aligned_chip
+
+    paths = entry_paths(config.cache_entry)
+    return np.stack([descriptor_chip(aligned_chip(paths[face])[0]) for face in ids])
+
+
 def saved_model_problem(run_dir: str | Path, backend: str) -> str | None:
     """What is wrong with a finished trial's saved model files, in one line naming the
     file, or None. Checked before a framework is started on them: a missing TensorFlow

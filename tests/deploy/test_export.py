@@ -351,3 +351,51 @@ def test_a_read_only_run_folder_is_exported(door_runs, tmp_path):
         result = harness("export", run, "--out", tmp_path / "out")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "export.json").is_file() and (run / "log.txt").read_bytes() == log_before
+
+
+# --- issue 24 §4: a run on port descriptors is ONE network from the chip ---------------------
+
+@pytest.fixture(scope="module")
+def port_runs(tmp_path_factory, utkface_sample):
+    from harness.data.images import Preprocessing
+    from harness.models.spec import FCN, TrainingSpec
+    from tests.helpers.backend_runs import make_trial, train_all
+
+    base = tmp_path_factory.mktemp("port_runs")
+    table = utkface_sample.groupby(["age_group", "gender"]).head(8).reset_index(drop=True)
+    prep = Preprocessing(representation="dlib_embedding", descriptor_engine="keras")
+    runs = {backend: make_trial(base / backend, table, base / "cache", backend, prep=prep,
+                                architecture=FCN(widths=[32]), training=TrainingSpec(epochs=2, batch_size=32, seed=3))
+            for backend in ("keras", "tflearn")}
+    train_all(runs.values())
+    return runs
+
+
+def test_a_port_descriptor_run_exports_one_network_from_the_chip(port_runs, faces, tmp_path):
+    out = tmp_path / "door"
+    result = harness("export", port_runs["keras"], "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["input"] == "chip" and manifest["input_shape"] == [150, 150, 3]
+    assert "get_face_chip(size=200, padding=0.25)" in manifest["chip"]["alignment"]
+    assert manifest["parity"]["passed"] is True and manifest["parity"]["max_abs_probability_difference"] <= 1e-4
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.tflite"]
+    assert (out / "model.tflite").stat().st_size > 20_000_000          # the face ResNet is inside
+    framework = _by_face(harness("predict", "--model", port_runs["keras"], faces, "--json"))
+    exported = _by_face(harness("predict", "--model", out, faces, "--json"))
+    assert framework.keys() == exported.keys() and sum(k[1] is not None for k in exported) >= 5
+    for key, ours in exported.items():
+        assert ours["sentence"] == framework[key]["sentence"], key
+        for group, p in ours["age_probabilities"].items():
+            assert p == pytest.approx(framework[key]["age_probabilities"][group], abs=1e-4)
+    code = ("import sys, json; from harness.cli import main; "
+            f"main(['predict', '--model', {str(out)!r}, {str(faces / 'face0.jpg')!r}]); "
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORK_MODULES!r})))")
+    alone = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert json.loads(alone.stdout.strip().splitlines()[-1]) == []    # dlib detects and aligns; LiteRT does the rest
+
+
+def test_a_tflearn_run_on_port_descriptors_says_it_cannot_export_as_one_network(port_runs, tmp_path):
+    result = harness("export", port_runs["tflearn"], "--out", tmp_path / "door")
+    assert result.returncode == 2
+    assert "cannot be exported as one network yet" in result.stderr and "Traceback" not in result.stderr
