@@ -61,18 +61,24 @@ def benchmark_page() -> str:
         doc = ast.get_docstring(ast.parse(script.read_text())) or ""
         parts += [f"## `{script.stem}`", "", doc.strip(), ""]
         result = RESULTS / f"{script.stem}.json"
-        if not result.is_file():
+        # A script run with an option that changes what it measures writes NAME_OPTION.json.
+        variants = sorted(RESULTS.glob(f"{script.stem}_*.json"))
+        if not result.is_file() and not variants:
             parts += [f"*Not measured since it writes `benchmarks/results/{script.stem}.json`.*", ""]
             continue
-        record = json.loads(result.read_text())
-        meta = record.get("measured", {})
-        versions = ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items()))
-        parts += [f"**Measured** {meta.get('date', '?')} at commit `{meta.get('commit', '?')}` on "
-                  f"{meta.get('cpu', '?')} ({meta.get('cores', '?')} cores; {versions}). "
-                  f"{record.get('description', '')}", "", "| figure | value |", "|---|---|"]
-        parts += [f"| {key} | {value} |" for key, value in record.get("figures", {}).items()]
-        parts.append("")
+        for path in ([result] if result.is_file() else []) + variants:
+            parts += _measurement(path)
     return "\n".join(parts)
+
+
+def _measurement(path: Path) -> list[str]:
+    record = json.loads(path.read_text())
+    meta = record.get("measured", {})
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items()))
+    lines = [f"**Measured** (`{path.name}`) {meta.get('date', '?')} at commit `{meta.get('commit', '?')}` on "
+             f"{meta.get('cpu', '?')} ({meta.get('cores', '?')} cores; {versions}). "
+             f"{record.get('description', '')}", "", "| figure | value |", "|---|---|"]
+    return lines + [f"| {key} | {value} |" for key, value in record.get("figures", {}).items()] + [""]
 
 
 def home_page() -> str:
