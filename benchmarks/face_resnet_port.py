@@ -6,8 +6,9 @@ Measures, on N real aligned UTKFace chips (150x150, as every engine reads them):
 - each backend's translation (``describe`` in a worker of its own, the network already
   built and warmed up) at batch sizes 1, 32 and 128: faces/s, the ratio to dlib, and the
   GFLOP/s that is (the network's multiply-adds counted from ``face_resnet``);
-- NumPy's float32 matrix product on this machine in the same run, GFLOP/s: what these
-  cores can do at best, so the port's share of it says how much is left;
+- NumPy's float32 matrix product on this machine in the same run (the best of short
+  windows, before and after the engines), GFLOP/s: what these cores can do at best, so
+  the port's GFLOP/s against it says how much is left;
 - the largest difference from dlib's descriptors (the parity the tests hold at 1e-4).
 
     python benchmarks/face_resnet_port.py [--chips 2000] [--small 500]
@@ -71,30 +72,26 @@ def multiply_adds() -> int:
     return total + face_resnet.POOLED_SIZE * face_resnet.EMBEDDING_SIZE
 
 
-def matmul_gflops(seconds: float = 3.0) -> float:
+def matmul_gflops(windows: int = 6, seconds: float = 0.5) -> float:
+    """The best of several short windows of a 1024x1024 float32 matrix product: the peak
+    these cores reach, not an average that anything else running lowers."""
     a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
     a @ a
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ a
-        count += 1
-    return 2 * 1024 ** 3 * count / (time.perf_counter() - started) / 1e9
+    best = 0.0
+    for _ in range(windows):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            a @ a
+            count += 1
+        best = max(best, 2 * 1024 ** 3 * count / (time.perf_counter() - started) / 1e9)
+    return best
 
 
 def real_chips(count: int) -> np.ndarray:
-    from PIL import Image
-
     from harness.data.datasets import load_utkface
-    from harness.data.faces import descriptor_chip, largest_chip
+    from harness.data.faces import first_chips
 
-    chips = []
-    for path in load_utkface(ROOT.parent / "shared" / "datasets" / "UTKFace").table["path"]:
-        chip = largest_chip(Image.open(path).convert("RGB"))
-        if chip is not None:
-            chips.append(descriptor_chip(chip))
-        if len(chips) == count:
-            return np.stack(chips)
-    raise SystemExit(f"only {len(chips)} faces found")
+    return first_chips(load_utkface(ROOT.parent / "shared" / "datasets" / "UTKFace").table["path"], count)
 
 
 def main() -> None:
@@ -139,10 +136,14 @@ def main() -> None:
             for batch, result in timing.items():
                 rate = result["faces"] / result["seconds"]
                 cells.append(f"batch {batch}: {rate:.1f} faces/s ({rate / dlib_rate:.1f}x dlib, "
-                             f"{rate * flops / 1e9 / peak:.0%} of matmul)")
-                figures[f"{engine}, batch {batch} (faces/s, x dlib)"] = f"{rate:.1f}, {rate / dlib_rate:.2f}"
+                             f"{rate * flops / 1e9:.0f} GFLOP/s)")
+                figures[f"{engine}, batch {batch} (faces/s, x dlib, GFLOP/s)"] = \
+                    f"{rate:.1f}, {rate / dlib_rate:.2f}, {rate * flops / 1e9:.0f}"
             figures[f"{engine}: max |difference| from dlib"] = f"{gap:.1e}"
             print(f"{engine}: " + "; ".join(cells) + f"; max |difference| from dlib {gap:.1e}")
+    peak = max(peak, matmul_gflops())   # again after the engines: the better of the two
+    figures["float32 matmul here (GFLOP/s)"] = round(peak, 1)
+    print(f"float32 matmul, best window before and after: {peak:.0f} GFLOP/s")
     print(write_result("face_resnet_port", f"The face ResNet port against dlib's descriptor on the same "
                        f"{len(chips)} real aligned UTKFace chips (batches of 1 and 32 on the first {args.small}), "
                        "one run, goal >= 60 faces/s (>= 6x dlib).", figures))

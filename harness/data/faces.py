@@ -70,6 +70,20 @@ def descriptor_chip(chip: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(chip, dtype=np.uint8))
 
 
+def first_chips(paths, count: int) -> np.ndarray:
+    """The chips (:func:`descriptor_chip`) of the first ``count`` photos of ``paths`` in
+    which a face is found, uint8 (count, 150, 150, 3): real faces for parity checks and
+    benchmarks of the descriptor engines."""
+    found = []
+    for path in paths:
+        chip = largest_chip(Image.open(path).convert("RGB"))
+        if chip is not None:
+            found.append(descriptor_chip(chip))
+        if len(found) == count:
+            return np.stack(found)
+    raise ValueError(f"only {len(found)} photos with a face found, {count} wanted")
+
+
 def embed(chip: Image.Image, jitters: int = 0, flip: bool = False) -> np.ndarray:
     """dlib's 128-D face descriptor of an aligned chip (float32); with ``flip``, the mean
     of the face's and its mirror's descriptors. Deterministic for ``jitters=0``."""

@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from harness.models import face_resnet, heads
 from harness.models.backends import BACKENDS
 from harness.models.spec import FaceResNet, ModelSpec
 from tests.helpers.backend_runs import worker
+from tests.helpers.faces import dlib_descriptors, real_chips
 
 CHIPS = 200
 
@@ -19,21 +19,10 @@ CHIPS = 200
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory, utkface_sample):
     """200 real aligned chips as every engine reads them, and dlib's descriptors of them."""
-    from harness.data.faces import _descriptor_model, descriptor_chip, largest_chip
-
-    found = []
-    for path in utkface_sample["path"]:
-        chip = largest_chip(Image.open(path).convert("RGB"))
-        if chip is not None:
-            found.append(descriptor_chip(chip))
-        if len(found) == CHIPS:
-            break
-    assert len(found) == CHIPS, f"only {len(found)} faces found in the sample"
-    pixels = np.stack(found)
+    pixels = real_chips(utkface_sample["path"], CHIPS)
     path = tmp_path_factory.mktemp("chips") / "chips.npy"
     np.save(path, pixels)
-    model = _descriptor_model()
-    return path, pixels, np.stack([np.asarray(model.compute_face_descriptor(c, 0), np.float32) for c in pixels])
+    return path, pixels, dlib_descriptors(pixels)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

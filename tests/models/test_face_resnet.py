@@ -83,18 +83,10 @@ def test_zero_padded_sums_are_dlibs_add_prev():
 
 
 def test_the_network_as_written_gives_dlibs_descriptors_on_real_faces(weights, utkface_sample):
-    from harness.data.faces import _descriptor_model, descriptor_chip, largest_chip
+    from tests.helpers.faces import dlib_descriptors, real_chips
 
-    chips = []
-    for path in utkface_sample["path"]:
-        chip = largest_chip(Image.open(path).convert("RGB"))
-        if chip is not None:
-            chips.append(descriptor_chip(chip))
-        if len(chips) == 48:
-            break
-    chips = np.stack(chips)
-    dlib_model = _descriptor_model()
-    expected = np.stack([np.asarray(dlib_model.compute_face_descriptor(c, 0)) for c in chips])
+    chips = real_chips(utkface_sample["path"], 48)
+    expected = dlib_descriptors(chips)
     ours = face_resnet.reference_forward(weights.arrays, chips, weights.input_mean)
     assert ours.shape == (48, 128)
     assert np.abs(ours - expected).max() <= 1e-5
