@@ -7,11 +7,16 @@ import math
 __all__ = ["probability", "age", "port", "positive", "finite_positive"]
 
 
-def probability(text: str) -> float:
+def _converted(text: str, convert, expected: str):
+    """``convert(text)``, or the argparse error saying what was expected."""
     try:
-        value = float(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def probability(text: str) -> float:
+    value = _converted(text, float, "a number between 0 and 1")
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (a probability), got {text}")
     return value
@@ -21,10 +26,7 @@ def age(text: str) -> float:
     """A door's minimum age (the one range of :func:`harness.models.gate.check_door_age`)."""
     from harness.models.gate import check_door_age
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an age in years, got {text!r}") from None
+    value = _converted(text, float, "an age in years")
     try:
         return check_door_age(value)
     except ValueError as err:
@@ -32,10 +34,7 @@ def age(text: str) -> float:
 
 
 def port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
+    value = _converted(text, int, "a TCP port number")
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a TCP port is between 1 and 65535, got {value}")
     return value

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.data.cache import SKIPPED, UNALIGNED
 from harness.data.images import ImageError, Preprocessing, aligned_chip
 
 __all__ = ["chip_into", "describe_chips", "CHIPS_FILE"]
 
 CHIPS_FILE = "chips.npy"
-SKIPPED, UNALIGNED = "skipped", "unaligned"   # the cache's own event kinds (cache.py)
 
 
 def chip_into(chips_file: str, start: int, paths: list[str], prep_json: str) -> list[tuple[int, str, str]]:
@@ -29,7 +29,7 @@ def chip_into(chips_file: str, start: int, paths: list[str], prep_json: str) -> 
     every skip or note (a pool worker's job, as cache._decode_into is for pixels)."""
     from harness.data.faces import descriptor_chip
 
-    Preprocessing.model_validate_json(prep_json)   # the same check every worker makes
+    del prep_json   # the chip is the same whatever else the preprocessing says
     chips = np.load(chips_file, mmap_mode="r+")
     events = []
     for offset, path in enumerate(paths):

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from harness.data.faces import first_chips
 from harness.models import face_resnet, heads
 from harness.models.backends import BACKENDS
 from harness.models.spec import FaceResNet, ModelSpec
 from tests.helpers.backend_runs import worker
-from tests.helpers.faces import dlib_descriptors, real_chips
+from tests.helpers.faces import dlib_descriptors
 
 CHIPS = 200
 
@@ -19,7 +20,7 @@ CHIPS = 200
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory, utkface_sample):
     """200 real aligned chips as every engine reads them, and dlib's descriptors of them."""
-    pixels = real_chips(utkface_sample["path"], CHIPS)
+    pixels = first_chips(utkface_sample["path"], CHIPS)
     path = tmp_path_factory.mktemp("chips") / "chips.npy"
     np.save(path, pixels)
     return path, pixels, dlib_descriptors(pixels)

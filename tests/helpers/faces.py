@@ -1,9 +1,7 @@
-"""Real aligned face chips, as every descriptor engine reads them, and dlib's descriptors of them."""
+"""dlib's own descriptors of face chips: what every descriptor engine is held to."""
 from __future__ import annotations
 
 import numpy as np
-
-from harness.data.faces import first_chips as real_chips  # noqa: F401  (the tests' name for it)
 
 
 def dlib_descriptors(chips: np.ndarray) -> np.ndarray:
