@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from harness.cli.options import age, finite_positive, port, positive
+from harness.deploy.batching import DEFAULT_MAX_FACES
 
 
 def cmd_export(args) -> int:
@@ -33,7 +34,7 @@ def cmd_serve(args) -> int:
         host=args.host, port=args.port, token=args.token or os.environ.get("HARNESS_SERVE_TOKEN") or None,
         min_age=args.min_age, max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
         queue_limit=args.queue, max_buffered_mb=args.max_buffered_mb, header_timeout_s=args.header_timeout,
-        body_timeout_s=args.body_timeout, max_connections=args.max_connections,
+        body_timeout_s=args.body_timeout, max_connections=args.max_connections, max_batch=args.max_batch,
         allowed_hosts=tuple(args.allow_host or ()),
         cors_origins=tuple(args.cors_origin) if args.cors_origin else None, tta=args.tta,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, allow_failed_parity=args.allow_failed_parity))
@@ -75,6 +76,9 @@ def register(commands) -> None:
     srv.add_argument("--allow-host", action="append", metavar="NAME",
                      help="answer requests whose Host is NAME, too (repeatable; default: loopback names, "
                           "the --host address, and with --host 0.0.0.0 any IP address and this machine's name)")
+    srv.add_argument("--max-batch", type=positive(int), default=DEFAULT_MAX_FACES, metavar="FACES",
+                     help="faces of the photos waiting that go through the network in one call at most "
+                          "(default %(default)s)")
     srv.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; default none)")
     srv.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     srv.add_argument("--ssl-certfile", help="serve HTTPS (phones need it for the live camera on the LAN)")

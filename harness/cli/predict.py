@@ -5,13 +5,15 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.options import age, probability
+from harness.cli.options import age, positive, probability
+from harness.deploy.batching import DEFAULT_MAX_FACES
 
 
 def cmd_predict(args) -> int:
     import csv
 
-    from harness.deploy.classify import classify, gate_threshold, image_files
+    from harness.deploy.batching import classify_files
+    from harness.deploy.classify import gate_threshold, image_files
     from harness.deploy.predictors import open_model
 
     predictor = open_model(args.model, args.tta, args.allow_failed_parity)
@@ -25,8 +27,7 @@ def cmd_predict(args) -> int:
         print(f"gate at {args.min_age:g}: allow needs adult probability >= {gate_at:.3f} ({source})",
               file=sys.stderr)
     results, failed = [], 0
-    for path in files:
-        faces = classify(predictor, path, args.threshold, args.min_age, gate_at)
+    for path, faces in classify_files(predictor, files, args.threshold, args.min_age, gate_at, args.max_batch):
         failed += any(r.error for r in faces)
         results += faces
         if not args.json:
@@ -87,6 +88,9 @@ def register(commands) -> None:
                          help="confidence below which a face is Undefined (default: none), "
                               "and the adult probability --min-age needs to allow (default: the "
                               "run's calibrated gate threshold for that age, else 0.5)")
+    predict.add_argument("--max-batch", type=positive(int), default=DEFAULT_MAX_FACES, metavar="FACES",
+                         help="faces of several photos in one network call at most (default %(default)s); "
+                              "the next photos are detected meanwhile")
     predict.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     predict.add_argument("--allow-failed-parity", action="store_true",
                          help="open an export whose parity check failed (to inspect it; its answers are not "

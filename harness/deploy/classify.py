@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.data.faces import find_faces
+from harness.data.faces import Face, find_faces
 from harness.data.images import ImageError, open_image
 from harness.data.labels import GENDER_WORDS, N_GENDER, age_label, decode, undefined
 from harness.deploy.predictors import Predictor
@@ -73,35 +73,62 @@ def classify(predictor: Predictor, path: Path, threshold: float | None = None,
              min_age: float | None = None, gate_at: float | None = None) -> list[FaceResult]:
     """Every face in one photo; a photo that cannot be processed is one error result.
 
-    ``gate_at``: the gate's threshold (default: :func:`gate_threshold`).
+    ``gate_at``: the gate's threshold (default: :func:`gate_threshold`). Many photos at
+    once: :func:`harness.deploy.batching.classify_files` (faces batched, detection overlapped).
     """
     if gate_at is None:
         gate_at = gate_threshold(predictor, min_age, threshold)[0]
+    found = detect_file(path)
     try:
-        return _classify(predictor, path, threshold, min_age, gate_at)
-    except ImageError as err:
-        return [FaceResult(str(path), None, None, f"error: {err}", error=str(err))]
+        chips = usable_chips(found)
+        return face_results(str(path), found, predictor.readouts(chips) if chips else None, threshold, min_age,
+                            gate_at)
     except Exception as err:   # one bad photo never takes the batch down
-        reason = f"cannot process: {type(err).__name__}: {err}"
-        return [FaceResult(str(path), None, None, f"error: {reason}", error=reason)]
+        return [error_result(str(path), f"cannot process: {type(err).__name__}: {err}")]
 
 
-def _classify(predictor, path, threshold, min_age, gate_at) -> list[FaceResult]:
-    return classify_image(predictor, str(path), open_image(path), threshold, min_age, gate_at)
+def detect_file(path: Path) -> list[Face] | FaceResult:
+    """A photo's faces (:func:`harness.data.faces.find_faces`), or the error result of a
+    photo that cannot be read."""
+    try:
+        return find_faces(open_image(path))
+    except ImageError as err:
+        return error_result(str(path), str(err))
+    except Exception as err:   # one bad photo never takes the batch down
+        return error_result(str(path), f"cannot process: {type(err).__name__}: {err}")
+
+
+def error_result(name: str, reason: str) -> FaceResult:
+    return FaceResult(name, None, None, f"error: {reason}", error=reason)
+
+
+def usable_chips(faces: list[Face] | FaceResult) -> list:
+    """The chips of the faces the model can be asked about, in order (none for a photo
+    that could not be read)."""
+    return [face.chip for face in faces if face.chip is not None] if isinstance(faces, list) else []
 
 
 def classify_image(predictor, name: str, image, threshold: float | None, min_age: float | None,
                    gate_at: float) -> list[FaceResult]:
     """Every face in one decoded photo (``name`` labels the results)."""
+    faces = find_faces(image)
+    chips = usable_chips(faces)
+    return face_results(name, faces, predictor.readouts(chips) if chips else None, threshold, min_age, gate_at)
+
+
+def face_results(name: str, faces: list[Face] | FaceResult, readouts: np.ndarray | None,
+                 threshold: float | None, min_age: float | None, gate_at: float) -> list[FaceResult]:
+    """A photo's faces and the model's readouts of its usable ones (in order) -> one result
+    a face: decoded, described and gated. A photo's error result passes through."""
+    if isinstance(faces, FaceResult):
+        return [faces]
     path = name
     decode_threshold = threshold or 0.0
-    faces = find_faces(image)
     if not faces:
         result = undefined("no face found")
         return [FaceResult(str(path), None, None, result.sentence(), undefined_reason=result.reason,
                            gate="undefined" if min_age is not None else None)]
-    usable = [f for f in faces if f.chip is not None]
-    readouts = iter(predictor.readouts([f.chip for f in usable]) if usable else [])
+    readouts = iter(readouts if readouts is not None else [])
     results = []
     for index, face in enumerate(faces):
         readout = next(readouts) if face.chip is not None else None

@@ -27,33 +27,6 @@ def models(tmp_path_factory, utkface_sample):
     return runs
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory, utkface_sample):
-    """Real faces plus the awkward files a person checking photos would meet."""
-    out = tmp_path_factory.mktemp("photos")
-    faces = [Image.open(p).convert("RGB") for p in utkface_sample["path"].iloc[20:26]]
-    for i, face in enumerate(faces[:3]):
-        face.save(out / f"face{i}.jpg")
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(out / "noise.png")
-    scene = np.zeros((300, 400, 3), np.uint8)
-    scene[:150] = np.linspace(120, 230, 150, dtype=np.uint8)[:, None, None] * np.array([0.5, 0.7, 1.0]).astype(np.uint8)
-    scene[150:] = (60, 120, 40)                     # grass
-    scene[90:200, 250:330] = (150, 60, 40)          # a house
-    scene[120:160, 270:300] = (230, 230, 200)       # its window
-    Image.fromarray(scene).save(out / "scene.jpg")
-    # Stored sideways, with EXIF saying "rotate 90 degrees clockwise to view".
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    faces[3].transpose(Image.Transpose.ROTATE_90).save(out / "exif_rotated.jpg", exif=exif.tobytes())
-    faces[4].convert("L").save(out / "gray.png")
-    faces[5].convert("RGBA").save(out / "rgba.png")
-    canvas = Image.new("RGB", (4000, 3000), (90, 90, 90))
-    canvas.paste(faces[0].resize((1200, 1200)), (1400, 900))
-    canvas.save(out / "large.jpg", quality=85)
-    return out
-
-
 def predict(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "harness", "predict", *map(str, args)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)

@@ -201,6 +201,26 @@ def test_health_answers_while_photos_wait_and_nothing_is_written(server, face_ph
     assert list(server.cwd.iterdir()) == [] and list(server.tmp.iterdir()) == []
 
 
+def test_concurrent_photos_each_get_their_own_faces_and_the_network_counts_them(server, photos):
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [photos / name for name in ("face0.jpg", "face1.jpg", "face2.jpg", "gray.png", "rgba.png", "noise.png")]
+    alone = {f.name: upload(server, f).json() for f in files}
+    before = httpx.get(server.url + "/healthz", timeout=10).json()["network"]
+    with ThreadPoolExecutor(len(files) * 2) as pool:   # every photo twice, all at once
+        together = list(pool.map(lambda f: (f.name, upload(server, f)), files * 2))
+    after = httpx.get(server.url + "/healthz", timeout=10).json()["network"]
+    for name, response in together:
+        assert response.status_code == 200, response.text
+        for face, expected in zip(response.json(), alone[name], strict=True):
+            assert face["sentence"] == expected["sentence"] and face["box"] == expected["box"], name
+            for group, p in face["age_probabilities"].items():
+                assert p == pytest.approx(expected["age_probabilities"][group], abs=1e-5), name
+    faces = 2 * sum(len([f for f in alone[n] if f["age_probabilities"]]) for n in alone)
+    assert after["faces"] - before["faces"] == faces and after["calls"] - before["calls"] <= faces
+    assert "detect;dur=" in together[0][1].headers["server-timing"]
+
+
 def test_listening_beyond_this_machine_needs_a_token(door_exports):
     result = subprocess.run([sys.executable, "-m", "harness", "serve", "--model", str(door_exports["keras"]),
                              "--host", "0.0.0.0"], capture_output=True, text=True, timeout=120)

@@ -14,8 +14,11 @@ What it protects against, and how:
   truncated and non-image uploads are 422, 422 and 415, each with a message.
 - An upload counts against the queue and the byte budget *before* it is read: at most
   ``queue_limit`` photos and ``max_buffered_bytes`` are held at once (503 beyond).
-- Inference runs on one thread beside the event loop: a slow photo never stops
-  ``/healthz`` from answering, and a photo whose client has gone is never decoded.
+- Inference runs beside the event loop: photos are decoded and their faces found on one
+  thread, and the faces of every photo waiting go through the network together on
+  another (:class:`harness.deploy.batching.ReadoutBatcher`). A slow photo never stops
+  ``/healthz`` from answering, and a photo whose client has gone is never decoded or
+  sent to the network.
 - Headers must arrive within ``header_timeout_s`` and fit in 32 KB, and at most
   ``max_connections`` connections are open (:mod:`.connections`).
 - ``Host`` must be a name the server answers to; security headers on every response;
@@ -30,6 +33,7 @@ import math
 import re
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +44,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from harness.deploy.classify import gate_threshold
+from harness.deploy.batching import DEFAULT_MAX_FACES, ReadoutBatcher
+from harness.deploy.classify import face_results, gate_threshold, usable_chips
 from harness.deploy.serve.guard import Guard, HostNames, RequestProblem, TokenCheck, check_listen, error_response
-from harness.deploy.serve.uploads import IMAGE_FIELD, ClientGone, classify_upload, read_upload
-from harness.models.gate import check_door_age
+from harness.deploy.serve.uploads import IMAGE_FIELD, ClientGone, read_upload, upload_faces
+from harness.models.gate import DEFAULT_GATE_THRESHOLD, check_door_age
 
 STATIC = Path(__file__).with_name("static")   # the page: files beside this module, not strings in it
 
@@ -65,10 +70,11 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
                max_pixels: int = DEFAULT_MAX_MEGAPIXELS * 10**6, queue_limit: int = DEFAULT_QUEUE_LIMIT,
                max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_MB * 2**20, body_timeout_s: float = 60,
                hosts: HostNames | None = None, cors_origins: list[str] | None = None,
-               description: dict | None = None):
+               description: dict | None = None, max_batch: int = DEFAULT_MAX_FACES):
     """The ASGI app around one loaded model (``harness.deploy.predictors.open_model``)."""
     app = FastAPI(title="age and gender door check", docs_url=None, redoc_url=None, openapi_url=None)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+    batcher = ReadoutBatcher(predictor, max_batch)
     # Photos being read or waiting for the model, the bytes reserved for them, and those
     # whose client left before the model got to them.
     held = {"count": 0, "bytes": 0, "abandoned": 0}
@@ -93,15 +99,33 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
         try:
             body, name = await read_upload(request, max_upload_bytes, body_timeout_s)
             gone = threading.Event()
-            watcher = asyncio.create_task(_watch_disconnect(request, gone))
+            waiting: list = []     # the photo's readouts future, cancelled if the client leaves
+            watcher = asyncio.create_task(_watch_disconnect(request, gone, waiting))
             try:
-                answer = await asyncio.get_running_loop().run_in_executor(
-                    pool, _unless_gone, gone, classify_upload, predictor, body, name, max_pixels, gate_age)
+                found = await asyncio.get_running_loop().run_in_executor(
+                    pool, _unless_gone, gone, _timed, upload_faces, body, name, max_pixels)
+                if found is None:
+                    raise ClientGone()
+                faces, detect_ms = found
+                started = time.perf_counter()
+                threshold = (gate_threshold(predictor, gate_age) if gate_age is not None
+                             else (DEFAULT_GATE_THRESHOLD, "default"))
+                chips = usable_chips(faces)
+                readouts = None
+                if chips:
+                    waiting.append(batcher.submit(chips))
+                    if gone.is_set():
+                        waiting[0].cancel()
+                    try:
+                        readouts = await asyncio.wrap_future(waiting[0])
+                    except asyncio.CancelledError:
+                        if gone.is_set():   # the client left before its batch: never inferred
+                            raise ClientGone() from None
+                        raise
+                results = face_results(name, faces, readouts, None, gate_age, threshold[0])
             finally:
                 watcher.cancel()
-            if answer is None:
-                raise ClientGone()
-            return answer
+            return results, threshold, (detect_ms, (time.perf_counter() - started) * 1000)
         except ClientGone:
             held["abandoned"] += 1
             raise
@@ -141,8 +165,8 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
         problem = predictor.health()
         if problem:
             return JSONResponse({"status": "failing", "error": without_paths(problem), "waiting": held["count"],
-                                 "abandoned": held["abandoned"]}, 503)
-        return {"status": "ok", "waiting": held["count"], "abandoned": held["abandoned"]}
+                                 "abandoned": held["abandoned"], "network": batcher.stats()}, 503)
+        return {"status": "ok", "waiting": held["count"], "abandoned": held["abandoned"], "network": batcher.stats()}
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def page():
@@ -173,21 +197,25 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
 
     serve_min_age = _check_age(min_age)
     app.state.pool = pool
+    app.state.batcher = batcher
     return app
 
 
 def _unless_gone(gone: threading.Event, work, *args):
-    """``work(*args)`` on the inference thread, unless the client left while it waited."""
+    """``work(*args)`` on the detection thread, unless the client left while it waited."""
     return None if gone.is_set() else work(*args)
 
 
-async def _watch_disconnect(request: Request, gone: threading.Event) -> None:
+async def _watch_disconnect(request: Request, gone: threading.Event, waiting: list) -> None:
     """Set ``gone`` when the client closes its connection (the body is read by now, so
-    the next message the server gets for this request is the disconnect)."""
+    the next message the server gets for this request is the disconnect), and cancel the
+    photo's place in the network's queue (a batch already started finishes)."""
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             gone.set()
+            for future in waiting:
+                future.cancel()
             return
 
 
@@ -201,9 +229,17 @@ def without_paths(message: str) -> str:
     return _PATH.sub("", message)
 
 
-def _timing(milliseconds: float) -> dict:
-    """Server-Timing: the photo's own time (decode, faces, model), apart from HTTP and waiting."""
-    return {"Server-Timing": f"photo;dur={milliseconds:.1f}"}
+def _timed(work, *args):
+    started = time.perf_counter()
+    return work(*args), (time.perf_counter() - started) * 1000
+
+
+def _timing(took: tuple[float, float]) -> dict:
+    """Server-Timing: the photo's own time apart from HTTP and its wait for the detection
+    thread: decoding and finding its faces, then the network (from the moment its faces
+    join the queue to their answer: the batch they went in, and any batch before it)."""
+    detect, model = took
+    return {"Server-Timing": f"photo;dur={detect + model:.1f}, detect;dur={detect:.1f}, model;dur={model:.1f}"}
 
 
 def _check_age(min_age: float) -> float:
@@ -258,6 +294,7 @@ class ServeOptions:
     header_timeout_s: float = 10          # a request's head, from its first byte (or the connect)
     body_timeout_s: float = 60            # its body, from the end of its head: 10 MB at 1.5 Mbit/s
     max_connections: int = 100
+    max_batch: int = DEFAULT_MAX_FACES    # faces in one network call at most
     allowed_hosts: tuple[str, ...] = ()   # Host names beyond loopback and the --host address
     cors_origins: tuple[str, ...] | None = None
     tta: str | None = None
@@ -277,7 +314,8 @@ class ServeOptions:
         if self.max_buffered_mb < self.max_upload_mb:
             raise ValueError(f"--max-buffered-mb {self.max_buffered_mb:g} is less than --max-upload-mb "
                              f"{self.max_upload_mb:g}: an upload of the largest size could never be taken")
-        for name, count in (("--queue", self.queue_limit), ("--max-connections", self.max_connections)):
+        for name, count in (("--queue", self.queue_limit), ("--max-connections", self.max_connections),
+                            ("--max-batch", self.max_batch)):
             if count < 1:
                 raise ValueError(f"{name} must be at least 1, got {count}")
         if not 1 <= self.port <= 65535:
@@ -308,7 +346,7 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
                      max_buffered_bytes=int(options.max_buffered_mb * 2**20), body_timeout_s=options.body_timeout_s,
                      hosts=HostNames(options.host, options.allowed_hosts),
                      cors_origins=list(options.cors_origins or []) or None,
-                     description=describe(Path(model), predictor))
+                     description=describe(Path(model), predictor), max_batch=options.max_batch)
     scheme = "https" if options.ssl_certfile else "http"
     bind = options.host.strip("[]")   # an IPv6 address is bracketed in a URL, never when binding
     shown = f"[{bind}]" if ":" in bind else bind

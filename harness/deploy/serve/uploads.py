@@ -7,14 +7,12 @@ message."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from starlette.requests import ClientDisconnect
 
+from harness.data.faces import find_faces
 from harness.data.images import ImageError, image_from_bytes
-from harness.deploy.classify import classify_image, gate_threshold
 from harness.deploy.serve.guard import RequestProblem
-from harness.models.gate import DEFAULT_GATE_THRESHOLD
 
 IMAGE_FIELD = "image"
 
@@ -141,9 +139,9 @@ def _disposition(part: dict) -> tuple[str, bytes | None]:
     return disposition.get(b"name", b"").decode("utf-8", "replace"), disposition.get(b"filename")
 
 
-def classify_upload(predictor, body: bytes, name: str, max_pixels: int,
-                     min_age: float | None):
-    started = time.perf_counter()
+def upload_faces(body: bytes, name: str, max_pixels: int):
+    """An upload's faces (decoded, detected, aligned: the detection thread's part of a
+    request); an undecodable upload is the RequestProblem its kind calls for."""
     try:
         image = image_from_bytes(body, max_pixels)
     except ImageError as err:
@@ -155,6 +153,4 @@ def classify_upload(predictor, body: bytes, name: str, max_pixels: int,
         else:
             message = str(err)
         raise RequestProblem(status, f"{name}: {message}") from None
-    threshold = gate_threshold(predictor, min_age) if min_age is not None else (DEFAULT_GATE_THRESHOLD, "default")
-    faces = classify_image(predictor, name, image, None, min_age, threshold[0])
-    return faces, threshold, (time.perf_counter() - started) * 1000
+    return find_faces(image)
