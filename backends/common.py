@@ -8,6 +8,8 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
+
 # Set by the worker from the trial's config (its ``threads``), so that a trial computes
 # the same numbers whatever else runs beside it; unset (predict) means TF's default.
 THREADS_ENV = "HARNESS_THREADS"
@@ -22,6 +24,17 @@ ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}
 RMSPROP = {"rho": 0.9, "epsilon": 1e-7}
 ADADELTA = {"rho": 0.95, "epsilon": 1e-7}
 PREDICT_BATCH = 256
+# FCN's ``standardize``: the layer (Keras) or variable scope (TFLearn) holding the
+# training faces' per-feature mean and standard deviation.
+STANDARDIZE = "standardize"
+STD_FLOOR = 1e-6   # a feature constant over the training faces is centred, not blown up
+
+
+def input_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training inputs' per-feature mean and standard deviation (float32, flattened
+    as the FCN reads them), computed once here for every backend."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    return flat.mean(axis=0).astype(np.float32), np.maximum(flat.std(axis=0), STD_FLOOR).astype(np.float32)
 
 
 def kernel_axes(ndim: int) -> list[int]:

@@ -27,6 +27,7 @@ from backends.common import (  # noqa: E402
     LRN,
     PREDICT_BATCH,
     RMSPROP,
+    STANDARDIZE,
     TRUNCATED_NORMAL_STDDEV,
     configure_converter,
     deterministic_on_cpu,
@@ -76,6 +77,23 @@ class LocalResponseNormalization(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), **self.params}
+
+
+@keras.saving.register_keras_serializable(package="harness")
+class Standardize(layers.Layer):
+    """(x - mean) / std per feature, both fixed (non-trainable): FCN's ``standardize``, set
+    from the training faces by :func:`standardize_inputs` and saved with the model."""
+
+    def build(self, input_shape):
+        self.mean = self.add_weight(shape=(input_shape[-1],), initializer="zeros", trainable=False, name="mean")
+        self.std = self.add_weight(shape=(input_shape[-1],), initializer="ones", trainable=False, name="std")
+
+    def call(self, inputs):
+        return (inputs - self.mean) / self.std
+
+
+def standardize_inputs(model: keras.Model, mean: np.ndarray, std: np.ndarray) -> None:
+    model.get_layer(STANDARDIZE).set_weights([mean, std])
 
 
 @keras.saving.register_keras_serializable(package="harness")
@@ -142,11 +160,12 @@ def face_network(arch: FaceResNet) -> keras.Model:
     return keras.Model(inputs, _face_resnet(arch, inputs))
 
 
-def with_face_network(model: keras.Model) -> keras.Model:
-    """The face ResNet (dlib's weights) in front of a model trained on its descriptors:
-    one network from the 150x150 chip (scaled by 1/255) to the model's outputs."""
+def with_face_network(model: keras.Model, features: str = "embedding") -> keras.Model:
+    """The face ResNet (dlib's weights) in front of a model trained on its descriptors (or
+    its pooled ``features``): one network from the 150x150 chip (scaled by 1/255) to the
+    model's outputs."""
     inputs = keras.Input(shape=(face_resnet.INPUT_SIZE, face_resnet.INPUT_SIZE, 3))
-    return keras.Model(inputs, model(_face_resnet(FaceResNet(), inputs)))
+    return keras.Model(inputs, model(_face_resnet(FaceResNet(features=features), inputs)))
 
 
 def describe(network: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -174,6 +193,8 @@ def _initializer(name: str):
 def _trunk(arch, x):
     if isinstance(arch, FCN):
         x = layers.Flatten()(x)
+        if arch.standardize:
+            x = Standardize(name=STANDARDIZE)(x)
         for width, rate in zip(arch.widths, arch.dropouts()):
             x = layers.Dense(width, activation=arch.activation,
                              **_kernel_options(arch.regularizer, arch.initializer))(x)

@@ -26,6 +26,7 @@ from backends.common import (  # noqa: E402
     LRN,
     PREDICT_BATCH,
     RMSPROP,
+    STANDARDIZE,
     TRUNCATED_NORMAL_STDDEV,
     configure_converter,
     deterministic_on_cpu,
@@ -101,6 +102,13 @@ def _dense(x, units, activation, arch, kernels):
 
 def _trunk(arch, x, kernels):
     if isinstance(arch, FCN):
+        if arch.standardize:   # zeros and ones until standardize_inputs sets them; restored by load
+            features = int(np.prod(x.shape[1:]))
+            x = tf.reshape(x, (-1, features))
+            with v1.variable_scope(STANDARDIZE):
+                mean = v1.get_variable("mean", (features,), initializer=v1.zeros_initializer(), trainable=False)
+                std = v1.get_variable("std", (features,), initializer=v1.ones_initializer(), trainable=False)
+            x = (x - mean) / std
         for width, rate in zip(arch.widths, arch.dropouts()):
             x = _dense(x, width, arch.activation, arch, kernels)
             if rate:
@@ -194,10 +202,36 @@ def face_network(arch: FaceResNet) -> FaceNetwork:
     return FaceNetwork(arch)
 
 
-def with_face_network(model: Model):
-    raise ValueError("a TFLearn run on port descriptors cannot be exported as one network yet (the face ResNet "
-                     "in front of a restored TFLearn graph is not built); export a Keras run, or train this one on "
-                     "descriptor_engine: dlib")
+class WholeDoor:
+    """The face ResNet (dlib's weights) in front of a trained model's inference graph, in
+    a graph and session of their own: one network from the 150x150 chip (scaled by 1/255)
+    to the model's outputs. The trained graph goes in reduced to its inference path with
+    its weights as constants (:mod:`backends.tflearn_inference`), its input replaced by
+    the face network's output."""
+
+    def __init__(self, model: Model, features: str = "embedding"):
+        from backends.tflearn_inference import inference_graph_def
+
+        trained = inference_graph_def(model.dnn.session, model.inputs.name, model.outputs.name)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.inputs = v1.placeholder(tf.float32, (None, face_resnet.INPUT_SIZE, face_resnet.INPUT_SIZE, 3),
+                                         name="chip")
+            features_out = _face_resnet(FaceResNet(features=features), self.inputs)
+            (self.outputs,) = tf.import_graph_def(trained, input_map={model.inputs.name: features_out},
+                                                  return_elements=[model.outputs.name], name="trained")
+            self.session = v1.Session(config=_session_config())
+            self.session.run(v1.global_variables_initializer())
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        chunks = [self.session.run(self.outputs, {self.inputs: x[i:i + PREDICT_BATCH]})
+                  for i in range(0, len(x), PREDICT_BATCH)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, int(self.outputs.shape[-1])), np.float32)
+
+
+def with_face_network(model: Model, features: str = "embedding") -> WholeDoor:
+    """The face ResNet in front of a model trained on its descriptors (or pooled features)."""
+    return WholeDoor(model, features)
 
 
 def describe(network: FaceNetwork, x: np.ndarray) -> np.ndarray:
@@ -243,6 +277,14 @@ def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...])
         # clip_gradients=0: TFLearn clips to 5 by default, Keras does not clip at all.
         dnn = tflearn.DNN(net, clip_gradients=0.0, tensorboard_verbose=0)
     return Model(graph, dnn, kernels.clip_ops, n_params, inputs, out)
+
+
+def standardize_inputs(model: Model, mean: np.ndarray, std: np.ndarray) -> None:
+    """FCN's ``standardize``: the training faces' statistics into the model's variables."""
+    with model.graph.as_default():
+        for name, value in (("mean", mean), ("std", std)):
+            (variable,) = [v for v in v1.global_variables() if v.op.name == f"{STANDARDIZE}/{name}"]
+            model.dnn.set_weights(variable, value)
 
 
 def count_params(model: Model) -> int:
@@ -309,6 +351,9 @@ def to_tflite(model: Model, quantize: str = "none", representative=None) -> byte
     constants (see :mod:`backends.tflearn_inference`), converted from a fresh session."""
     from backends.tflearn_inference import inference_graph_def
 
+    if isinstance(model, WholeDoor):   # its variables are the face network's, frozen by the converter
+        converter = v1.lite.TFLiteConverter.from_session(model.session, [model.inputs], [model.outputs])
+        return configure_converter(converter, quantize, representative).convert()
     graph_def = inference_graph_def(model.dnn.session, model.inputs.name, model.outputs.name)
     graph = tf.Graph()
     with graph.as_default():

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from backends.common import THREADS_ENV, cpu_model, thread_counts
+from backends.common import THREADS_ENV, cpu_model, input_statistics, thread_counts
 from backends.loading import backend_module, export_backend, output_to
 from harness import __version__ as harness_version
 from harness.data.cache import CachedArrays
+from harness.data.faces import EMBEDDING_SIZE, POOLED_SIZE
 from harness.data.labels import soft_age, soft_years
 from harness.files import write_atomic
 from harness.models import heads, metrics
@@ -91,6 +92,8 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
               + (" (in memory from the previous trial)" if in_memory else ""), flush=True)
 
         model = backend.build(config.model, training, config.preprocessing.shape)
+        if getattr(config.model.architecture, "standardize", False):
+            backend.standardize_inputs(model, *input_statistics(train_data.x))
         history, started = [], [time.perf_counter()]
 
         def on_epoch(epoch, loss, acc, val_loss, val_acc):
@@ -201,7 +204,7 @@ def describe(backend_name: str, chips_file: Path, out: Path, features: str = "em
     with output_to(Path(os.devnull)):
         backend = backend_module(backend_name)
         network = backend.face_network(FaceResNet(features=features))
-        size = 128 if features == "embedding" else 256
+        size = EMBEDDING_SIZE if features == "embedding" else POOLED_SIZE
         partial = out.with_name(out.name + ".partial")
         result = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(chips), size))
         for start in range(0, len(chips), batch):
@@ -224,7 +227,7 @@ def export(run_dir: Path, out: Path, quantize: str = "none") -> None:
         representative = None
         whole = exports_whole_door(config)
         if whole:   # one network from the aligned chip: the face ResNet, then the trained model
-            model = backend.with_face_network(model)
+            model = backend.with_face_network(model, config.preprocessing.descriptor_features)
         if quantize == "int8":
             split = load_splits(run_dir, config, ["train"])["train"]
             chosen = np.linspace(0, len(split.ids) - 1, min(len(split.ids), REPRESENTATIVE_IMAGES)).astype(int)

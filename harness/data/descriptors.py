@@ -54,10 +54,11 @@ def describe_chips(chips_file: Path, out_file: Path, prep: Preprocessing, progre
 
     if progress:
         count = len(np.load(chips_file, mmap_mode="r"))
-        print(f"computing {count} face descriptors with the face ResNet on {prep.descriptor_engine}",
+        what = "face descriptors" if prep.descriptor_features == "embedding" else "pooled face features"
+        print(f"computing {count} {what} with the face ResNet on {prep.descriptor_engine}",
               file=sys.stderr, flush=True)
     command = worker_command("describe", prep.descriptor_engine, chips_file, out_file,
-                             *(["--flip"] if prep.embedding_flip else []))
+                             "--features", prep.descriptor_features, *(["--flip"] if prep.embedding_flip else []))
     result = subprocess.run(command, capture_output=True, text=True, env=worker_env(), preexec_fn=die_with_parent)
     if result.returncode or not Path(out_file).is_file():
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]

@@ -59,6 +59,10 @@ def _descriptor_model():
 # dlib's ResNet reads 150x150 chips aligned with padding 0.25, the padding of CHIP_SIZE
 # chips here: resizing the harness's chip gives it the framing it was trained on.
 DESCRIPTOR_CHIP = 150
+# What it gives: the 128-D descriptor, and the 256 average-pooled features the descriptor
+# is a linear projection of (the port can hand out either; dlib the descriptor only).
+EMBEDDING_SIZE = 128
+POOLED_SIZE = 256
 
 
 def descriptor_chip(chip: Image.Image) -> np.ndarray:

@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-EMBEDDING_SIZE = 128
-
+from harness.data.faces import EMBEDDING_SIZE, POOLED_SIZE
 
 # What an experiment's dlib_embedding is computed by when it names no descriptor_engine:
 # the port, batched on every core (Preprocessing's own default, "dlib", is what stored
@@ -50,12 +49,20 @@ class Preprocessing(BaseModel):
     # fingerprints and trial ids hold); an experiment names none and gets "keras".
     descriptor_engine: Literal["dlib", "keras", "keras-jax", "tflearn"] = Field(
         "dlib", description="dlib_embedding: dlib, or the face ResNet in this backend (batched, every core)")
+    # Which of the network's outputs the model reads: the 128-D descriptor, or the 256-D
+    # average-pooled features before its last (linear) layer. Left out of dumps when it is
+    # the descriptor, for the same reason as the engine.
+    descriptor_features: Literal["embedding", "pooled"] = Field(
+        "embedding", description="dlib_embedding with a port engine: the 128-D descriptor, or the 256-D pooled "
+                                 "features before it")
 
     @model_serializer(mode="wrap")
-    def _drop_dlib_engine(self, handler):
+    def _drop_defaults_of_older_runs(self, handler):
         data = handler(self)
         if data.get("descriptor_engine") == "dlib":
             data.pop("descriptor_engine")
+        if data.get("descriptor_features") == "embedding":
+            data.pop("descriptor_features")
         return data
 
     @model_validator(mode="after")
@@ -67,6 +74,10 @@ class Preprocessing(BaseModel):
             if self.embedding_jitters:
                 raise ValueError("embedding_jitters are dlib's own random re-crops: they need descriptor_engine "
                                  "dlib")
+        elif self.descriptor_features != "embedding":
+            raise ValueError(f"descriptor_features {self.descriptor_features!r}: dlib gives its 128-D descriptor "
+                             "only; the pooled features need a port engine (descriptor_engine keras, keras-jax "
+                             "or tflearn)")
         return self
 
     @model_validator(mode="before")
@@ -91,7 +102,7 @@ class Preprocessing(BaseModel):
     @property
     def shape(self) -> tuple[int, ...]:
         if self.embedding:
-            return (EMBEDDING_SIZE,)
+            return (POOLED_SIZE,) if self.descriptor_features == "pooled" else (EMBEDDING_SIZE,)
         return (self.size, self.size, self.channels)
 
     @property

@@ -20,19 +20,21 @@ import numpy as np
 __all__ = ["port_descriptors"]
 
 REPLY_TIMEOUT_S = 600
-_ENGINES: dict[str, object] = {}
+_ENGINES: dict[tuple[str, str], object] = {}
 
 
 class EngineError(RuntimeError):
     """The descriptor engine could not answer; says which engine and why."""
 
 
-def port_descriptors(pixels: np.ndarray, engine: str, flip: bool = False) -> np.ndarray:
-    """uint8 150x150 chips (N, 150, 150, 3) -> (N, 128) descriptors from ``engine``;
-    with ``flip`` the mean of each chip's and its mirror's (as the cache computed them)."""
-    if engine not in _ENGINES:
-        _ENGINES[engine] = _InProcess(engine) if _runs_here(engine) else _Child(engine)
-    describe = _ENGINES[engine].describe
+def port_descriptors(pixels: np.ndarray, engine: str, flip: bool = False, features: str = "embedding") -> np.ndarray:
+    """uint8 150x150 chips (N, 150, 150, 3) -> (N, 128) descriptors from ``engine`` (or
+    with ``features="pooled"`` the (N, 256) features before them); with ``flip`` the mean of
+    each chip's and its mirror's (as the cache computed them)."""
+    key = (engine, features)
+    if key not in _ENGINES:
+        _ENGINES[key] = _InProcess(engine, features) if _runs_here(engine) else _Child(engine, features)
+    describe = _ENGINES[key].describe
     x = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
     values = describe(x)
     if flip:
@@ -53,23 +55,23 @@ def _runs_here(engine: str) -> bool:
 
 
 class _InProcess:
-    def __init__(self, engine: str):
+    def __init__(self, engine: str, features: str):
         from backends.loading import backend_module
         from harness.models.spec import FaceResNet
 
         self.backend = backend_module(engine)
-        self.network = self.backend.face_network(FaceResNet())
+        self.network = self.backend.face_network(FaceResNet(features=features))
 
     def describe(self, x: np.ndarray) -> np.ndarray:
         return self.backend.describe(self.network, x)
 
 
 class _Child:
-    def __init__(self, engine: str):
+    def __init__(self, engine: str, features: str):
         self.engine = engine
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(engine, child), daemon=True)
+        self.process = context.Process(target=_serve, args=(engine, features, child), daemon=True)
         self.process.start()
         child.close()
         self.connection = parent
@@ -104,7 +106,7 @@ class _Child:
             self.process.kill()
 
 
-def _serve(engine: str, connection) -> None:
+def _serve(engine: str, features: str, connection) -> None:
     """The child: the engine's network, answering batches until told to stop."""
     import os
     from pathlib import Path
@@ -117,7 +119,7 @@ def _serve(engine: str, connection) -> None:
 
     with output_to(Path(os.devnull)):
         try:
-            engine_here = _InProcess(engine)
+            engine_here = _InProcess(engine, features)
         except Exception as err:
             connection.send(("error", f"{type(err).__name__}: {err}"))
             return

@@ -140,8 +140,8 @@ def _swap_in(partial: Path, out: Path) -> None:
 
 
 def _export_trial(run_dir: Path, out: Path, quantize: str):
-    """-> (manifest, the run's test split, the exported LiteRT model), the last two for an
-    ensemble's own parity."""
+    """-> (manifest, the run's test split, the exported LiteRT model, what it read for the
+    test faces), the last three for an ensemble's own parity."""
     config = read_config(run_dir)
     problem = saved_model_problem(run_dir, config.backend)
     if problem:
@@ -175,7 +175,7 @@ def _export_trial(run_dir: Path, out: Path, quantize: str):
         preprocessing=config.preprocessing, head=config.model.head, age_residuals=_residual_quantiles(run_dir, config),
         input="chip" if whole else "model_inputs", chip=chip_geometry() if whole else None)
     _write_manifest(out, manifest)
-    return manifest, test, model
+    return manifest, test, model, inputs
 
 
 def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
@@ -186,10 +186,11 @@ def _export_ensemble(run_dir: Path, out: Path, quantize: str) -> ExportManifest:
     manifests, member_readouts = [], []
     for name, member in zip(names, members):
         (out / name).mkdir(parents=True)   # inside the partial export: always new
-        manifest, test, model = _export_trial(_finished(member), out / name, quantize)
-        outputs = [model.outputs(test.x)]
+        # A member on port descriptors reads the test faces' chips, the others their arrays.
+        manifest, test, model, inputs = _export_trial(_finished(member), out / name, quantize)
+        outputs = [model.outputs(inputs)]
         if description.get("tta") == "flip":
-            outputs.append(model.outputs(mirror(test.x)))
+            outputs.append(model.outputs(mirror(inputs)))
         member_readouts.append(np.mean([heads.readout(manifest.head, o, manifest.age_residuals) for o in outputs],
                                      axis=0))
         manifests.append(manifest)

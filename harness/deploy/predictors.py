@@ -204,7 +204,7 @@ def model_inputs(chips, prep) -> np.ndarray:
         if not len(chips):
             return np.zeros((0,) + tuple(prep.shape), np.float32)
         return port_descriptors(np.stack([descriptor_chip(chip) for chip in chips]), prep.descriptor_engine,
-                                prep.embedding_flip)
+                                prep.embedding_flip, prep.descriptor_features)
     return np.stack([face_array(chip, prep) for chip in chips])
 
 

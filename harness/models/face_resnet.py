@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.data.faces import DESCRIPTOR_CHIP
+from harness.data.faces import DESCRIPTOR_CHIP, EMBEDDING_SIZE, POOLED_SIZE
 
 __all__ = ["INPUT_SIZE", "INPUT_MEAN", "INPUT_SCALE", "LEVELS", "EMBEDDING_SIZE", "POOLED_SIZE",
            "Conv", "Block", "blocks", "parameter_shapes", "parameter_count"]
@@ -35,8 +35,6 @@ INPUT_SCALE = 256.0
 STEM_FILTERS, STEM_KERNEL = 32, 7
 # (filters, blocks) from the input up.
 LEVELS: tuple[tuple[int, int], ...] = ((32, 3), (64, 4), (128, 3), (256, 3), (256, 1))
-POOLED_SIZE = 256
-EMBEDDING_SIZE = 128
 
 
 @dataclass(frozen=True)

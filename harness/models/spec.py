@@ -42,6 +42,12 @@ class FCN(_Spec):
     dropout: Rate | list[Rate] = 0.0
     regularizer: Regularizer = Regularizer()
     initializer: Initializer = "glorot_uniform"
+    standardize: bool = Field(False, description="inputs minus the training faces' per-feature mean, over their "
+                                                 "standard deviation (kept in the model: saved and exported)")
+
+    @model_serializer(mode="wrap")
+    def _drop_neutral(self, handler):
+        return drop_neutral(handler(self), {"standardize": False})
 
     @model_validator(mode="after")
     def _dropout_per_layer(self):

@@ -306,6 +306,15 @@ def test_descriptors_from_the_port_equal_dlibs_and_live_in_their_own_entry(tmp_p
     assert not list(built.directory.glob("*.npy.partial")) and not (built.directory / "chips.npy").exists()
     again = cache.CachedArrays.open(built.directory)                 # its checksums verify
     assert again.images.shape == (40, 128)
+    # The pooled features: an entry of their own, and the descriptor is their projection
+    # by the network's last layer (dlib's fc weights, read by our reader).
+    from harness.models.dlib_weights import read_face_resnet
+
+    pooled = cache.build(rows["id"], rows["path"], port.model_copy(update={"descriptor_features": "pooled"}),
+                         cache_dir=tmp_path, workers=2)
+    assert pooled.directory not in (built.directory, reference.directory) and pooled.images.shape == (40, 256)
+    projected = np.asarray(pooled.images)[valid] @ read_face_resnet().arrays["fc/weights"]
+    assert np.abs(projected - np.asarray(built.images)[valid]).max() <= 1e-4
 
 
 def test_a_port_engine_needs_descriptors_and_no_jitters():
@@ -317,3 +326,8 @@ def test_a_port_engine_needs_descriptors_and_no_jitters():
         Preprocessing(descriptor_engine="keras")
     with pytest.raises(ValidationError, match="embedding_jitters are dlib's own"):
         Preprocessing(representation="dlib_embedding", descriptor_engine="keras", embedding_jitters=2)
+    with pytest.raises(ValidationError, match="the pooled features need a port engine"):
+        Preprocessing(representation="dlib_embedding", descriptor_features="pooled")
+    pooled = Preprocessing(representation="dlib_embedding", descriptor_engine="keras", descriptor_features="pooled")
+    assert pooled.shape == (256,) and pooled.model_dump()["descriptor_features"] == "pooled"
+    assert "descriptor_features" not in Preprocessing(representation="dlib_embedding").model_dump()   # ids hold

@@ -82,7 +82,8 @@ def test_worker_keeps_framework_output_off_the_terminal(tmp_path, utkface_sample
 def shipped_architectures():
     return [*ORIGINAL_STUDY.values(), LeviHassner(), SmallCNN(),
             LeviHassner(filters=(24, 64, 96), dense=[128, 128]), SmallCNN(filters=[16, 32], dense=[32]),
-            FCN(widths=[32, 16], regularizer=Regularizer(kind="l1_l2", l1=1e-4))]
+            FCN(widths=[32, 16], regularizer=Regularizer(kind="l1_l2", l1=1e-4)),
+            FCN(widths=[32], standardize=True)]
 
 
 def test_parameter_counts_match_for_every_shipped_architecture(tmp_path):
@@ -117,6 +118,39 @@ def test_saved_model_reloads_to_the_same_probabilities(tmp_path, trials, backend
     saved = np.load(run_dir / "predictions.npz")
     assert (reloaded["ids"] == saved["ids"]).all()
     np.testing.assert_allclose(reloaded["outputs"], saved["outputs"], atol=1e-5, rtol=0)
+
+
+# What each backend keeps as FCN's standardize statistics, read back from its saved model.
+_STATISTICS = {
+    "keras": "m = b.load(run, None, None, None); mean, std = m.get_layer('standardize').get_weights()",
+    "tflearn": ("m = b.load(run, c.model, c.training, c.preprocessing.shape); "
+                "v = {x.op.name: x for x in m.graph.get_collection('variables')}; "
+                "mean, std = (m.dnn.get_weights(v['standardize/' + n]) for n in ('mean', 'std'))"),
+}
+
+
+@pytest.mark.parametrize("backend", STUDY_BACKENDS)
+def test_a_standardized_fcn_keeps_the_training_faces_statistics_in_its_saved_model(tmp_path, utkface_sample,
+                                                                                    backend):
+    from harness.runs.trial import load_splits, read_config
+
+    run = make_trial(tmp_path / "run", utkface_sample, tmp_path / "cache", backend,
+                     architecture=FCN(widths=[16], standardize=True), training=TrainingSpec(epochs=1, seed=7))
+    worker(run)
+    code = (f"import json, numpy as np; from backends.loading import backend_module; "
+            f"from harness.runs.trial import read_config; from pathlib import Path; run = Path({str(run)!r}); "
+            f"c = read_config(run); b = backend_module({backend!r}); {_STATISTICS[backend]}; "
+            "print(json.dumps([np.asarray(mean).tolist(), np.asarray(std).tolist()]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    mean, std = map(np.asarray, json.loads(out.stdout.strip().splitlines()[-1]))
+    train = load_splits(run, read_config(run), ["train"])["train"].x.reshape(-1, mean.size).astype(np.float64)
+    np.testing.assert_allclose(mean, train.mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(std, np.maximum(train.std(axis=0), 1e-6), rtol=1e-4)
+    # ... and the reloaded model answers as the trained one did.
+    worker("predict", run, tmp_path / "reloaded.npz")
+    np.testing.assert_allclose(np.load(tmp_path / "reloaded.npz")["outputs"],
+                               np.load(run / "predictions.npz")["outputs"], atol=1e-5, rtol=0)
 
 
 def test_keras_model_loads_in_safe_mode(trials):
