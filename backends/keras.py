@@ -279,18 +279,35 @@ class _EpochReport(keras.callbacks.Callback):
 
 
 def train(model: keras.Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
-          on_epoch, tensorboard_dir: Path, epoch_inputs=None) -> None:
-    """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images."""
+          on_epoch, tensorboard_dir: Path, epoch_inputs=None, before_epoch=None) -> None:
+    """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images;
+    ``before_epoch(epoch)`` sets the epoch up and returns False to stop. Driven epoch by
+    epoch (one ``fit`` an epoch) only when the training asks for it."""
     callbacks = [_EpochReport(on_epoch)]
     if ENGINE == "tensorflow":   # Keras' TensorBoard callback writes through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
     options = dict(batch_size=training.batch_size, validation_data=(x_val, y_val) if len(x_val) else None,
                    shuffle=True, verbose=2, callbacks=callbacks)
-    if epoch_inputs is None:
+    if not training.epoch_by_epoch:
         model.fit(x_train, y_train, epochs=training.epochs, **options)
         return
     for epoch in range(training.epochs):
-        model.fit(epoch_inputs(epoch), y_train, initial_epoch=epoch, epochs=epoch + 1, **options)
+        if before_epoch is not None and before_epoch(epoch) is False:
+            return
+        model.fit(epoch_inputs(epoch) if epoch_inputs else x_train, y_train, initial_epoch=epoch, epochs=epoch + 1,
+                  **options)
+
+
+def set_learning_rate(model: keras.Model, rate: float) -> None:
+    model.optimizer.learning_rate.assign(rate)
+
+
+def get_weights(model: keras.Model) -> list:
+    return model.get_weights()
+
+
+def set_weights(model: keras.Model, values: list) -> None:
+    model.set_weights(values)
 
 
 def predict(model: keras.Model, x: np.ndarray) -> np.ndarray:

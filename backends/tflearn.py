@@ -56,9 +56,10 @@ class Model:
     """A TFLearn network with the graph it lives in, its input and output tensors and its
     max-norm clipping ops."""
 
-    def __init__(self, graph, dnn, clip_ops, n_params, inputs, outputs):
+    def __init__(self, graph, dnn, clip_ops, n_params, inputs, outputs, learning_rate=None):
         self.graph, self.dnn, self.clip_ops, self.n_params = graph, dnn, clip_ops, n_params
         self.inputs, self.outputs = inputs, outputs
+        self.learning_rate = learning_rate   # a variable with a schedule; None: a constant in the graph
 
 
 def _initializer(name: str):
@@ -238,8 +239,8 @@ def describe(network: FaceNetwork, x: np.ndarray) -> np.ndarray:
     return network(x)
 
 
-def _optimizer(training: TrainingSpec):
-    lr = training.learning_rate
+def _optimizer(training: TrainingSpec, lr=None):
+    lr = training.learning_rate if lr is None else lr
     return {
         "sgd": lambda: tflearn.optimizers.Momentum(lr, momentum=training.momentum),
         "adam": lambda: tflearn.optimizers.Adam(lr, **ADAM),
@@ -272,11 +273,15 @@ def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...])
         def loss(y_pred, y_true):   # TFLearn's argument order
             return tf.reduce_mean(losses.per_sample(tnp, spec.head, training.loss, y_true, y_pred))
 
-        net = tflearn.regression(out, optimizer=_optimizer(training), loss=loss,
+        # With a schedule the rate is a variable set before each epoch; without, the
+        # constant it always was (so that earlier checkpoints hold the same variables).
+        rate = (v1.Variable(training.learning_rate, trainable=False, name="learning_rate", dtype=tf.float32)
+                if training.schedule is not None else None)
+        net = tflearn.regression(out, optimizer=_optimizer(training, rate), loss=loss,
                                  batch_size=training.batch_size)
         # clip_gradients=0: TFLearn clips to 5 by default, Keras does not clip at all.
         dnn = tflearn.DNN(net, clip_gradients=0.0, tensorboard_verbose=0)
-    return Model(graph, dnn, kernels.clip_ops, n_params, inputs, out)
+    return Model(graph, dnn, kernels.clip_ops, n_params, inputs, out, rate)
 
 
 def standardize_inputs(model: Model, mean: np.ndarray, std: np.ndarray) -> None:
@@ -307,19 +312,37 @@ class _EpochReport(tflearn.callbacks.Callback):
 
 
 def train(model: Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
-          on_epoch, tensorboard_dir: Path, epoch_inputs=None) -> None:
-    """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images; TFLearn's
-    training state (epoch count, optimizer slots) carries over between its ``fit`` calls."""
+          on_epoch, tensorboard_dir: Path, epoch_inputs=None, before_epoch=None) -> None:
+    """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images;
+    ``before_epoch(epoch)`` sets the epoch up and returns False to stop. Driven epoch by
+    epoch when the training asks for it: TFLearn's training state (epoch count, optimizer
+    slots) carries over between its ``fit`` calls."""
     model.dnn.trainer.tensorboard_dir = str(tensorboard_dir) + os.sep
     options = dict(validation_set=(x_val, y_val) if len(x_val) else None, show_metric=True,
                    batch_size=training.batch_size, shuffle=True, run_id="tflearn",
                    callbacks=[_EpochReport(model, on_epoch)])
     with model.graph.as_default():
-        if epoch_inputs is None:
+        if not training.epoch_by_epoch:
             model.dnn.fit(x_train, y_train, n_epoch=training.epochs, **options)
             return
         for epoch in range(training.epochs):
-            model.dnn.fit(epoch_inputs(epoch), y_train, n_epoch=1, **options)
+            if before_epoch is not None and before_epoch(epoch) is False:
+                return
+            model.dnn.fit(epoch_inputs(epoch) if epoch_inputs else x_train, y_train, n_epoch=1, **options)
+
+
+def set_learning_rate(model: Model, rate: float) -> None:
+    model.learning_rate.load(rate, model.dnn.session)
+
+
+def get_weights(model: Model) -> list:
+    """Every variable's value (the network's, batch norm's averages, the optimizer's slots)."""
+    return model.dnn.session.run(model.graph.get_collection("variables"))
+
+
+def set_weights(model: Model, values: list) -> None:
+    for variable, value in zip(model.graph.get_collection("variables"), values, strict=True):
+        variable.load(value, model.dnn.session)
 
 
 def predict(model: Model, x: np.ndarray) -> np.ndarray:

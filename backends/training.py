@@ -27,6 +27,7 @@ from harness.data.labels import soft_age, soft_years
 from harness.files import write_atomic
 from harness.models import heads, metrics
 from harness.models.augmentation import augment, mirror
+from harness.models.schedules import EarlyStopper, LearningRate
 from harness.runs.layout import (
     DONE_FILE,
     ENV_FILE,
@@ -95,6 +96,14 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
         if getattr(config.model.architecture, "standardize", False):
             backend.standardize_inputs(model, *input_statistics(train_data.x))
         history, started = [], [time.perf_counter()]
+        rates, stopper, best_weights = LearningRate(training), EarlyStopper(training.early_stopping), [None]
+
+        def before_epoch(epoch):
+            if stopper.stopped:
+                return False
+            if training.schedule is not None:
+                backend.set_learning_rate(model, rates.rate(epoch))
+            return True
 
         def on_epoch(epoch, loss, acc, val_loss, val_acc):
             now = time.perf_counter()
@@ -108,7 +117,14 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
                 scored = metrics.compute(head, backend.predict(model, val.x), val.age, val.gender,
                                          training.loss, years=val.years)
                 row.update({f"val_{key}": scored[key] for key in VAL_CURVES})
+                if head in heads.YEARS_HEADS:
+                    row["val_age_mae"] = scored["age_mae"]
+            if training.schedule is not None:
+                row["learning_rate"] = rates.rate(epoch)
             history.append(row)
+            rates.observe(row)
+            if stopper.observe(epoch, row) and training.early_stopping and training.early_stopping.restore_best:
+                best_weights[0] = backend.get_weights(model)
             started[0] = time.perf_counter()
 
         # Augmented epochs are made here, the same arrays whichever framework trains.
@@ -116,7 +132,11 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
                         if training.augments else None)
         backend.train(model, training, train_data.x, training_targets(config, train_data),
                       val.x, training_targets(config, val), on_epoch, run_dir / "tensorboard",
-                      epoch_inputs=epoch_inputs)
+                      epoch_inputs=epoch_inputs, before_epoch=before_epoch)
+        if stopper.restores:   # the best epoch's weights, not the last one's
+            backend.set_weights(model, best_weights[0])
+            print(f"kept epoch {stopper.best_epoch + 1} of {stopper.last_epoch + 1} "
+                  f"(best {training.early_stopping.metric} {stopper.best_value:.4f})", flush=True)
         outputs = backend.predict(model, test.x)
         val_outputs = backend.predict(model, val.x) if len(val.x) else None
         backend.save(model, run_dir)
@@ -151,6 +171,8 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
     result["train_seconds"] = float(frame["seconds"].sum()) if len(frame) else None
     result["final_framework_val_accuracy"] = (
         frame["val_framework_accuracy"].iloc[-1] if len(frame) else None)
+    if training.early_stopping is not None:
+        result["training"] = stopper.summary()
     write_atomic(run_dir / ENV_FILE, lambda p: p.write_text(json.dumps(environment, indent=2)))
     write_atomic(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
     (run_dir / DONE_FILE).write_text(config.trial_id() + "\n")

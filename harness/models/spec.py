@@ -16,6 +16,8 @@ HeadName = Literal["two_heads", "softmax10", "joint16", "tuple_original", "tuple
                    "years_regression"]
 LossName = Literal["categorical_crossentropy", "mean_squared_error", "hinge", "squared_hinge"]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+# Validation measures that early stopping and the plateau schedule can watch (history.csv columns).
+StopMetric = Literal["val_joint_accuracy", "val_age_mae", "val_loss"]
 
 
 class _Spec(BaseModel):
@@ -143,6 +145,26 @@ def drop_neutral(data: dict, neutral: dict) -> dict:
     return data
 
 
+class Schedule(_Spec):
+    """The learning rate per epoch (harness.models.schedules computes it, for every backend)."""
+
+    kind: Literal["constant", "cosine", "step", "plateau"] = "constant"
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up from lr/(warmup+1) over these first epochs")
+    step_every: PositiveInt = Field(10, description="step: multiply by factor every this many epochs")
+    factor: float = Field(0.1, gt=0.0, lt=1.0, description="step, plateau: the multiplier")
+    patience: PositiveInt = Field(3, description="plateau: epochs without improvement before a step down")
+    metric: StopMetric = Field("val_loss", description="plateau: the validation measure watched")
+    floor: float = Field(0.0, ge=0.0, lt=1.0, description="cosine: the last epoch's rate, as a share of lr")
+
+
+class EarlyStopping(_Spec):
+    """Stop when the validation measure has not improved for ``patience`` epochs."""
+
+    metric: StopMetric = "val_joint_accuracy"
+    patience: PositiveInt = 5
+    restore_best: bool = Field(True, description="keep the best epoch's weights, not the last epoch's")
+
+
 class TrainingSpec(_Spec):
     optimizer: Literal["sgd", "adam", "rmsprop", "adadelta"] = "adam"
     learning_rate: float = Field(0.001, gt=0.0, le=10.0)
@@ -156,10 +178,13 @@ class TrainingSpec(_Spec):
         "onehot", description="soft: spread each face's age target over neighbouring groups "
                               "(years, for years_softmax) from its exact age (needs exact ages)")
     age_sigma: float = Field(3.0, gt=0.0, le=30.0, description="soft targets: Gaussian width in years")
+    schedule: Schedule | None = Field(None, description="the learning rate per epoch; None: constant")
+    early_stopping: EarlyStopping | None = None
 
     @model_serializer(mode="wrap")
     def _drop_neutral(self, handler):
-        data = drop_neutral(handler(self), {"augmentation": None, "age_target": "onehot"})
+        data = drop_neutral(handler(self), {"augmentation": None, "age_target": "onehot", "schedule": None,
+                                            "early_stopping": None})
         if "age_target" not in data:   # the width means nothing without soft targets
             data.pop("age_sigma", None)
         return data
@@ -167,6 +192,12 @@ class TrainingSpec(_Spec):
     @property
     def augments(self) -> bool:
         return self.augmentation is not None and self.augmentation.active
+
+    @property
+    def epoch_by_epoch(self) -> bool:
+        """Whether training is driven one epoch at a time (a rate that changes, a run that
+        may stop early, or fresh augmented images each epoch)."""
+        return self.augments or self.schedule is not None or self.early_stopping is not None
 
     def extras(self) -> str:
         """The options beyond the study's, in a few words for tables ('' when none is used)."""
@@ -178,6 +209,11 @@ class TrainingSpec(_Spec):
             words.append("aug " + ",".join(
                 ["flip"] * aug.flip + [f"{name}={getattr(aug, name):g}"
                                        for name in ("shift", "brightness", "contrast") if getattr(aug, name)]))
+        if self.schedule is not None and self.schedule.kind != "constant":
+            words.append(self.schedule.kind + (f"+warmup {self.schedule.warmup_epochs}"
+                                               if self.schedule.warmup_epochs else ""))
+        if self.early_stopping is not None:
+            words.append(f"early stop {self.early_stopping.metric} p={self.early_stopping.patience}")
         return " ".join(words)
 
 

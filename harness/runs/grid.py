@@ -83,6 +83,13 @@ def expand_specs(experiment: Experiment) -> list[dict]:
             raise ValueError(f"training.augmentation: changes pixels, but preprocessing.representation "
                              f"{experiment.preprocessing.representation!r} feeds the model face "
                              f"descriptors; use embedding_flip for a mirrored face ({where})")
+        for key, watched in (("early_stopping", training.early_stopping),
+                             ("schedule", training.schedule if training.schedule and training.schedule.kind == "plateau"
+                              else None)):
+            if watched is not None and watched.metric == "val_age_mae" and head not in YEARS_HEADS:
+                raise ValueError(f"training.{key}.metric: val_age_mae needs a head that predicts years "
+                                 f"(allowed: {list(YEARS_HEADS)}), not {head!r}; use val_joint_accuracy or "
+                                 f"val_loss ({where})")
         if training.age_target == "soft" and head not in SOFT_AGE_HEADS:
             raise ValueError(f"training.age_target: soft needs a head with an age softmax "
                              f"(allowed: {list(SOFT_AGE_HEADS)}), not {head!r} ({where})")

@@ -292,3 +292,29 @@ def test_metrics_of_all_nan_outputs_count_as_wrong_and_undefined():
     result = metrics.compute("two_heads", np.full((4, 10), np.nan), [0, 1, 2, 3], [0, 1, 0, 1])
     assert result["joint_accuracy"] == 0.0 and result["undefined"] == 4
     assert np.array(result["age_confusion"]).sum() == 0
+
+
+@pytest.mark.parametrize("backend", STUDY_BACKENDS)
+def test_a_schedule_reaches_the_optimizer_and_early_stopping_keeps_the_best_epoch(tmp_path, utkface_sample, backend):
+    from harness.models import metrics
+    from harness.models.spec import EarlyStopping, Schedule
+
+    # The rate falls a millionfold after two epochs: from then on the network stands still
+    # (so the optimizer really got the rate), the validation accuracy stops improving, and
+    # training stops two epochs after its best.
+    training = TrainingSpec(epochs=12, batch_size=32, seed=7, learning_rate=0.003,
+                            schedule=Schedule(kind="step", step_every=2, factor=1e-6),
+                            early_stopping=EarlyStopping(metric="val_joint_accuracy", patience=2))
+    run = make_trial(tmp_path / "run", utkface_sample, tmp_path / "cache", backend,
+                     architecture=FCN(widths=[32]), training=training)
+    worker(run)
+    history = pd.read_csv(run / "history.csv")
+    kept = metrics_of(run)["training"]
+    assert kept["stopped_early"] and len(history) == kept["epochs_trained"] == kept["epoch_kept"] + 2 < 12
+    np.testing.assert_allclose(history["learning_rate"], [0.003, 0.003] + [0.003e-6] * (len(history) - 2))
+    loss = history["val_loss"].to_numpy()
+    assert np.abs(loss[2:] - loss[1]).max() < 1e-4 < abs(loss[1] - loss[0])
+    # The saved model is the kept epoch's: its validation predictions score what that epoch did.
+    saved = np.load(run / "val_predictions.npz")
+    again = metrics.compute("two_heads", saved["outputs"], saved["age"], saved["gender"])
+    assert again["joint_accuracy"] == pytest.approx(history["val_joint_accuracy"].iloc[kept["epoch_kept"] - 1])

@@ -233,3 +233,19 @@ def test_a_confidence_level_judges_the_upper_bound_and_refuses_more_to_be_sure()
     at_point = int(gate_decisions(scores, 18, [point["threshold"]])[0][:40].sum())
     assert false_accept_bound(at_point, 40, 0.9) > 0.1     # the point estimate's threshold is not sure enough
     assert "confidence" not in GateSpec().model_dump()       # unused: earlier trial ids unchanged
+
+
+def test_the_report_says_which_epoch_each_early_stopped_trial_kept(tmp_path):
+    from tests.helpers.experiments import TINY, harness_cli, write
+
+    experiment = {**TINY, "backends": ["keras"], "grid": {**TINY["grid"], "training": {
+        "epochs": 8, "batch_size": 32, "schedule": {"kind": "step", "step_every": 2, "factor": 1e-6},
+        "early_stopping": {"metric": "val_joint_accuracy", "patience": 2}}}}
+    result = harness_cli("run", write(tmp_path, experiment), "--results", tmp_path / "r",
+                         cache=str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    (trial,) = (tmp_path / "r" / "tiny" / "trials").iterdir()
+    kept = metrics_of(trial)["training"]
+    report = (tmp_path / "r" / "tiny" / "report.md").read_text()
+    assert "epoch kept / trained" in report and f"{kept['epoch_kept']}/{kept['epochs_trained']}" in report
+    assert "step" in report and "early stop val_joint_accuracy p=2" in report   # the configuration says so

@@ -97,6 +97,11 @@ def configurations_table(frame: pd.DataFrame, labels: dict[str, str]) -> pd.Data
             name = backends.display_name(backend)
             row[f"{name} rounds"] = len(part)
             row[f"{name} images/s"] = f"{part['images_per_second'].mean():.0f}" if len(part) else "—"
+            if "epoch_kept" in part and part["epoch_kept"].notna().any():
+                # Early stopping: each round's kept epoch / epochs trained, in round order.
+                row[f"{name} epoch kept / trained"] = ", ".join(
+                    f"{int(k)}/{int(t)}" for k, t in part.sort_values("round")[["epoch_kept", "epochs_trained"]]
+                    .dropna().itertuples(index=False))
         rows.append(row)
     return pd.DataFrame(rows)
 

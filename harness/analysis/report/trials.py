@@ -143,6 +143,9 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
             "spec": {"architecture": config["model"]["architecture"], "head": head,
                      "training": {k: v for k, v in training.items() if k != "seed"}},
             "images_per_second": metrics.get("train_images_per_second"),
+            # Early stopping: the epoch whose weights were kept, and how many were trained.
+            "epoch_kept": (metrics.get("training") or {}).get("epoch_kept"),
+            "epochs_trained": (metrics.get("training") or {}).get("epochs_trained"),
             **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
             **{key: metrics[key] for key, _ in YEARS_METRICS if key in metrics},   # years heads only
             **loaded.gate, **_calibrated_columns(metrics),
