@@ -83,7 +83,10 @@ def write_trial(run_dir: str | Path, config: TrialConfig, table: pd.DataFrame,
     if config.round not in manifest.rounds:
         raise ValueError(f"round {config.round} not in the manifest's rounds {manifest.rounds}")
     manifest.save(run_dir)
-    table[["id", "age_group", "gender", "age"]].to_csv(run_dir / LABELS_FILE, index=False)
+    # group (UTKFace's race) only where the dataset states one: for the fairness breakdown.
+    columns = ["id", "age_group", "gender", "age"] + (["group"] if table.get("group") is not None
+                                                      and table["group"].notna().any() else [])
+    table[columns].to_csv(run_dir / LABELS_FILE, index=False)
     (run_dir / CONFIG_FILE).write_text(config.model_dump_json(indent=2))
     return run_dir
 

@@ -28,7 +28,8 @@ def test_a_published_report_is_regenerated_with_identical_tables(regenerated):
         assert (regenerated / "tables" / name).read_bytes() == (PUBLISHED / "tables" / name).read_bytes(), name
     text = (regenerated / "report.md").read_text()
     assert "2 split rounds (folds) × 2 seeds [0, 1] = 4 paired observations" in text
-    for section in ("## Frameworks side by side", "## Design factors against the baseline", "## Ranking"):
+    for section in ("## Frameworks side by side", "## Design factors against the baseline", "## Ranking",
+                    "## Who the model fails"):
         assert section in text
 
 

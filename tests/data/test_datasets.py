@@ -87,7 +87,11 @@ def test_utkface_labels_and_malformed_names(utkface_dataset):
     assert len(table) + len(utkface_dataset.dropped) == len(list(UTKFACE.iterdir()))
     assert (utkface_dataset.dropped["reason"] == "malformed file name").all()
     row = table[table["id"] == "utkface:100_0_0_20170112213500903.jpg.chip.jpg"].iloc[0]
-    assert (row.age, row.age_group, row.gender) == (100, 7, 0)
+    assert (row.age, row.age_group, row.gender, row.group) == (100, 7, 0, "White")
+    # The race digit of every name, in the dataset's words (the fairness breakdown's groups).
+    assert set(table["group"]) == {"White", "Black", "Asian", "Indian", "Others"}
+    assert (table["group"] == "Asian").sum() == sum(p.name.split("_")[2:3] == ["2"] for p in UTKFACE.iterdir()
+                                                   if p.name.count("_") == 3)
 
 
 def test_utkface_malformed_name_is_not_fatal(tmp_path):
@@ -108,6 +112,7 @@ def test_csv_adapter_and_merge(tmp_path, utkface_sample):
     assert data.table["age_group"].tolist() == [4, 7]
     assert data.table["path"].iloc[0] == str(tmp_path / "a.jpg")
     assert data.dropped[["line", "reason"]].values.tolist() == [[3, "bad age"], [4, "bad gender"]]
+    assert data.table["group"].tolist() == [None, None]   # no group column: none stated
     groups = tmp_path / "groups.csv"
     groups.write_text("path,age_group,gender\ne.jpg,\"(15, 20)\",1\nf.jpg,2,0\n")
     assert load_csv(groups).table["age_group"].tolist() == [3, 2]
@@ -140,5 +145,6 @@ def test_cli_reports_a_missing_path(capsys):
 def test_unified_table_columns(adience, utkface_dataset):
     for data in (adience, utkface_dataset):
         assert list(data.table.columns) == ["id", "path", "age_group", "gender", "subject",
-                                            "source", "age", "fold"]
+                                            "source", "age", "fold", "group"]
         assert isinstance(data.table, pd.DataFrame)
+    assert adience.table["group"].isna().all()   # Adience states no group

@@ -249,3 +249,5 @@ def test_the_report_says_which_epoch_each_early_stopped_trial_kept(tmp_path):
     report = (tmp_path / "r" / "tiny" / "report.md").read_text()
     assert "epoch kept / trained" in report and f"{kept['epoch_kept']}/{kept['epochs_trained']}" in report
     assert "step" in report and "early stop val_joint_accuracy p=2" in report   # the configuration says so
+    # Who it fails: UTKFace's races, from the trial's own labels, down to the door's 16-17s.
+    assert "## Who the model fails" in report and "| group | White |" in report and "| age band | 16–17 |" in report

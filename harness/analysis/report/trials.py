@@ -47,6 +47,8 @@ class TrialFiles:
     gate: dict
     readouts: np.ndarray | None = None   # test readouts (heads.readout), where exact ages are known
     ages: np.ndarray | None = None       # their exact ages
+    test_readouts: np.ndarray | None = None   # every test face's readout, exact age known or not ...
+    test_labels: pd.DataFrame | None = None   # ... and its labels (age_group, gender, age, group if any)
 
 
 REQUIRED_METRICS = [key for key, _ in METRICS] + ["undefined", "age_confusion"]
@@ -76,22 +78,25 @@ def _read_trial(run_dir: Path, head: str) -> TrialFiles:
     return TrialFiles(metrics, history, *_gate_columns(run_dir, head))
 
 
-def _gate_columns(run_dir: Path, head: str | None) -> tuple[dict, np.ndarray | None, np.ndarray | None]:
-    """The age gate at 18 on this trial's test predictions, where exact ages are known.
-    ``head`` None: the stored outputs are already readouts (an ensemble round's)."""
+def _gate_columns(run_dir: Path, head: str | None) -> tuple:
+    """The age gate at 18 on this trial's test predictions, where exact ages are known (its
+    rates, readouts and ages), then every test face's readout and labels. ``head`` None:
+    the stored outputs are already readouts (an ensemble round's)."""
     labels = _read(run_dir / LABELS_FILE, lambda p: pd.read_csv(p, dtype={"id": str}).set_index("id"))
     saved = _read(run_dir / PREDICTIONS_FILE, lambda p: dict(np.load(p)))
     try:
-        ages = labels.loc[saved["ids"], "age"].to_numpy(dtype=float)
+        test_labels = labels.loc[saved["ids"]].reset_index()
+        ages = test_labels["age"].to_numpy(dtype=float)
         readouts = (heads.readout(head, saved["outputs"], age_residuals(run_dir, head)) if head
                     else heads.readout(heads.readout_head(saved["outputs"]), saved["outputs"]))
     except Exception as err:
         raise DamagedTrial(run_dir / PREDICTIONS_FILE,
                            f"does not match {LABELS_FILE}: {type(err).__name__}: {err}") from None
     if np.isnan(ages).any():
-        return {}, None, None
+        return {}, None, None, readouts, test_labels
     rates = gate_rates(readouts, ages, GATE_AGE)
-    return {"gate_far": rates["false_accept_rate"], "gate_frr": rates["false_reject_rate"]}, readouts, ages
+    return ({"gate_far": rates["false_accept_rate"], "gate_frr": rates["false_reject_rate"]}, readouts, ages,
+            readouts, test_labels)
 
 
 def _calibrated_columns(metrics: dict) -> dict:
@@ -173,11 +178,11 @@ def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFile
         try:
             description = json.loads(members_file.read_text())
             metrics = _read(run_dir / METRICS_FILE, lambda p: json.loads(p.read_text()))
-            gate, readouts, ages = _gate_columns(run_dir, None)
+            gate, readouts, ages, test_readouts, test_labels = _gate_columns(run_dir, None)
         except (DamagedTrial, ValueError, KeyError):
             continue   # an ensemble being written, or a damaged one: it is rebuilt by its command
         key = f"{run_dir.parent.name}/{run_dir.name}"
-        files[key] = TrialFiles(metrics, pd.DataFrame(), gate, readouts, ages)
+        files[key] = TrialFiles(metrics, pd.DataFrame(), gate, readouts, ages, test_readouts, test_labels)
         members = ", ".join(f"{m['model_name']}{' ' + m['options'] if m.get('options') else ''} ({m['backend']})"
                             for m in description["members"])
         tta = f", tta {description['tta']}" if description.get("tta") else ""

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis import comparisons, statistics
+from harness.analysis.report.fairness_tables import fairness_frame, fairness_section
 from harness.analysis.report.figures import draw_plots, gate_plot
 from harness.analysis.report.publish import check_out, staged_report
 from harness.analysis.report.render import markdown_table, report_stamp
@@ -135,6 +136,12 @@ def _write(out: Path, results_dir: Path, index: dict, everything: dict, loaded, 
                              f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. A model of the age in "
                              f"years needs P(age ≥ {GATE_AGE}) to reach it and its predicted age to be {GATE_AGE} or "
                              "over. Rates on the test split, against the exact ages.", gates))
+    if not frame.empty:
+        who = fairness_frame(frame, loaded.files, labels, ratio)
+        shown = fairness_section(who)
+        if shown:
+            numeric_csv(who, tables / "fairness.csv")
+            sections.append(("Who the model fails", *shown))
     ensembles, ensemble_files = load_ensembles(results_dir)
     calibrated = calibrated_gate_table(pd.concat(
         [frame.assign(configuration=frame["configuration"].map(labels)) if len(frame) else frame, ensembles],

@@ -1,6 +1,7 @@
 """Any labelled face set, as a CSV: ``path`` plus ``age`` or ``age_group``, plus ``gender``.
 
-Optional columns: ``subject`` (enables subject-disjoint splits) and ``id``.
+Optional columns: ``subject`` (enables subject-disjoint splits), ``id`` and ``group`` (a
+demographic group, for the reports' fairness breakdown).
 Relative paths are resolved against the CSV file's directory.
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ def load_csv(csv_path: str | Path, source: str | None = None) -> UnifiedDataset:
                 "id": f"{source}:{(row.get('id') or '').strip() or row['path'].strip()}",
                 "path": str(path), "age_group": group, "gender": gender,
                 "subject": (row.get("subject") or "").strip() or None, "source": source,
-                "age": age, "fold": None,
+                "age": age, "fold": None, "group": (row.get("group") or "").strip() or None,
             })
     if not records:
         raise DatasetError(f"{csv_path}: no usable rows")

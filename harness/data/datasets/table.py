@@ -7,7 +7,9 @@ import pandas as pd
 
 from harness.data.labels import GENDER_WORDS, N_AGE, age_label
 
-COLUMNS = ["id", "path", "age_group", "gender", "subject", "source", "age", "fold"]
+# ``group``: a demographic group the dataset states for the face (UTKFace: race), for the
+# reports' fairness breakdown; None where a dataset states none (Adience).
+COLUMNS = ["id", "path", "age_group", "gender", "subject", "source", "age", "fold", "group"]
 DROPPED_COLUMNS = ["source", "file", "line", "reason", "detail"]
 
 
@@ -66,6 +68,7 @@ def make_table(records: list[dict]) -> pd.DataFrame:
     frame["age"] = frame["age"].astype("float64")
     frame["fold"] = frame["fold"].astype("Int64")
     frame["subject"] = frame["subject"].astype("object")
+    frame["group"] = frame["group"].astype("object").where(frame["group"].notna(), None)
     return frame.sort_values("id", kind="stable").reset_index(drop=True)
 
 

@@ -8,6 +8,8 @@ from harness.data.datasets.table import DatasetError, Dropped, UnifiedDataset, m
 from harness.data.labels import age_to_group
 
 SOURCE = "utkface"
+# The race digit of UTKFace's file names, in the dataset's own words.
+RACES = ("White", "Black", "Asian", "Indian", "Others")
 _NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d+)\.jpg\.chip\.jpg$")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -32,7 +34,7 @@ def load_utkface(root: str | Path) -> UnifiedDataset:
         records.append({
             "id": f"{SOURCE}:{path.name}", "path": str(path), "age_group": age_to_group(age),
             "gender": gender, "subject": None, "source": SOURCE, "age": float(age),
-            "fold": None,
+            "fold": None, "group": RACES[int(match.group(3))],
         })
     if not records:
         raise DatasetError(f"no UTKFace images with parseable names in {root}")
