@@ -182,13 +182,17 @@ def _face_resnet(arch: FaceResNet, x):
 
 
 class FaceNetwork:
-    """The face ResNet alone in a graph and session of its own (see :func:`face_network`)."""
+    """The face ResNet alone in a graph and session of its own (see :func:`face_network`);
+    ``then(features)``, when given, builds what follows it in the same graph."""
 
-    def __init__(self, arch: FaceResNet):
+    def __init__(self, arch: FaceResNet, then=None):
         self.graph = tf.Graph()
         with self.graph.as_default():
-            self.inputs = v1.placeholder(tf.float32, (None, face_resnet.INPUT_SIZE, face_resnet.INPUT_SIZE, 3))
+            self.inputs = v1.placeholder(tf.float32, (None, face_resnet.INPUT_SIZE, face_resnet.INPUT_SIZE, 3),
+                                         name="chip")
             self.outputs = _face_resnet(arch, self.inputs)
+            if then is not None:
+                self.outputs = then(self.outputs)
             self.session = v1.Session(config=_session_config())
             self.session.run(v1.global_variables_initializer())
 
@@ -203,31 +207,23 @@ def face_network(arch: FaceResNet) -> FaceNetwork:
     return FaceNetwork(arch)
 
 
-class WholeDoor:
-    """The face ResNet (dlib's weights) in front of a trained model's inference graph, in
-    a graph and session of their own: one network from the 150x150 chip (scaled by 1/255)
-    to the model's outputs. The trained graph goes in reduced to its inference path with
-    its weights as constants (:mod:`backends.tflearn_inference`), its input replaced by
-    the face network's output."""
+class WholeDoor(FaceNetwork):
+    """The face ResNet (dlib's weights) in front of a trained model's inference graph: one
+    network from the 150x150 chip (scaled by 1/255) to the model's outputs. The trained
+    graph goes in reduced to its inference path with its weights as constants
+    (:mod:`backends.tflearn_inference`), its input replaced by the face network's output."""
 
     def __init__(self, model: Model, features: str = "embedding"):
         from backends.tflearn_inference import inference_graph_def
 
         trained = inference_graph_def(model.dnn.session, model.inputs.name, model.outputs.name)
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            self.inputs = v1.placeholder(tf.float32, (None, face_resnet.INPUT_SIZE, face_resnet.INPUT_SIZE, 3),
-                                         name="chip")
-            features_out = _face_resnet(FaceResNet(features=features), self.inputs)
-            (self.outputs,) = tf.import_graph_def(trained, input_map={model.inputs.name: features_out},
-                                                  return_elements=[model.outputs.name], name="trained")
-            self.session = v1.Session(config=_session_config())
-            self.session.run(v1.global_variables_initializer())
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        chunks = [self.session.run(self.outputs, {self.inputs: x[i:i + PREDICT_BATCH]})
-                  for i in range(0, len(x), PREDICT_BATCH)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, int(self.outputs.shape[-1])), np.float32)
+        def trained_on(face_features):
+            (outputs,) = tf.import_graph_def(trained, input_map={model.inputs.name: face_features},
+                                             return_elements=[model.outputs.name], name="trained")
+            return outputs
+
+        super().__init__(FaceResNet(features=features), trained_on)
 
 
 def with_face_network(model: Model, features: str = "embedding") -> WholeDoor:
