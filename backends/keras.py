@@ -134,11 +134,11 @@ def _face_resnet(arch: FaceResNet, x):
         found = (lambda key: weights[f"{conv.name}/{key}"]) if weights else (lambda key: None)
         layer = layers.Conv2D(conv.filters, conv.kernel, strides=conv.stride,
                               padding="same" if conv.padding else "valid", name=conv.name.replace("/", "_"),
-                              trainable=arch.trainable, kernel_initializer=_initializer(arch.initializer))
+                              trainable=arch.trains(conv.name), kernel_initializer=_initializer(arch.initializer))
         x = made(layer, x, None if weights is None else [found("filters"), found("bias")])
         name = conv.name.replace("conv", "affine")
         return affine(x, name.replace("/", "_"), weights[f"{name}/gamma"] if weights else None,
-                      weights[f"{name}/beta"] if weights else None, arch.trainable)
+                      weights[f"{name}/beta"] if weights else None, arch.trains(name))
 
     x = affine(x, "face_resnet_input", input_gamma, input_beta, False)   # dlib's fixed normalisation
     x = layers.MaxPooling2D(3, 2, padding="valid")(layers.ReLU()(conv_affine(x, face_resnet.stem())))
@@ -150,7 +150,7 @@ def _face_resnet(arch: FaceResNet, x):
     if arch.features == "pooled":
         return x
     projection = layers.Dense(face_resnet.EMBEDDING_SIZE, use_bias=False, name="face_resnet_fc",
-                              trainable=arch.trainable, kernel_initializer=_initializer(arch.initializer))
+                              trainable=arch.trains("fc"), kernel_initializer=_initializer(arch.initializer))
     return made(projection, x, None if weights is None else [weights["fc/weights"]])
 
 

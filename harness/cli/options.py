@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["probability", "age", "port", "positive", "finite_positive"]
+__all__ = ["probability", "age", "port", "positive", "count", "finite_positive"]
 
 
 def _converted(text: str, convert, expected: str):
@@ -50,6 +50,14 @@ def positive(number):
             raise argparse.ArgumentTypeError(f"must be a positive {number.__name__}, got {text}")
         return value
     return parse
+
+
+def count(text: str) -> int:
+    """A whole number of things, none allowed."""
+    value = _converted(text, int, "a whole number, 0 or more")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def finite_positive(text: str) -> float:

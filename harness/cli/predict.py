@@ -5,14 +5,14 @@ import json
 import sys
 from pathlib import Path
 
-from harness.cli.options import age, positive, probability
-from harness.deploy.batching import DEFAULT_MAX_FACES
+from harness.cli.options import age, count, positive, probability
+from harness.deploy.batching import DEFAULT_MAX_FACES, DETECT_PROCESSES_FROM
 
 
 def cmd_predict(args) -> int:
     import csv
 
-    from harness.deploy.batching import classify_files
+    from harness.deploy.batching import classify_files, detect_processes_for, detection_processes
     from harness.deploy.classify import gate_threshold, image_files
     from harness.deploy.predictors import open_model
 
@@ -27,11 +27,20 @@ def cmd_predict(args) -> int:
         print(f"gate at {args.min_age:g}: allow needs adult probability >= {gate_at:.3f} ({source})",
               file=sys.stderr)
     results, failed = [], 0
-    for path, faces in classify_files(predictor, files, args.threshold, args.min_age, gate_at, args.max_batch):
-        failed += any(r.error for r in faces)
-        results += faces
-        if not args.json:
-            _print_faces(path, faces, stream=sys.stderr if any(r.error for r in faces) else sys.stdout)
+    processes = args.detect_processes
+    if processes is None:   # starting them (about 2 s) pays off on large folders only
+        processes = detect_processes_for(len(files))
+    detector = detection_processes(processes) if processes else None
+    try:
+        for path, faces in classify_files(predictor, files, args.threshold, args.min_age, gate_at, args.max_batch,
+                                          detector=detector):
+            failed += any(r.error for r in faces)
+            results += faces
+            if not args.json:
+                _print_faces(path, faces, stream=sys.stderr if any(r.error for r in faces) else sys.stdout)
+    finally:
+        if detector is not None:
+            detector.shutdown(cancel_futures=True)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     if args.csv:
@@ -91,6 +100,9 @@ def register(commands) -> None:
     predict.add_argument("--max-batch", type=positive(int), default=DEFAULT_MAX_FACES, metavar="FACES",
                          help="faces of several photos in one network call at most (default %(default)s); "
                               "the next photos are detected meanwhile")
+    predict.add_argument("--detect-processes", type=count, metavar="N",
+                         help="find faces in N processes (0: one thread beside the network; default: one more "
+                              f"than this machine's cores for {DETECT_PROCESSES_FROM:,} photos or more, else 0)")
     predict.add_argument("--tta", choices=["flip"], help="average each face with its mirror image")
     predict.add_argument("--allow-failed-parity", action="store_true",
                          help="open an export whose parity check failed (to inspect it; its answers are not "

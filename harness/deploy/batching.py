@@ -6,28 +6,40 @@ frameworks (TensorFlow, JAX, LiteRT) let go of it inside their kernels, so one t
 detecting and one running the network keep two cores busy. :class:`ReadoutBatcher`
 answers whatever faces are waiting when the network is free, up to ``max_faces`` in one
 call (dynamic batching: a busy door gets bigger batches; a quiet one waits for nothing).
-A folder (:func:`classify_files`, ``harness predict DIR``) also lets a batch wait up to
-half a second for half of ``max_faces``: detection is the slower stage there, and a
-network called face by face costs three times what it costs in batches of 32 (the face
-ResNet: 11 against 3.5 ms a face), time taken from the detection running beside it.
-``harness serve`` uses the batcher for the photos of concurrent requests. (Light to import: the command line
-reads its default from here.)
+:func:`classify_files` is ``harness predict DIR``; ``harness serve`` uses the batcher
+for the photos of concurrent requests.
+
+Detection is the slower stage (about 13 ms a photo against 3.5 for the face ResNet in
+batches, on these cores), and one thread detects one photo at a time: a large folder
+detects in processes of their own (:func:`detection_processes`), which start in about
+2 s. (Light to import: the command line reads its defaults from here.)
 """
 from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-__all__ = ["ReadoutBatcher", "classify_files", "DEFAULT_MAX_FACES"]
+__all__ = ["ReadoutBatcher", "classify_files", "detection_processes", "detect_processes_for", "DEFAULT_MAX_FACES",
+           "DETECT_PROCESSES_FROM"]
 
 DEFAULT_MAX_FACES = 64      # where the face ResNet's faces/s stop rising on these cores (batch 32-128)
 LOOKAHEAD_PHOTOS = 128      # photos detected ahead of the network at most (memory: their chips)
-FOLDER_WAIT_S = 0.5         # a folder's batch waits this long at most for half of max_faces
+# Detection processes take about 2 s to start on these 2 cores and save about 4 ms a photo
+# (benchmarks/predict_vs_peer.py): from this many photos on, harness predict starts them.
+DETECT_PROCESSES_FROM = 1000
+
+
+def detect_processes_for(photos: int) -> int:
+    """How many detection processes ``harness predict`` starts for a folder of ``photos``:
+    one more than the cores (one is always ready while another hands back its faces),
+    or none (one thread) below :data:`DETECT_PROCESSES_FROM`."""
+    import os
+
+    return (os.cpu_count() or 1) + 1 if photos >= DETECT_PROCESSES_FROM else 0
 
 
 class ReadoutBatcher:
@@ -38,15 +50,11 @@ class ReadoutBatcher:
     retried one by one, so that one bad photo fails alone.
     """
 
-    def __init__(self, predictor, max_faces: int = DEFAULT_MAX_FACES, min_faces: int = 1,
-                 max_wait_s: float = 0.0):
+    def __init__(self, predictor, max_faces: int = DEFAULT_MAX_FACES):
         if max_faces < 1:
             raise ValueError(f"max_faces {max_faces}: must be at least 1")
         self.predictor = predictor
         self.max_faces = max_faces
-        # A batch smaller than min_faces waits up to max_wait_s for more (a folder: fewer,
-        # larger calls; a door's single photo: neither, it goes at once).
-        self.min_faces, self.max_wait_s = min(min_faces, max_faces), max_wait_s
         self.calls = self.faces = self.largest = 0     # network calls so far, their faces, the biggest
         self._waiting: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="readouts", daemon=True)
@@ -75,7 +83,7 @@ class ReadoutBatcher:
         while True:
             item = carried if carried is not None else self._waiting.get()
             carried, stop = None, item is None
-            batch, count, deadline = [], 0, time.monotonic() + self.max_wait_s
+            batch, count = [], 0
             while item is not None:
                 chips, future = item
                 if future.set_running_or_notify_cancel():   # False: cancelled, skipped
@@ -84,8 +92,7 @@ class ReadoutBatcher:
                 if count >= self.max_faces:
                     break
                 try:
-                    wait = deadline - time.monotonic() if count < self.min_faces else 0.0
-                    item = self._waiting.get(timeout=wait) if wait > 0 else self._waiting.get_nowait()
+                    item = self._waiting.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
@@ -132,18 +139,20 @@ class ReadoutBatcher:
 
 def classify_files(predictor, files: Iterable[Path], threshold: float | None = None,
                    min_age: float | None = None, gate_at: float = 0.5,
-                   max_faces: int = DEFAULT_MAX_FACES,
-                   batcher: ReadoutBatcher | None = None) -> Iterator[tuple[Path, list]]:
+                   max_faces: int = DEFAULT_MAX_FACES, batcher: ReadoutBatcher | None = None,
+                   detector=None) -> Iterator[tuple[Path, list]]:
     """Each photo's results (as :func:`harness.deploy.classify.classify`), in order, while
     the photos after it are detected and the faces of several go through the model at once.
-    One unreadable photo, or one the model fails on, is an error result; the others go on."""
+    One unreadable photo, or one the model fails on, is an error result; the others go on.
+
+    ``detector``: where photos are detected (:func:`detection_processes`; default one
+    thread, closed at the end; one given is the caller's to close)."""
     from harness.deploy.classify import detect_file, usable_chips
 
     own = batcher is None
-    # Photos are read ahead, so the network can wait for a fuller batch without idling long.
-    batcher = batcher or ReadoutBatcher(predictor, max_faces, min_faces=max(1, max_faces // 2),
-                                        max_wait_s=FOLDER_WAIT_S)
-    detector = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
+    batcher = batcher or ReadoutBatcher(predictor, max_faces)
+    own_detector = detector is None
+    detector = detector or ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
     detections: deque = deque()  # (path, future of its faces), in order
     pending: deque = deque()     # (path, faces, future of their readouts or None)
     try:
@@ -167,12 +176,33 @@ def classify_files(predictor, files: Iterable[Path], threshold: float | None = N
             yield _results(pending.popleft(), threshold, min_age, gate_at)
     finally:
         # A caller that stops early (Ctrl-C, a closed generator) leaves nothing running.
-        detector.shutdown(wait=True, cancel_futures=True)
+        if own_detector:
+            detector.shutdown(wait=True, cancel_futures=True)
+        else:
+            for _, future in detections:
+                future.cancel()
         for _, _, future in pending:
             if future is not None:
                 future.cancel()
         if own:
             batcher.close()
+
+
+def detection_processes(count: int, warm_up: Path | None = None):
+    """``count`` processes that detect photos, each with dlib's models loaded (dlib holds
+    Python's lock, so threads cannot detect two photos at once); ``warm_up``: a photo each
+    detects first, so that their start-up is paid before the first photo of a folder."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from harness.deploy.classify import detect_file
+    from harness.processes import die_with_parent
+
+    pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
+    if warm_up is not None:
+        for future in [pool.submit(detect_file, warm_up) for _ in range(count)]:
+            future.result()
+    return pool
 
 
 def _results(item, threshold, min_age, gate_at) -> tuple[Path, list]:

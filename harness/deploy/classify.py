@@ -8,15 +8,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from harness.data.faces import Face, find_faces
 from harness.data.images import ImageError, open_image
 from harness.data.labels import GENDER_WORDS, N_GENDER, age_label, decode, undefined
-from harness.deploy.predictors import Predictor
 from harness.models import heads
 from harness.models.gate import DEFAULT_GATE_THRESHOLD, gate
+
+if TYPE_CHECKING:   # light to import: detection processes import this module (harness.deploy.batching)
+    from harness.deploy.predictors import Predictor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 

@@ -27,7 +27,7 @@ import numpy as np
 from harness.data.faces import DESCRIPTOR_CHIP, EMBEDDING_SIZE, POOLED_SIZE
 
 __all__ = ["INPUT_SIZE", "INPUT_MEAN", "INPUT_SCALE", "LEVELS", "EMBEDDING_SIZE", "POOLED_SIZE",
-           "Conv", "Block", "blocks", "parameter_shapes", "parameter_count"]
+           "Conv", "Block", "blocks", "trains", "parameter_shapes", "parameter_count"]
 
 INPUT_SIZE = DESCRIPTOR_CHIP   # 150: the chip every engine reads (harness.data.faces.descriptor_chip)
 INPUT_MEAN = (122.782, 117.001, 104.298)   # R, G, B
@@ -69,6 +69,21 @@ def blocks() -> list[Block]:
                              Conv(f"{name}/conv2", filters, filters, 3, 1), down))
             inputs = filters
     return out
+
+
+def trains(name: str, train_from: str) -> bool:
+    """Whether the layer or variable ``name`` (``stem/conv...``, ``level<i>/block<j>/...``
+    with ``i`` counted from the input, ``fc/...``) trains under ``train_from``, whose
+    ``levelK`` counts from the output as dlib does: ``level0`` is our last level."""
+    if train_from in ("head", "all"):
+        return train_from == "all"
+    root = name.split("/")[0]
+    if root == "fc":
+        return True
+    if not root.startswith("level"):
+        return False   # the stem (and the fixed input normalisation)
+    deepest_frozen = len(LEVELS) - 2 - int(train_from[len("level"):])
+    return int(root[len("level"):]) > deepest_frozen
 
 
 def stem() -> Conv:

@@ -95,16 +95,39 @@ class FaceResNet(_Spec):
 
     ``weights: dlib`` loads the weights dlib ships (read by :mod:`harness.models.dlib_weights`),
     so that the trunk computes dlib's own descriptor; ``none`` starts from random weights.
-    The trunk is frozen unless ``trainable``; its input must be the aligned chip at 150
-    pixels, RGB, scaled by 1/255 (``preprocessing: {align: dlib, size: 150, scaling: unit}``).
+    ``train_from`` says which levels train with the heads, counted as dlib does, from the
+    output (``level0`` is the last residual level, ``level3`` the second after the stem):
+    ``head`` freezes the whole trunk, ``levelK`` trains levels 0..K and the projection,
+    ``all`` everything, the stem too (``trainable: true`` is ``all``). The input must be the
+    aligned chip at 150 pixels, RGB, scaled by 1/255
+    (``preprocessing: {align: dlib, size: 150, scaling: unit}``).
     """
 
     type: Literal["face_resnet"] = "face_resnet"
     weights: Literal["dlib", "none"] = "dlib"
     features: Literal["embedding", "pooled"] = "embedding"
     trainable: bool = False
+    train_from: Literal["head", "level0", "level1", "level2", "level3", "all"] = "head"
     regularizer: Regularizer = Regularizer()   # the head's kernels (a frozen trunk has no penalty)
     initializer: Initializer = "he_normal"      # the head's, and the trunk's with weights: none
+
+    @model_serializer(mode="wrap")
+    def _drop_neutral(self, handler):
+        return drop_neutral(handler(self), {"train_from": "head"})
+
+    @model_validator(mode="after")
+    def _one_way_to_say_it(self):
+        if self.trainable and self.train_from not in ("head", "all"):
+            raise ValueError(f"trainable: true trains every level; with train_from {self.train_from!r} leave "
+                             "trainable out")
+        return self
+
+    def trains(self, name: str) -> bool:
+        """Whether the trunk's layer or variable ``name`` (``stem/...``, ``level<i>/...``,
+        ``fc/...``) trains (:func:`harness.models.face_resnet.trains`)."""
+        from harness.models.face_resnet import trains
+
+        return trains(name, "all" if self.trainable else self.train_from)
 
 
 Architecture = Annotated[Union[FCN, LeviHassner, SmallCNN, FaceResNet], Field(discriminator="type")]

@@ -130,16 +130,14 @@ def test_a_caller_that_stops_early_leaves_no_thread_running(photos):
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("detect", "readouts"))]
 
 
-def test_a_folders_batch_waits_for_more_faces_up_to_its_deadline():
-    recorder = _Recorder()
-    recorder.release.set()
-    with ReadoutBatcher(recorder, max_faces=8, min_faces=3, max_wait_s=5.0) as batcher:
-        futures = []
-        for chip in (1, 2, 3):       # trickling in, as detected photos do
-            futures.append(batcher.submit([chip]))
-            time.sleep(0.05)
-        [f.result(10) for f in futures]
-        alone = batcher.submit([4])  # nothing follows it: it goes when the deadline passes
-        started = time.monotonic()
-    assert alone.result(10)[:, 0].tolist() == [4] and time.monotonic() - started < 8
-    assert recorder.calls == [[1, 2, 3], [4]]
+def test_detection_processes_answer_as_the_thread_does(photos, tmp_path):
+    from harness.deploy.batching import detection_processes
+
+    files = sorted(photos.iterdir()) + [tmp_path / "missing.jpg"]
+    threaded = [[r.to_dict() for r in results] for _, results in classify_files(_Chips(), files)]
+    pool = detection_processes(2, files[0])
+    try:
+        pooled = [[r.to_dict() for r in results] for _, results in classify_files(_Chips(), files, detector=pool)]
+    finally:
+        pool.shutdown()
+    assert pooled == threaded and pooled[-1][0]["error"] == "file not found"

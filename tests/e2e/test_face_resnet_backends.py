@@ -52,7 +52,8 @@ def test_each_backend_gives_the_pooled_features_of_the_network_as_written(chips,
 
 def test_face_resnet_has_the_same_parameter_count_in_every_backend(tmp_path):
     archs = [FaceResNet(), FaceResNet(features="pooled"), FaceResNet(weights="none"),
-             FaceResNet(trainable=True), FaceResNet(weights="none", trainable=True, features="pooled")]
+             FaceResNet(trainable=True), FaceResNet(weights="none", trainable=True, features="pooled"),
+             FaceResNet(train_from="level0"), FaceResNet(train_from="level3", features="pooled")]
     entries = [{"model": ModelSpec(architecture=arch, head=head).model_dump(mode="json"),
                 "input_shape": [150, 150, 3]} for arch in archs for head in ("two_heads", "years_softmax")]
     specs = tmp_path / "specs.json"
@@ -64,3 +65,51 @@ def test_face_resnet_has_the_same_parameter_count_in_every_backend(tmp_path):
     frozen_two_heads, trainable_two_heads = counts["keras"][0], counts["keras"][6]
     assert frozen_two_heads == head["two_heads"]                                  # only the head learns
     assert trainable_two_heads == face_resnet.parameter_count() + head["two_heads"]
+    # train_from levelK: levels 0..K from the output and the projection train, nothing below.
+    shapes = face_resnet.parameter_shapes()
+    trained = {k: sum(int(np.prod(v)) for n, v in shapes.items() if face_resnet.trains(n, k))
+               for k in ("level0", "level3")}
+    assert counts["keras"][10] == trained["level0"] + head["two_heads"]
+    pooled_head = sum((face_resnet.POOLED_SIZE + 1) * p.units for p in heads.parts("two_heads"))
+    assert counts["keras"][12] == trained["level3"] - 256 * 128 + pooled_head   # no projection when pooled
+
+
+# Each backend's weights of a named trunk layer, from the trial's saved model and from one just built.
+_WEIGHTS = {
+    "keras": "w = lambda m, n: m.get_layer(n.replace('/', '_')).get_weights()[0]",
+    "tflearn": ("w = lambda m, n: m.dnn.get_weights([v for v in m.graph.get_collection('variables') "
+                "if v.op.name == 'face_resnet/' + n + '/filters'][0])"),
+}
+
+
+@pytest.mark.trains
+@pytest.mark.parametrize("backend", ["keras", "tflearn"])
+def test_fine_tuning_trains_the_levels_above_the_cut_and_leaves_the_rest_bit_identical(tmp_path, utkface_sample,
+                                                                                      backend):
+    import subprocess
+    import sys
+
+    from harness.data.images import Preprocessing
+    from harness.models.spec import TrainingSpec
+    from tests.helpers.backend_runs import ROOT, make_trial
+
+    table = utkface_sample.head(48)
+    prep = Preprocessing(align="dlib", size=150, scaling="unit")
+    run = make_trial(tmp_path / "run", table, tmp_path / "cache", backend, prep=prep,
+                     architecture=FaceResNet(train_from="level0"),
+                     training=TrainingSpec(epochs=1, batch_size=16, seed=1, learning_rate=0.01))
+    worker(run)
+    # ours level3 is dlib's level1 (frozen under train_from level0); ours level4 is dlib's level0.
+    names = ["stem/conv", "level0/block0/conv1", "level3/block0/conv2", "level4/block0/conv1", "level4/block0/conv2"]
+    code = ("import json, numpy as np; from pathlib import Path; from backends.loading import backend_module; "
+            "from harness.runs.trial import read_config; "
+            f"run = Path({str(run)!r}); c = read_config(run); b = backend_module({backend!r}); "
+            "trained = b.load(run, c.model, c.training, c.preprocessing.shape); "
+            "fresh = b.build(c.model, c.training, c.preprocessing.shape); "
+            f"{_WEIGHTS[backend]}; "
+            f"print(json.dumps({{n: bool(np.array_equal(w(trained, n), w(fresh, n))) for n in {names!r}}}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    unchanged = json.loads(out.stdout.strip().splitlines()[-1])
+    assert unchanged == {"stem/conv": True, "level0/block0/conv1": True, "level3/block0/conv2": True,
+                         "level4/block0/conv1": False, "level4/block0/conv2": False}

@@ -106,3 +106,29 @@ def test_every_engine_reads_the_same_150_pixel_chip():
     exact = Image.fromarray(pixels)
     assert (descriptor_chip(exact) == pixels).all()                    # already 150: untouched
     assert descriptor_chip(big.convert("L")).shape == (150, 150, 3)     # grey: as RGB
+
+
+@pytest.mark.parametrize("train_from, levels", [
+    ("head", set()), ("level0", {"level4"}), ("level1", {"level3", "level4"}),
+    ("level3", {"level1", "level2", "level3", "level4"}), ("all", {"stem", "level0", "level1", "level2", "level3",
+                                                                   "level4"}),
+])
+def test_train_from_counts_levels_from_the_output_as_dlib_does(train_from, levels):
+    from harness.models.spec import FaceResNet
+
+    arch = FaceResNet(train_from=train_from)
+    assert {c.name.split("/")[0] for c in face_resnet.convolutions() if arch.trains(c.name)} == levels
+    assert arch.trains("fc/weights") == (train_from != "head")
+    assert FaceResNet(trainable=True).trains("stem/conv/filters")
+
+
+def test_train_from_is_one_way_to_say_it_and_old_specs_keep_their_ids():
+    from pydantic import ValidationError
+
+    from harness.models.spec import FaceResNet
+
+    with pytest.raises(ValidationError, match="trainable: true trains every level"):
+        FaceResNet(trainable=True, train_from="level1")
+    with pytest.raises(ValidationError, match="train_from"):
+        FaceResNet(train_from="level4")
+    assert "train_from" not in FaceResNet().model_dump()
