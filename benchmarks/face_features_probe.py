@@ -32,8 +32,13 @@ def probe(run_dir: Path) -> dict:
     config = read_config(run_dir)
     splits = load_splits(run_dir, config, ["train", "val"])
     train, val = splits["train"], splits["val"]
+    import numpy as np
+
     scores = {"input": f"{config.preprocessing.descriptor_features} ({train.x.shape[1]}-D)",
-              "train faces": len(train.ids), "val faces": len(val.ids)}
+              "train faces": len(train.ids), "val faces": len(val.ids),
+              # How far from standardized the raw inputs are (what an FCN without standardize sees).
+              "mean value": round(float(train.x.mean()), 3),
+              "mean norm": round(float(np.linalg.norm(train.x, axis=1).mean()), 2)}
     for name, target in (("gender", "gender"), ("age exact", "age")):
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
         model.fit(train.x, getattr(train, target))
