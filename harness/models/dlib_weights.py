@@ -44,8 +44,16 @@ class DlibWeights:
     layers: list[str] = field(default_factory=list)   # each record's name, from the input up
 
 
+WEIGHTS_ENV = "HARNESS_FACE_RESNET_WEIGHTS"   # another copy of the .dat (a phone build's, a mirror's)
+
+
 def default_weights_path() -> Path:
-    """The ResNet's weights as ``face-recognition-models`` installs them."""
+    """The ResNet's weights: ``$HARNESS_FACE_RESNET_WEIGHTS`` when set, else the file
+    ``face-recognition-models`` installs."""
+    import os
+
+    if os.environ.get(WEIGHTS_ENV):
+        return Path(os.environ[WEIGHTS_ENV])
     try:
         import face_recognition_models
     except ImportError as err:

@@ -170,6 +170,7 @@ class Experiment(_Strict):
                         "RGB chip as dlib does (preprocessing: {representation: pixels, align: dlib, size: "
                         f"{INPUT_SIZE}, color: rgb, scaling: unit}}), but preprocessing has " +
                         ", ".join(f"{key}: {value}" for key, value in wrong.items()))
+        _check_face_resnet_weights(self)
         if self.preprocessing.embedding:
             for n, model in enumerate(self.grid.models):
                 if model.architecture.type != "fcn":
@@ -209,3 +210,24 @@ def split_rounds(split: SplitSpec) -> list[int]:
     if split.protocol == "random":
         return [0]
     return list(range(ADIENCE_FOLDS if split.protocol == "adience_folds" else split.folds))
+
+
+def _check_face_resnet_weights(experiment) -> None:
+    """dlib's weights, read once before anything runs when a model or the descriptor
+    engine needs them: a missing, truncated or foreign .dat is refused here, naming the key,
+    not in the first trial's worker."""
+    prep = experiment.preprocessing
+    needs = [f"grid.models.{n}.architecture.weights: dlib" for n, model in enumerate(experiment.grid.models)
+             if model.architecture.type == "face_resnet" and model.architecture.weights == "dlib"]
+    if prep.embedding and prep.descriptor_engine != "dlib":
+        needs.append(f"preprocessing.descriptor_engine: {prep.descriptor_engine}")
+    if not needs:
+        return
+    from harness.models.dlib_weights import DatError, read_face_resnet
+
+    try:
+        read_face_resnet()
+    except DatError as err:
+        raise ValueError(f"{needs[0]} needs dlib's face ResNet weights: {err} (allowed: weights dlib with a "
+                         "readable dlib_face_recognition_resnet_model_v1.dat, or weights none; descriptor_engine "
+                         "dlib reads them through dlib itself)") from None

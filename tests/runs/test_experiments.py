@@ -408,3 +408,32 @@ def test_face_resnet_needs_the_chip_dlib_reads(tmp_path):
         experiment_file.load(write(tmp_path, face))
     face["preprocessing"] = {"align": "dlib", "size": 150, "scaling": "unit"}
     assert experiment_file.load(write(tmp_path, face, "ok.yaml")).grid.models[0].architecture.type == "face_resnet"
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "another dlib model"])
+def test_missing_or_corrupt_face_resnet_weights_are_refused_before_anything_runs(tmp_path, monkeypatch, damage):
+    import face_recognition_models
+
+    from harness.models.dlib_weights import WEIGHTS_ENV, default_weights_path
+    from harness.runs import experiment_file
+    from harness.runs.experiment import ExperimentError
+    from tests.helpers.experiments import TINY, write
+
+    weights = tmp_path / "weights.dat"
+    if damage == "truncated":
+        weights.write_bytes(default_weights_path().read_bytes()[:100_000])
+    elif damage == "another dlib model":
+        weights.write_bytes(Path(face_recognition_models.pose_predictor_five_point_model_location()).read_bytes())
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights))
+    face = {**TINY, "preprocessing": {"align": "dlib", "size": 150, "scaling": "unit"},
+            "grid": {**TINY["grid"], "models": [{"name": "face", "architecture": {"type": "face_resnet"}}]}}
+    with pytest.raises(ExperimentError) as err:
+        experiment_file.load(write(tmp_path, face))
+    assert "grid.models.0.architecture.weights: dlib needs dlib's face ResNet weights" in str(err.value)
+    assert str(weights) in str(err.value) and "weights none" in str(err.value)
+    # The descriptor engine reads them too; weights: none does not.
+    port = {**TINY, "preprocessing": {"representation": "dlib_embedding", "descriptor_engine": "keras"}}
+    with pytest.raises(ExperimentError, match="preprocessing.descriptor_engine: keras needs dlib's face ResNet"):
+        experiment_file.load(write(tmp_path, port, "port.yaml"))
+    face["grid"]["models"][0]["architecture"]["weights"] = "none"
+    assert experiment_file.load(write(tmp_path, face, "none.yaml"))
