@@ -251,3 +251,36 @@ def test_the_report_says_which_epoch_each_early_stopped_trial_kept(tmp_path):
     assert "step" in report and "early stop val_joint_accuracy p=2" in report   # the configuration says so
     # Who it fails: UTKFace's races, from the trial's own labels, down to the door's 16-17s.
     assert "## Who the model fails" in report and "| group | White |" in report and "| age band | 16–17 |" in report
+
+
+def test_the_report_calibrates_the_gate_on_every_rounds_validation_faces_too(tmp_path):
+    import csv as csv_module
+
+    from harness.models.gate import calibrate
+    from harness.runs.trial import age_residuals, read_config
+    from tests.helpers.experiments import TINY, harness_cli, write
+
+    experiment = {**TINY, "backends": ["keras"], "split": {"protocol": "stratified_kfold", "folds": 2, "val_fraction": 0.3},
+                  "rounds": [0, 1], "gate": {"min_age": 18, "max_false_accept": 0.1}}
+    result = harness_cli("run", write(tmp_path, experiment), "--results", tmp_path / "r",
+                         cache=str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = sorted((tmp_path / "r" / "tiny" / "trials").iterdir())
+    assert len(trials) == 2
+    # What the report says, against the calibration redone here on both rounds' validation faces.
+    readouts, ages = [], []
+    for trial in trials:
+        saved = np.load(trial / "val_predictions.npz")
+        labels = {row["id"]: float(row["age"]) for row in csv_module.DictReader(open(trial / "labels.csv"))}
+        head = read_config(trial).model.head
+        readouts.append(heads.readout(head, saved["outputs"], age_residuals(trial, head)))
+        ages.append([labels[i] for i in saved["ids"].astype(str)])
+    chosen = calibrate(np.concatenate(readouts), np.concatenate(ages), GateSpec(min_age=18, max_false_accept=0.1))
+    assert chosen["val_minors"] == sum(metrics_of(t)["gate"]["val_minors"] for t in trials)
+    with open(tmp_path / "r" / "tiny" / "tables" / "pooled_gate.csv") as handle:
+        (row,) = list(csv_module.DictReader(handle))
+    assert int(row["pooled validation minors"]) == chosen["val_minors"] and row["rounds"] == "2"
+    expected = f"{chosen['threshold']:.3f}" if chosen["met"] else "not met"
+    assert row["pooled threshold"].startswith(expected)
+    assert "## Door gate calibrated on every round's validation faces" in (
+        tmp_path / "r" / "tiny" / "report.md").read_text()

@@ -26,6 +26,7 @@ from harness.runs.layout import (
     METRICS_FILE,
     PREDICTIONS_FILE,
     SPLITS_DIR,
+    VAL_PREDICTIONS_FILE,
 )
 from harness.runs.trial import age_residuals
 
@@ -49,6 +50,8 @@ class TrialFiles:
     ages: np.ndarray | None = None       # their exact ages
     test_readouts: np.ndarray | None = None   # every test face's readout, exact age known or not ...
     test_labels: pd.DataFrame | None = None   # ... and its labels (age_group, gender, age, group if any)
+    val_readouts: np.ndarray | None = None    # the validation faces' readouts and exact ages (a pooled
+    val_ages: np.ndarray | None = None        # gate calibration reads them), where the trial kept them
 
 
 REQUIRED_METRICS = [key for key, _ in METRICS] + ["undefined", "age_confusion"]
@@ -75,7 +78,21 @@ def _read_trial(run_dir: Path, head: str) -> TrialFiles:
     missing = [c for c in REQUIRED_HISTORY if c not in history.columns]
     if missing:
         raise DamagedTrial(run_dir / HISTORY_FILE, f"lacks columns {missing}")
-    return TrialFiles(metrics, history, *_gate_columns(run_dir, head))
+    return TrialFiles(metrics, history, *_gate_columns(run_dir, head), *_validation(run_dir, head))
+
+
+def _validation(run_dir: Path, head: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The validation faces' readouts and exact ages, or (None, None) without them."""
+    path = run_dir / VAL_PREDICTIONS_FILE
+    if not path.is_file():
+        return None, None
+    saved = _read(path, lambda p: dict(np.load(p)))
+    labels = _read(run_dir / LABELS_FILE, lambda p: pd.read_csv(p, dtype={"id": str}).set_index("id"))
+    try:
+        return (heads.readout(head, saved["outputs"], age_residuals(run_dir, head)),
+                labels.loc[saved["ids"], "age"].to_numpy(dtype=float))
+    except Exception as err:
+        raise DamagedTrial(path, f"does not match {LABELS_FILE}: {type(err).__name__}: {err}") from None
 
 
 def _gate_columns(run_dir: Path, head: str | None) -> tuple:

@@ -9,6 +9,7 @@ import pandas as pd
 from harness.analysis import comparisons, statistics
 from harness.analysis.report.fairness_tables import fairness_frame, fairness_section
 from harness.analysis.report.figures import draw_plots, gate_plot
+from harness.analysis.report.pooled_gate import pooled_gate_table
 from harness.analysis.report.publish import check_out, staged_report
 from harness.analysis.report.render import markdown_table, report_stamp
 from harness.analysis.report.tables import (
@@ -154,6 +155,15 @@ def _write(out: Path, results_dir: Path, index: dict, everything: dict, loaded, 
                          "validation false-accept rate meets the target, which "
                          "refuses the fewest adults. Rates on the test faces at that threshold; a target no "
                          "threshold met is counted and its reason given, never clamped.", calibrated))
+    pooled = pooled_gate_table(frame.assign(configuration=frame["configuration"].map(labels))
+                               if len(frame) else frame, loaded.files)
+    if len(pooled):
+        pooled.to_csv(tables / "pooled_gate.csv", index=False)
+        sections.append(("Door gate calibrated on every round's validation faces",
+                         "One threshold chosen on the validation faces of all rounds together (out of fold: no "
+                         "round's test faces are among them), so on several times as many minors as one round "
+                         "has, then each round's test faces judged at it; beside it, each round's own threshold "
+                         "as above. Rates: mean ± std over rounds.", pooled))
     if len(ensembles):
         ensemble_summary = ensemble_table(ensembles)
         ensemble_summary.to_csv(tables / "ensembles.csv", index=False)
