@@ -140,12 +140,16 @@ def _face_resnet(arch: FaceResNet, x):
         return affine(x, name.replace("/", "_"), weights[f"{name}/gamma"] if weights else None,
                       weights[f"{name}/beta"] if weights else None, arch.trains(name))
 
-    x = affine(x, "face_resnet_input", input_gamma, input_beta, False)   # dlib's fixed normalisation
-    x = layers.MaxPooling2D(3, 2, padding="valid")(layers.ReLU()(conv_affine(x, face_resnet.stem())))
-    for block in face_resnet.blocks():
+    with_stem, chosen, pooled = face_resnet.span(arch.reads, arch.features)
+    if with_stem:
+        x = affine(x, "face_resnet_input", input_gamma, input_beta, False)   # dlib's fixed normalisation
+        x = layers.MaxPooling2D(3, 2, padding="valid")(layers.ReLU()(conv_affine(x, face_resnet.stem())))
+    for block in chosen:
         inner = conv_affine(layers.ReLU()(conv_affine(x, block.first)), block.second)
         skip = layers.AveragePooling2D(2, 2, padding="valid")(x) if block.downsample else x
         x = layers.ReLU()(ZeroPadAdd(name=block.name.replace("/", "_") + "_add")([inner, skip]))
+    if not pooled:
+        return x   # the activations at a cut, for the cache
     x = layers.GlobalAveragePooling2D()(x)
     if arch.features == "pooled":
         return x

@@ -169,12 +169,16 @@ def _face_resnet(arch: FaceResNet, x):
         pad = lambda t: tf.pad(t, [[0, 0]] + [[0, n - m] for n, m in zip(target, t.shape[1:])])  # noqa: E731
         return pad(a) + pad(b)
 
-    x = x * tf.constant(input_gamma) + tf.constant(input_beta)   # dlib's fixed normalisation
-    x = tf.nn.max_pool2d(tf.nn.relu(conv_affine(x, face_resnet.stem())), 3, 2, "VALID")
-    for block in face_resnet.blocks():
+    with_stem, chosen, pooled = face_resnet.span(arch.reads, arch.features)
+    if with_stem:
+        x = x * tf.constant(input_gamma) + tf.constant(input_beta)   # dlib's fixed normalisation
+        x = tf.nn.max_pool2d(tf.nn.relu(conv_affine(x, face_resnet.stem())), 3, 2, "VALID")
+    for block in chosen:
         inner = conv_affine(tf.nn.relu(conv_affine(x, block.first)), block.second)
         skip = tf.nn.avg_pool2d(x, 2, 2, "VALID") if block.downsample else x
         x = tf.nn.relu(add_in_larger_shape(inner, skip))
+    if not pooled:
+        return x   # the activations at a cut, for the cache
     x = tf.reduce_mean(x, axis=[1, 2])
     if arch.features == "pooled":
         return x

@@ -22,7 +22,7 @@ from backends.common import THREADS_ENV, cpu_model, input_statistics, thread_cou
 from backends.loading import backend_module, export_backend, output_to
 from harness import __version__ as harness_version
 from harness.data.cache import CachedArrays
-from harness.data.faces import EMBEDDING_SIZE, POOLED_SIZE
+from harness.data.faces import DESCRIPTOR_OUTPUTS
 from harness.data.labels import soft_age, soft_years
 from harness.files import write_atomic
 from harness.models import heads, metrics
@@ -226,9 +226,9 @@ def describe(backend_name: str, chips_file: Path, out: Path, features: str = "em
     with output_to(Path(os.devnull)):
         backend = backend_module(backend_name)
         network = backend.face_network(FaceResNet(features=features))
-        size = EMBEDDING_SIZE if features == "embedding" else POOLED_SIZE
         partial = out.with_name(out.name + ".partial")
-        result = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(len(chips), size))
+        result = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32,
+                                           shape=(len(chips),) + DESCRIPTOR_OUTPUTS[features])
         for start in range(0, len(chips), batch):
             x = np.asarray(chips[start:start + batch], dtype=np.float32) / np.float32(255.0)
             values = backend.describe(network, x)

@@ -13,7 +13,7 @@ share one):
     python -m backends.worker predict RUN_DIR OUT.npz [--role test]
         reload the saved model and predict one role of the trial's split
     python -m backends.worker export RUN_DIR OUT.tflite [--quantize none|dynamic|int8]
-    python -m backends.worker describe BACKEND CHIPS.npy OUT.npy [--features embedding|pooled] [--flip]
+    python -m backends.worker describe BACKEND CHIPS.npy OUT.npy [--features embedding|pooled|levelK_input] [--flip]
         convert the saved model to TFLite (int8 calibrates on the run's training images)
     python -m backends.worker count-params BACKEND SPECS.json
         print the trainable-parameter count of each (model, input shape) in SPECS.json
@@ -29,6 +29,7 @@ from pathlib import Path
 
 from backends.loading import backend_module, output_to
 from backends.training import RecentSplits, describe, export, predict, train
+from harness.data.faces import DESCRIPTOR_OUTPUTS
 from harness.models.backends import BACKENDS
 from harness.models.spec import ModelSpec, TrainingSpec
 from harness.runs.trial import read_config
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("backend", choices=BACKENDS)
     d.add_argument("chips", type=Path)
     d.add_argument("out", type=Path)
-    d.add_argument("--features", choices=["embedding", "pooled"], default="embedding")
+    d.add_argument("--features", choices=sorted(DESCRIPTOR_OUTPUTS), default="embedding")
     d.add_argument("--flip", action="store_true", help="the mean of each chip's and its mirror's")
     c = verbs.add_parser("count-params")
     c.add_argument("backend")

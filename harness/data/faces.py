@@ -63,6 +63,13 @@ DESCRIPTOR_CHIP = 150
 # is a linear projection of (the port can hand out either; dlib the descriptor only).
 EMBEDDING_SIZE = 128
 POOLED_SIZE = 256
+# Everything the port can hand out per face, and its shape: the descriptor, the pooled
+# features, and the activations at each cut a fine-tuned trunk can start from (the input
+# of dlib's level K, counted from the output; harness.models.face_resnet.cut_shape derives
+# the same shapes from the network, and a test holds the two together).
+DESCRIPTOR_OUTPUTS = {"embedding": (EMBEDDING_SIZE,), "pooled": (POOLED_SIZE,),
+                      "level0_input": (4, 4, 256), "level1_input": (8, 8, 128),
+                      "level2_input": (17, 17, 64), "level3_input": (35, 35, 32)}
 
 
 def descriptor_chip(chip: Image.Image) -> np.ndarray:

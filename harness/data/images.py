@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
-from harness.data.faces import EMBEDDING_SIZE, POOLED_SIZE
+from harness.data.faces import DESCRIPTOR_OUTPUTS
 
 # What an experiment's dlib_embedding is computed by when it names no descriptor_engine:
 # the port, batched on every core (Preprocessing's own default, "dlib", is what stored
@@ -52,9 +52,10 @@ class Preprocessing(BaseModel):
     # Which of the network's outputs the model reads: the 128-D descriptor, or the 256-D
     # average-pooled features before its last (linear) layer. Left out of dumps when it is
     # the descriptor, for the same reason as the engine.
-    descriptor_features: Literal["embedding", "pooled"] = Field(
-        "embedding", description="dlib_embedding with a port engine: the 128-D descriptor, or the 256-D pooled "
-                                 "features before it")
+    descriptor_features: Literal["embedding", "pooled", "level0_input", "level1_input", "level2_input",
+                                 "level3_input"] = Field(
+        "embedding", description="dlib_embedding with a port engine: the 128-D descriptor, the 256-D pooled "
+                                 "features before it, or the activations a fine-tuned level reads (levelK_input)")
 
     @model_serializer(mode="wrap")
     def _drop_defaults_of_older_runs(self, handler):
@@ -74,9 +75,12 @@ class Preprocessing(BaseModel):
             if self.embedding_jitters:
                 raise ValueError("embedding_jitters are dlib's own random re-crops: they need descriptor_engine "
                                  "dlib")
+            if self.embedding_flip and self.descriptor_features not in ("embedding", "pooled"):
+                raise ValueError(f"embedding_flip averages a face's and its mirror's features; the activations at "
+                                 f"{self.descriptor_features} are a map, which a mirror does not match")
         elif self.descriptor_features != "embedding":
             raise ValueError(f"descriptor_features {self.descriptor_features!r}: dlib gives its 128-D descriptor "
-                             "only; the pooled features need a port engine (descriptor_engine keras, keras-jax "
+                             "only; other outputs need a port engine (descriptor_engine keras, keras-jax "
                              "or tflearn)")
         return self
 
@@ -102,7 +106,7 @@ class Preprocessing(BaseModel):
     @property
     def shape(self) -> tuple[int, ...]:
         if self.embedding:
-            return (POOLED_SIZE,) if self.descriptor_features == "pooled" else (EMBEDDING_SIZE,)
+            return DESCRIPTOR_OUTPUTS[self.descriptor_features]
         return (self.size, self.size, self.channels)
 
     @property

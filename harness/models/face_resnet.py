@@ -27,7 +27,8 @@ import numpy as np
 from harness.data.faces import DESCRIPTOR_CHIP, EMBEDDING_SIZE, POOLED_SIZE
 
 __all__ = ["INPUT_SIZE", "INPUT_MEAN", "INPUT_SCALE", "LEVELS", "EMBEDDING_SIZE", "POOLED_SIZE",
-           "Conv", "Block", "blocks", "trains", "parameter_shapes", "parameter_count"]
+           "Conv", "Block", "blocks", "trains", "CUTS", "cut_of", "cut_shape", "first_level_after", "span",
+           "parameter_shapes", "parameter_count"]
 
 INPUT_SIZE = DESCRIPTOR_CHIP   # 150: the chip every engine reads (harness.data.faces.descriptor_chip)
 INPUT_MEAN = (122.782, 117.001, 104.298)   # R, G, B
@@ -84,6 +85,49 @@ def trains(name: str, train_from: str) -> bool:
         return False   # the stem (and the fixed input normalisation)
     deepest_frozen = len(LEVELS) - 2 - int(train_from[len("level"):])
     return int(root[len("level"):]) > deepest_frozen
+
+
+# Where a fine-tuned trunk can be cut: the activations dlib's level K reads (K counted
+# from the output), computed once by the frozen part below it and cached.
+CUTS = ("level0_input", "level1_input", "level2_input", "level3_input")
+
+
+def cut_of(train_from: str) -> str:
+    """``levelK`` -> the cut below it, ``levelK_input``."""
+    return f"{train_from}_input"
+
+
+def first_level_after(cut: str) -> int:
+    """A cut -> the index (ours, from the input) of the first level above it."""
+    return len(LEVELS) - 1 - int(cut[len("level"):cut.index("_")])
+
+
+def cut_shape(cut: str) -> tuple[int, int, int]:
+    """(rows, columns, channels) of the activations at a cut, as dlib computes them: no
+    padding for strided convolutions and pools, a downsampling block's sum in the larger
+    of its two shapes."""
+    side = (INPUT_SIZE - STEM_KERNEL) // 2 + 1      # the stem's convolution
+    side = (side - 3) // 2 + 1                       # its 3x3/2 max pool
+    channels = STEM_FILTERS
+    for level, (filters, _) in enumerate(LEVELS):
+        if level == first_level_after(cut):
+            return side, side, channels
+        if level > 0:   # the first block downsamples: conv 3x3/2 against a 2x2/2 pool of its input
+            side = max((side - 3) // 2 + 1, side // 2)
+        channels = filters
+    raise ValueError(f"no cut {cut!r}; cuts: {list(CUTS)}")
+
+
+def span(reads: str, gives: str) -> tuple[bool, list[Block], bool]:
+    """What a network from ``reads`` (``chip`` or a cut) to ``gives`` (``embedding``,
+    ``pooled`` or a cut) holds: whether it starts with the input normalisation and the
+    stem, its residual blocks, and whether it ends with the average pool."""
+    first = 0 if reads == "chip" else first_level_after(reads)
+    last = len(LEVELS) if gives in ("embedding", "pooled") else first_level_after(gives)
+    if last < first:
+        raise ValueError(f"a network from {reads} cannot give {gives}: that cut is below it")
+    chosen = [b for b in blocks() if first <= int(b.name.split("/")[0][len("level"):]) < last]
+    return reads == "chip", chosen, gives in ("embedding", "pooled")
 
 
 def stem() -> Conv:

@@ -105,22 +105,40 @@ class FaceResNet(_Spec):
 
     type: Literal["face_resnet"] = "face_resnet"
     weights: Literal["dlib", "none"] = "dlib"
-    features: Literal["embedding", "pooled"] = "embedding"
+    # What the trunk hands the heads; a cut (levelK_input) only for the frozen part the port
+    # computes and caches (harness.models.face_resnet.CUTS).
+    features: Literal["embedding", "pooled", "level0_input", "level1_input", "level2_input",
+                      "level3_input"] = "embedding"
     trainable: bool = False
     train_from: Literal["head", "level0", "level1", "level2", "level3", "all"] = "head"
+    input: Literal["chip", "cut"] = Field(
+        "chip", description="chip: the aligned 150x150 face; cut: the activations below train_from's level, "
+                            "computed once by the frozen part and cached (preprocessing: {representation: "
+                            "dlib_embedding, descriptor_features: levelK_input})")
     regularizer: Regularizer = Regularizer()   # the head's kernels (a frozen trunk has no penalty)
     initializer: Initializer = "he_normal"      # the head's, and the trunk's with weights: none
 
     @model_serializer(mode="wrap")
     def _drop_neutral(self, handler):
-        return drop_neutral(handler(self), {"train_from": "head"})
+        return drop_neutral(handler(self), {"train_from": "head", "input": "chip"})
 
     @model_validator(mode="after")
     def _one_way_to_say_it(self):
         if self.trainable and self.train_from not in ("head", "all"):
             raise ValueError(f"trainable: true trains every level; with train_from {self.train_from!r} leave "
                              "trainable out")
+        if self.input == "cut" and (self.trainable or self.train_from in ("head", "all")):
+            raise ValueError(f"input: cut reads the activations below the first level that trains; train_from "
+                             f"{'all' if self.trainable else self.train_from!r} has no such cut (allowed: level0, "
+                             "level1, level2, level3)")
         return self
+
+    @property
+    def reads(self) -> str:
+        """``chip``, or the cut this trunk starts from (``levelK_input``)."""
+        from harness.models.face_resnet import cut_of
+
+        return "chip" if self.input == "chip" else cut_of(self.train_from)
 
     def trains(self, name: str) -> bool:
         """Whether the trunk's layer or variable ``name`` (``stem/...``, ``level<i>/...``,

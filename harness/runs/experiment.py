@@ -160,6 +160,16 @@ class Experiment(_Strict):
 
         prep = self.preprocessing
         for n, model in enumerate(self.grid.models):
+            arch = model.architecture
+            if arch.type == "face_resnet" and arch.input == "cut":
+                if not prep.embedding or prep.descriptor_features != arch.reads:
+                    raise ValueError(
+                        f"grid.models.{n}.architecture: face_resnet with input: cut and train_from "
+                        f"{arch.train_from} reads the activations below that level, computed once by the frozen "
+                        f"part (preprocessing: {{representation: dlib_embedding, descriptor_features: {arch.reads}}}), "
+                        f"but preprocessing has representation {prep.representation}"
+                        + (f", descriptor_features {prep.descriptor_features}" if prep.embedding else ""))
+                continue
             if model.architecture.type == "face_resnet":
                 wrong = {key: getattr(prep, key) for key, wanted in
                          (("representation", "pixels"), ("align", "dlib"), ("size", INPUT_SIZE), ("color", "rgb"),
@@ -173,11 +183,14 @@ class Experiment(_Strict):
         _check_face_resnet_weights(self)
         if self.preprocessing.embedding:
             for n, model in enumerate(self.grid.models):
-                if model.architecture.type != "fcn":
-                    raise ValueError(
-                        f"grid.models.{n}.architecture: {model.architecture.type!r} needs a pixel grid, but "
-                        f"preprocessing.representation {self.preprocessing.representation!r} gives "
-                        f"{self.preprocessing.shape[0]} numbers per face (allowed: fcn)")
+                arch = model.architecture
+                if arch.type == "fcn" or (arch.type == "face_resnet" and arch.input == "cut"):
+                    continue
+                raise ValueError(
+                    f"grid.models.{n}.architecture: {arch.type!r} needs a pixel grid, but preprocessing."
+                    f"representation {self.preprocessing.representation!r} gives "
+                    f"{' x '.join(map(str, self.preprocessing.shape))} numbers per face (allowed: fcn, or face_resnet "
+                    "with input: cut)")
         return self
 
     @field_validator("seeds")

@@ -326,7 +326,7 @@ def test_a_port_engine_needs_descriptors_and_no_jitters():
         Preprocessing(descriptor_engine="keras")
     with pytest.raises(ValidationError, match="embedding_jitters are dlib's own"):
         Preprocessing(representation="dlib_embedding", descriptor_engine="keras", embedding_jitters=2)
-    with pytest.raises(ValidationError, match="the pooled features need a port engine"):
+    with pytest.raises(ValidationError, match="other outputs need a port engine"):
         Preprocessing(representation="dlib_embedding", descriptor_features="pooled")
     pooled = Preprocessing(representation="dlib_embedding", descriptor_engine="keras", descriptor_features="pooled")
     assert pooled.shape == (256,) and pooled.model_dump()["descriptor_features"] == "pooled"

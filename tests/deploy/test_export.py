@@ -358,7 +358,7 @@ def test_a_read_only_run_folder_is_exported(door_runs, tmp_path):
 @pytest.fixture(scope="module")
 def port_runs(tmp_path_factory, utkface_sample):
     from harness.data.images import Preprocessing
-    from harness.models.spec import FCN, TrainingSpec
+    from harness.models.spec import FCN, FaceResNet, TrainingSpec
     from tests.helpers.backend_runs import make_trial, train_all
 
     base = tmp_path_factory.mktemp("port_runs")
@@ -371,11 +371,17 @@ def port_runs(tmp_path_factory, utkface_sample):
                              training=TrainingSpec(epochs=2, batch_size=32, seed=3))
             for name, backend, features in (("keras", "keras", prep), ("tflearn", "tflearn", prep),
                                             ("keras-pooled", "keras", pooled), ("tflearn-pooled", "tflearn", pooled))}
+    # Fine-tuned from the cut: dlib's last level trains on the cached activations below it.
+    cut = Preprocessing(representation="dlib_embedding", descriptor_engine="keras", descriptor_features="level0_input")
+    runs.update({f"{backend}-cut": make_trial(base / f"{backend}-cut", table, base / "cache", backend, prep=cut,
+                                              architecture=FaceResNet(train_from="level0", input="cut"),
+                                              training=TrainingSpec(epochs=2, batch_size=16, seed=3))
+                 for backend in ("keras", "tflearn")})
     train_all(runs.values())
     return runs
 
 
-@pytest.mark.parametrize("name", ["keras", "tflearn", "keras-pooled", "tflearn-pooled"])
+@pytest.mark.parametrize("name", ["keras", "tflearn", "keras-pooled", "tflearn-pooled", "keras-cut", "tflearn-cut"])
 def test_a_port_descriptor_run_exports_one_network_from_the_chip(port_runs, faces, tmp_path, name):
     out = tmp_path / "door"
     result = harness("export", port_runs[name], "--out", out)

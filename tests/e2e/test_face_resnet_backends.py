@@ -56,6 +56,9 @@ def test_face_resnet_has_the_same_parameter_count_in_every_backend(tmp_path):
              FaceResNet(train_from="level0"), FaceResNet(train_from="level3", features="pooled")]
     entries = [{"model": ModelSpec(architecture=arch, head=head).model_dump(mode="json"),
                 "input_shape": [150, 150, 3]} for arch in archs for head in ("two_heads", "years_softmax")]
+    # The same fine-tuned levels on the cached activations below them: the same trainable weights.
+    entries.append({"model": ModelSpec(architecture=FaceResNet(train_from="level0", input="cut")).model_dump(
+        mode="json"), "input_shape": list(face_resnet.cut_shape("level0_input"))})
     specs = tmp_path / "specs.json"
     specs.write_text(json.dumps(entries))
     counts = {b: json.loads(worker("count-params", b, specs).stdout.strip().splitlines()[-1]) for b in BACKENDS}
@@ -69,7 +72,7 @@ def test_face_resnet_has_the_same_parameter_count_in_every_backend(tmp_path):
     shapes = face_resnet.parameter_shapes()
     trained = {k: sum(int(np.prod(v)) for n, v in shapes.items() if face_resnet.trains(n, k))
                for k in ("level0", "level3")}
-    assert counts["keras"][10] == trained["level0"] + head["two_heads"]
+    assert counts["keras"][10] == trained["level0"] + head["two_heads"] == counts["keras"][14]
     pooled_head = sum((face_resnet.POOLED_SIZE + 1) * p.units for p in heads.parts("two_heads"))
     assert counts["keras"][12] == trained["level3"] - 256 * 128 + pooled_head   # no projection when pooled
 

@@ -132,3 +132,17 @@ def test_train_from_is_one_way_to_say_it_and_old_specs_keep_their_ids():
     with pytest.raises(ValidationError, match="train_from"):
         FaceResNet(train_from="level4")
     assert "train_from" not in FaceResNet().model_dump()
+
+
+def test_the_cuts_shapes_are_the_data_layers_and_each_network_spans_its_levels():
+    from harness.data.faces import DESCRIPTOR_OUTPUTS
+
+    for cut in face_resnet.CUTS:
+        assert face_resnet.cut_shape(cut) == DESCRIPTOR_OUTPUTS[cut]
+    stem, frozen, pooled = face_resnet.span("chip", "level0_input")
+    assert stem and not pooled and frozen[-1].name == "level3/block2"
+    stem, trained, pooled = face_resnet.span("level0_input", "embedding")
+    assert not stem and pooled and [b.name for b in trained] == ["level4/block0"]
+    assert [b.name for b in frozen + trained] == [b.name for b in face_resnet.blocks()]
+    with pytest.raises(ValueError, match="that cut is below it"):
+        face_resnet.span("level0_input", "level2_input")

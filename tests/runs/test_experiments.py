@@ -437,3 +437,24 @@ def test_missing_or_corrupt_face_resnet_weights_are_refused_before_anything_runs
         experiment_file.load(write(tmp_path, port, "port.yaml"))
     face["grid"]["models"][0]["architecture"]["weights"] = "none"
     assert experiment_file.load(write(tmp_path, face, "none.yaml"))
+
+
+def test_a_trunk_fine_tuned_from_the_cut_reads_the_cached_activations_below_its_level(tmp_path):
+    from harness.runs import experiment_file
+    from harness.runs.experiment import ExperimentError
+    from tests.helpers.experiments import TINY, write
+
+    cut = {**TINY, "preprocessing": {"align": "dlib", "size": 150, "scaling": "unit"}, "grid": {**TINY["grid"], "models": [
+        {"name": "top", "architecture": {"type": "face_resnet", "train_from": "level1", "input": "cut"}}]}}
+    with pytest.raises(ExperimentError, match="descriptor_features: level1_input.*but preprocessing has "
+                                              "representation pixels"):
+        experiment_file.load(write(tmp_path, cut))
+    cut["preprocessing"] = {"representation": "dlib_embedding", "descriptor_features": "level0_input"}
+    with pytest.raises(ExperimentError, match="descriptor_features level0_input"):
+        experiment_file.load(write(tmp_path, cut, "wrong.yaml"))
+    cut["preprocessing"]["descriptor_features"] = "level1_input"
+    loaded = experiment_file.load(write(tmp_path, cut, "ok.yaml"))
+    assert loaded.preprocessing.shape == (8, 8, 128) and loaded.preprocessing.descriptor_engine == "keras"
+    cut["grid"]["models"][0]["architecture"]["train_from"] = "all"
+    with pytest.raises(ExperimentError, match="train_from 'all' has no such cut"):
+        experiment_file.load(write(tmp_path, cut, "all.yaml"))
