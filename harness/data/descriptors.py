@@ -54,7 +54,8 @@ def describe_chips(chips_file: Path, out_file: Path, prep: Preprocessing, progre
 
     if progress:
         count = len(np.load(chips_file, mmap_mode="r"))
-        what = "face descriptors" if prep.descriptor_features == "embedding" else "pooled face features"
+        what = {"embedding": "face descriptors", "pooled": "pooled face features"}.get(
+            prep.descriptor_features, f"face ResNet activations at {prep.descriptor_features}")
         print(f"computing {count} {what} with the face ResNet on {prep.descriptor_engine}",
               file=sys.stderr, flush=True)
     command = worker_command("describe", prep.descriptor_engine, chips_file, out_file,
