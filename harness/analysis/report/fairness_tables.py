@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from harness.analysis import fairness
-from harness.analysis.report.tables import GATE_AGE
+from harness.analysis.report.tables import GATE_AGE, _interval
 from harness.models import backends
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
 
@@ -58,12 +58,15 @@ def fairness_frame(frame: pd.DataFrame, files: dict, labels: dict[str, str], rat
     return out[first + [c for c in out.columns if c not in first]]
 
 
-def _shown(value: float, low: float, high: float, decimals: int = 1, most: float = 100.0) -> str:
-    """A figure and its interval, clipped to what the figure can be (a share: 0 to 100)."""
+def _shown(value: float, low: float, high: float) -> str:
+    """A share in % and its interval, clipped to 0-100 (the report's own formatting)."""
+    return _interval(value, low, high, signed=False)
+
+
+def _years(value: float, low: float, high: float) -> str:
     if pd.isna(value):
         return "—"
-    text = f"{value:.{decimals}f}"
-    return text if pd.isna(low) else f"{text} [{max(low, 0):.{decimals}f}, {min(high, most):.{decimals}f}]"
+    return f"{value:.2f}" + ("" if pd.isna(low) else f" [{max(low, 0):.2f}, {high:.2f}]")
 
 
 def fairness_section(table: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
@@ -79,8 +82,7 @@ def fairness_section(table: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
         for column, _, _ in fairness.FIGURES[:3]:
             shown[column] = _shown(row[column], row[f"{column} low"], row[f"{column} high"])
         if not pd.isna(row["MAE (years)"]):
-            shown["MAE (years)"] = _shown(row["MAE (years)"], row["MAE (years) low"], row["MAE (years) high"], 2,
-                                           math.inf)
+            shown["MAE (years)"] = _years(row["MAE (years)"], row["MAE (years) low"], row["MAE (years) high"])
         shown["minors let in % (of minors)"] = f"{_let_in(row)} (of {row['minors']})" if row["minors"] else "—"
         shown["adults refused % (of adults)"] = (
             f"{_shown(row['adults refused %'], row['adults refused % low'], row['adults refused % high'])} "

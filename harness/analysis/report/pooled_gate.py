@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from harness.analysis.report.tables import _mean_std
 from harness.models import backends
 from harness.models.gate import GateSpec, calibrate, gate_rates
 
@@ -29,12 +30,9 @@ def _spec(metrics: dict) -> GateSpec | None:
         return None
 
 
-def _share(values: list[float]) -> str:
-    values = [v for v in values if v is not None and not np.isnan(v)]
-    if not values:
-        return "—"
-    mean = 100.0 * float(np.mean(values))
-    return f"{mean:.1f} ± {100.0 * float(np.std(values)):.1f}" if len(values) > 1 else f"{mean:.1f}"
+def _share(values) -> str:
+    """Rates (0-1, None where a round had no one to judge) as mean ± std over rounds in %."""
+    return _mean_std(pd.Series(values, dtype=float), 100.0)
 
 
 def pooled_gate_table(frame: pd.DataFrame, files: dict) -> pd.DataFrame:

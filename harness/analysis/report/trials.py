@@ -78,16 +78,20 @@ def _read_trial(run_dir: Path, head: str) -> TrialFiles:
     missing = [c for c in REQUIRED_HISTORY if c not in history.columns]
     if missing:
         raise DamagedTrial(run_dir / HISTORY_FILE, f"lacks columns {missing}")
-    return TrialFiles(metrics, history, *_gate_columns(run_dir, head), *_validation(run_dir, head))
+    labels = _labels(run_dir)
+    return TrialFiles(metrics, history, *_gate_columns(run_dir, head, labels), *_validation(run_dir, head, labels))
 
 
-def _validation(run_dir: Path, head: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _labels(run_dir: Path) -> pd.DataFrame:
+    return _read(run_dir / LABELS_FILE, lambda p: pd.read_csv(p, dtype={"id": str}).set_index("id"))
+
+
+def _validation(run_dir: Path, head: str, labels: pd.DataFrame) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The validation faces' readouts and exact ages, or (None, None) without them."""
     path = run_dir / VAL_PREDICTIONS_FILE
     if not path.is_file():
         return None, None
     saved = _read(path, lambda p: dict(np.load(p)))
-    labels = _read(run_dir / LABELS_FILE, lambda p: pd.read_csv(p, dtype={"id": str}).set_index("id"))
     try:
         return (heads.readout(head, saved["outputs"], age_residuals(run_dir, head)),
                 labels.loc[saved["ids"], "age"].to_numpy(dtype=float))
@@ -95,11 +99,11 @@ def _validation(run_dir: Path, head: str) -> tuple[np.ndarray | None, np.ndarray
         raise DamagedTrial(path, f"does not match {LABELS_FILE}: {type(err).__name__}: {err}") from None
 
 
-def _gate_columns(run_dir: Path, head: str | None) -> tuple:
+def _gate_columns(run_dir: Path, head: str | None, labels: pd.DataFrame | None = None) -> tuple:
     """The age gate at 18 on this trial's test predictions, where exact ages are known (its
     rates, readouts and ages), then every test face's readout and labels. ``head`` None:
     the stored outputs are already readouts (an ensemble round's)."""
-    labels = _read(run_dir / LABELS_FILE, lambda p: pd.read_csv(p, dtype={"id": str}).set_index("id"))
+    labels = _labels(run_dir) if labels is None else labels
     saved = _read(run_dir / PREDICTIONS_FILE, lambda p: dict(np.load(p)))
     try:
         test_labels = labels.loc[saved["ids"]].reset_index()
