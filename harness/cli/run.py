@@ -99,8 +99,8 @@ def _dry_run(args, experiment, results) -> int:
     if len(prepared.unaligned_images):
         print(f"  {len(prepared.unaligned_images)} images have no face dlib finds and would be used whole "
               "(align: dlib)")
-    if prepared.to_compute:
-        print(f"  {_compute_note(prepared, experiment.preprocessing)}")
+    for preprocessing, last in prepared.pending:
+        print(f"  {_compute_note(prepared.to_compute, preprocessing, last)}")
     if len(prepared.dropped_rows):
         print(f"  {len(prepared.dropped_rows)} dataset rows left out by the adapter "
               "(see harness data summary)")
@@ -134,15 +134,15 @@ def _run_held(args, experiment, results, prepared) -> int:
     return 1 if counts["failed"] else 0
 
 
-def _compute_note(prepared, preprocessing) -> str:
+def _compute_note(images: int, preprocessing, last: dict | None) -> str:
     """What a real run would compute first, and how long that took last time (the cache's own timing)."""
-    what = ("face descriptors" if preprocessing.representation != "pixels" else "image arrays")
-    note = f"{prepared.to_compute} images' {what} are not cached yet and would be computed first"
-    last = prepared.last_build
+    what = ("image arrays" if not preprocessing.embedding else "face descriptors"
+            if preprocessing.descriptor_features == "embedding" else f"{preprocessing.descriptor_features} features")
+    note = f"{images} images' {what} are not cached yet and would be computed first"
     if last:
         per_image = last["seconds"] / last["images"]
         note += (f": the last build with this preprocessing took {last['seconds']:.1f} s for {last['images']} "
-                 f"images on {last['workers']} workers, about {per_image * prepared.to_compute:.0f} s for these")
+                 f"images on {last['workers']} workers, about {per_image * images:.0f} s for these")
     note += ("; trial ids hold unless an image turns out undecodable (--check-faces decodes them now)")
     return note
 

@@ -111,34 +111,45 @@ class FaceResNet(_Spec):
                       "level3_input"] = "embedding"
     trainable: bool = False
     train_from: Literal["head", "level0", "level1", "level2", "level3", "all"] = "head"
-    input: Literal["chip", "cut"] = Field(
-        "chip", description="chip: the aligned 150x150 face; cut: the activations below train_from's level, "
-                            "computed once by the frozen part and cached (preprocessing: {representation: "
-                            "dlib_embedding, descriptor_features: levelK_input})")
+    # Left out in an experiment: the cut wherever the frozen part can be computed once (see
+    # harness.runs.model_inputs); a trial's config always says which (left out: the chip).
+    input: Literal["chip", "cut"] | None = Field(
+        None, description="chip: the aligned 150x150 face, the frozen part run every epoch; cut: the activations "
+                          "below train_from's level, computed once by the frozen part and cached; left out: the "
+                          "cut where it can be (weights dlib, train_from level0..level3, no pixel augmentation)")
     regularizer: Regularizer = Regularizer()   # the head's kernels (a frozen trunk has no penalty)
     initializer: Initializer = "he_normal"      # the head's, and the trunk's with weights: none
 
     @model_serializer(mode="wrap")
     def _drop_neutral(self, handler):
-        return drop_neutral(handler(self), {"train_from": "head", "input": "chip"})
+        return drop_neutral(handler(self), {"train_from": "head", "input": None})
 
     @model_validator(mode="after")
     def _one_way_to_say_it(self):
         if self.trainable and self.train_from not in ("head", "all"):
             raise ValueError(f"trainable: true trains every level; with train_from {self.train_from!r} leave "
                              "trainable out")
-        if self.input == "cut" and (self.trainable or self.train_from in ("head", "all")):
+        if self.input == "cut" and not self.has_cut:
+            if self.weights != "dlib":
+                raise ValueError("input: cut reads activations the port computes with dlib's weights; weights: "
+                                 "none has no such frozen part (allowed: weights dlib, or input chip)")
             raise ValueError(f"input: cut reads the activations below the first level that trains; train_from "
                              f"{'all' if self.trainable else self.train_from!r} has no such cut (allowed: level0, "
                              "level1, level2, level3)")
         return self
 
     @property
+    def has_cut(self) -> bool:
+        """Whether a frozen part below the levels that train can be computed once: dlib's
+        weights, and a ``train_from`` between level0 and level3."""
+        return self.weights == "dlib" and not self.trainable and self.train_from not in ("head", "all")
+
+    @property
     def reads(self) -> str:
         """``chip``, or the cut this trunk starts from (``levelK_input``)."""
         from harness.models.face_resnet import cut_of
 
-        return "chip" if self.input == "chip" else cut_of(self.train_from)
+        return cut_of(self.train_from) if self.input == "cut" else "chip"
 
     def trains(self, name: str) -> bool:
         """Whether the trunk's layer or variable ``name`` (``stem/...``, ``level<i>/...``,

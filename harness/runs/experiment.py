@@ -156,41 +156,43 @@ class Experiment(_Strict):
 
     @model_validator(mode="after")
     def _architectures_fit_the_input(self):
-        from harness.models.face_resnet import INPUT_SIZE
+        """Each model against what it will read (:mod:`harness.runs.model_inputs`): a face
+        network that can train from its cut reads the cached activations whatever the
+        experiment's preprocessing; one that reads the chip needs the chip; everything else
+        but an FCN needs a pixel grid. Training options that change that are checked per
+        combination when the grid expands."""
+        from harness.models.face_resnet import CUTS, INPUT_SIZE, cut_of
+        from harness.runs.model_inputs import chip_mismatch
 
         prep = self.preprocessing
         for n, model in enumerate(self.grid.models):
             arch = model.architecture
-            if arch.type == "face_resnet" and arch.input == "cut":
-                if not prep.embedding or prep.descriptor_features != arch.reads:
+            if arch.type == "face_resnet" and arch.input != "chip" and arch.has_cut:
+                cut = cut_of(arch.train_from)
+                if prep.embedding and prep.descriptor_features in CUTS and prep.descriptor_features != cut:
                     raise ValueError(
-                        f"grid.models.{n}.architecture: face_resnet with input: cut and train_from "
-                        f"{arch.train_from} reads the activations below that level, computed once by the frozen "
-                        f"part (preprocessing: {{representation: dlib_embedding, descriptor_features: {arch.reads}}}), "
-                        f"but preprocessing has representation {prep.representation}"
-                        + (f", descriptor_features {prep.descriptor_features}" if prep.embedding else ""))
+                        f"grid.models.{n}.architecture: face_resnet with train_from {arch.train_from} reads the "
+                        f"activations at {cut}, but preprocessing names descriptor_features "
+                        f"{prep.descriptor_features} (leave descriptor_features out, or give {cut})")
                 continue
-            if model.architecture.type == "face_resnet":
-                wrong = {key: getattr(prep, key) for key, wanted in
-                         (("representation", "pixels"), ("align", "dlib"), ("size", INPUT_SIZE), ("color", "rgb"),
-                          ("scaling", "unit"), ("crop", 1.0), ("equalize", False)) if getattr(prep, key) != wanted}
+            if arch.type == "face_resnet":
+                wrong = chip_mismatch(prep)
                 if wrong:
                     raise ValueError(
                         f"grid.models.{n}.architecture: face_resnet reads the aligned {INPUT_SIZE}x{INPUT_SIZE} "
                         "RGB chip as dlib does (preprocessing: {representation: pixels, align: dlib, size: "
                         f"{INPUT_SIZE}, color: rgb, scaling: unit}}), but preprocessing has " +
-                        ", ".join(f"{key}: {value}" for key, value in wrong.items()))
-        _check_face_resnet_weights(self)
-        if self.preprocessing.embedding:
-            for n, model in enumerate(self.grid.models):
-                arch = model.architecture
-                if arch.type == "fcn" or (arch.type == "face_resnet" and arch.input == "cut"):
-                    continue
+                        ", ".join(f"{key}: {value}" for key, value in wrong.items()) +
+                        f" (with train_from {arch.train_from}{' and input chip' if arch.input == 'chip' else ''}; "
+                        "a train_from of level0..level3 with weights dlib trains from the cached cut instead)")
+                continue
+            if prep.embedding and arch.type != "fcn":
                 raise ValueError(
                     f"grid.models.{n}.architecture: {arch.type!r} needs a pixel grid, but preprocessing."
-                    f"representation {self.preprocessing.representation!r} gives "
-                    f"{' x '.join(map(str, self.preprocessing.shape))} numbers per face (allowed: fcn, or face_resnet "
-                    "with input: cut)")
+                    f"representation {prep.representation!r} gives "
+                    f"{' x '.join(map(str, prep.shape))} numbers per face (allowed: fcn, or face_resnet "
+                    "with a train_from of level0..level3, trained from the cached cut)")
+        _check_face_resnet_weights(self)
         return self
 
     @field_validator("seeds")

@@ -3,15 +3,19 @@ excludes) x backends x rounds. Each trial's id is a hash of its fully resolved c
 it is the same in every run."""
 from __future__ import annotations
 
+from typing import Callable
+
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sklearn.model_selection import ParameterGrid
 
+from harness.data.images import Preprocessing
 from harness.models.heads import SOFT_AGE_HEADS, YEARS_HEADS, part_losses
 from harness.models.spec import Augmentation, TrainingSpec
 from harness.runs.experiment import Exclude, Experiment
+from harness.runs.model_inputs import chip_mismatch, model_inputs
 from harness.runs.trial import TrialConfig
 
-__all__ = ["Trial", "expand", "baseline_combination", "exact_age_uses"]
+__all__ = ["Trial", "expand", "inputs_needed", "baseline_combination", "exact_age_uses"]
 
 
 def _training_grid(experiment: Experiment, fixed: dict | None = None) -> list[dict]:
@@ -79,10 +83,22 @@ def expand_specs(experiment: Experiment) -> list[dict]:
             part_losses(head, training.loss)
         except ValueError as err:
             raise ValueError(f"training.loss: {err} ({where})") from None
-        if training.augments and experiment.preprocessing.embedding:
+        model = models[combo["model"]]
+        resolved, prep = model_inputs(experiment.preprocessing, model.spec(), training)
+        if training.augments and prep.embedding:
+            if resolved.architecture.type == "face_resnet":
+                raise ValueError(f"training.augmentation: changes pixels, but the model reads the activations at "
+                                 f"{resolved.architecture.reads}, computed once and cached; give the architecture "
+                                 f"input: chip to run its frozen part on every augmented epoch ({where})")
             raise ValueError(f"training.augmentation: changes pixels, but preprocessing.representation "
                              f"{experiment.preprocessing.representation!r} feeds the model face "
                              f"descriptors; use embedding_flip for a mirrored face ({where})")
+        if resolved.architecture.type == "face_resnet" and not prep.embedding and chip_mismatch(prep):
+            raise ValueError(f"grid.models: {combo['model']!r} reads the aligned chip (its training augments the "
+                             f"pixels, so the cached cut cannot be used), but preprocessing has "
+                             + ", ".join(f"{k}: {v}" for k, v in chip_mismatch(prep).items())
+                             + f" (the chip: representation pixels, align dlib, size 150, color rgb, scaling unit; "
+                               f"{where})")
         for key, watched in (("early_stopping", training.early_stopping),
                              ("schedule", training.schedule if training.schedule and training.schedule.kind == "plateau"
                               else None)):
@@ -140,23 +156,42 @@ class Trial(BaseModel):
     config: TrialConfig
 
 
-def expand(experiment: Experiment, data_fingerprints: dict[int, str], cache_entry: str) -> list[Trial]:
-    """Every trial of the experiment, in a stable order, duplicates removed.
-
-    ``data_fingerprints``: round -> identity of the data that round reads (see
-    :func:`harness.runs.trial.data_fingerprint`); the rounds to run are its keys.
-    """
-    threads = experiment.resolved_threads()
+def _resolved(experiment: Experiment):
+    """(combination, seed, the model as its trials record it, the preprocessing they read), in order."""
     models = {m.name: m for m in experiment.grid.models}
     seeds = [{"seed": seed} for seed in experiment.seeds] if experiment.seeds else [{}]
-    trials, seen = [], set()
     for combo, seed in ((c, s) for c in expand_specs(experiment) for s in seeds):
+        training = TrainingSpec(**combo["training"], **seed)
+        model, prep = model_inputs(experiment.preprocessing, models[combo["model"]].spec(), training)
+        yield combo, training, model, prep
+
+
+def inputs_needed(experiment: Experiment) -> list[Preprocessing]:
+    """Every preprocessing the experiment's trials read (each one cache entry), in order:
+    the experiment's own, and the cut of each face network trained from one."""
+    needed: list[Preprocessing] = []
+    for _, _, _, prep in _resolved(experiment):
+        if prep not in needed:
+            needed.append(prep)
+    return needed
+
+
+# preprocessing -> (the cache entry holding its arrays, round -> identity of the data that
+# round reads: see harness.runs.trial.data_fingerprint)
+Locate = Callable[[Preprocessing], tuple[str, dict[int, str]]]
+
+
+def expand(experiment: Experiment, locate: Locate) -> list[Trial]:
+    """Every trial of the experiment, in a stable order, duplicates removed. The rounds to
+    run are the keys ``locate`` gives."""
+    threads = experiment.resolved_threads()
+    trials, seen = [], set()
+    for combo, training, model, prep in _resolved(experiment):
+        cache_entry, fingerprints = locate(prep)
         for backend in experiment.backends:
-            for round_, fingerprint in sorted(data_fingerprints.items()):
+            for round_, fingerprint in sorted(fingerprints.items()):
                 config = TrialConfig(
-                    backend=backend, model=models[combo["model"]].spec(),
-                    training=TrainingSpec(**combo["training"], **seed),
-                    preprocessing=experiment.preprocessing, round=round_,
+                    backend=backend, model=model, training=training, preprocessing=prep, round=round_,
                     threshold=experiment.threshold, threads=threads, gate=experiment.gate,
                     data_fingerprint=fingerprint, cache_entry=cache_entry)
                 trial_id = config.trial_id()

@@ -16,11 +16,12 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from harness.data import cache, datasets
+from harness.data.images import Preprocessing
 from harness.data.labels import to_joint
 from harness.data.splits import SplitManifest, make_splits
 from harness.files import write_atomic
 from harness.runs.experiment import Experiment, ExperimentError
-from harness.runs.grid import Trial, exact_age_uses, expand
+from harness.runs.grid import Trial, exact_age_uses, expand, inputs_needed
 from harness.runs.layout import (
     CURRENT_TRIALS_FILE,
     DROPPED_FILE,
@@ -43,10 +44,11 @@ class Prepared:
     skipped_images: pd.DataFrame
     dropped_rows: pd.DataFrame       # dataset rows the adapter left out (malformed names, ...)
     unaligned_images: pd.DataFrame   # align: dlib found no face; the whole image was used
-    # A dry run that computed nothing: how many images a real run would compute, and the
-    # timing of the last build with this preprocessing ({"seconds", "images", "workers"}).
+    # A dry run that computed nothing: how many images a real run would compute, and for
+    # each input not cached yet, the timing of its last build ({"seconds", "images",
+    # "workers"}, or None).
     to_compute: int = 0
-    last_build: dict | None = field(default=None)
+    pending: list[tuple[Preprocessing, dict | None]] = field(default_factory=list)
 
 
 def load_dataset(experiment: Experiment) -> datasets.UnifiedDataset:
@@ -101,38 +103,71 @@ def prepare(experiment: Experiment, dry_run: bool = False, workers: int | None =
             f"{' and '.join(uses)}: need(s) each face's exact age in years, but {without_age} of the "
             f"{len(table)} {experiment.data.dataset} faces have only an age group (Adience labels groups; "
             "UTKFace and a CSV with an 'age' column have exact ages)")
-    if dry_run and cache.lookup(table["id"], table["path"], experiment.preprocessing) is None:
+    ids, paths = table["id"], table["path"]
+    needed = inputs_needed(experiment)
+    if dry_run and any(cache.lookup(ids, paths, prep) is None for prep in needed):
         if not check_faces:
-            return _counted(experiment, dataset, table)
+            return _counted(experiment, dataset, table, needed)
         with tempfile.TemporaryDirectory(prefix="harness-dry-run-") as scratch:
-            built = cache.build(table["id"], table["path"], experiment.preprocessing, cache_dir=scratch,
-                                workers=workers, strict=experiment.data.strict, progress=True)
-            valid_ids = set(built.valid_ids())
-            entry = cache.default_cache_dir() / built.directory.name   # where the real run builds it
-            return _finish(experiment, dataset, table, valid_ids, entry, built.skipped, built.unaligned)
-    built = cache.build(table["id"], table["path"], experiment.preprocessing, workers=workers,
-                        strict=experiment.data.strict, progress=True)
-    return _finish(experiment, dataset, table, set(built.valid_ids()), built.directory, built.skipped,
-                   built.unaligned)
+            builds = {}
+            for prep in needed:
+                built = cache.lookup(ids, paths, prep)
+                if built is None:
+                    built = cache.build(ids, paths, prep, cache_dir=scratch, workers=workers,
+                                        strict=experiment.data.strict, progress=True)
+                builds[prep] = (built, cache.default_cache_dir() / built.directory.name)  # where a real run builds it
+            return _finish_built(experiment, dataset, table, builds)
+    builds = {}
+    for prep in needed:
+        built = cache.build(ids, paths, prep, workers=workers, strict=experiment.data.strict, progress=True)
+        builds[prep] = (built, built.directory)
+    return _finish_built(experiment, dataset, table, builds)
 
 
-def _counted(experiment: Experiment, dataset, table: pd.DataFrame) -> Prepared:
+def _finish_built(experiment: Experiment, dataset, table: pd.DataFrame, builds: dict) -> Prepared:
+    """Several entries (the experiment's own, a cut's): a face any of them could not use
+    leaves the experiment, so every trial splits the same faces."""
+    valid = set.intersection(*(set(built.valid_ids()) for built, _ in builds.values()))
+    skipped = _first_per_id([built.skipped for built, _ in builds.values()])
+    unaligned = _first_per_id([built.unaligned for built, _ in builds.values()])
+    return _finish(experiment, dataset, table, valid, {prep: entry for prep, (_, entry) in builds.items()},
+                   skipped, unaligned)
+
+
+def _first_per_id(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["id", "path", "reason"])
+    return pd.concat(frames).drop_duplicates("id").reset_index(drop=True)
+
+
+def _counted(experiment: Experiment, dataset, table: pd.DataFrame, needed: list) -> Prepared:
     """A dry run's trials without computing any image: the cache key from the files' bytes,
     files that cannot be read left out (listed as a build would list them)."""
     ids, paths = table["id"].tolist(), table["path"].astype(str).tolist()
-    missing: list[int] = []
-    key = cache.fingerprint(ids, paths, experiment.preprocessing, missing)
-    skipped = pd.DataFrame([{"id": ids[row], "path": paths[row], "reason": "file not found"} for row in missing],
-                           columns=["id", "path", "reason"])
-    valid = set(ids) - set(skipped["id"])
-    prepared = _finish(experiment, dataset, table, valid, cache.default_cache_dir() / key, skipped,
+    entries, pending, valid, skipped = {}, [], set(ids), []
+    for prep in needed:
+        found = cache.lookup(ids, paths, prep)
+        if found is not None:
+            entries[prep] = found.directory
+            valid &= set(found.valid_ids())
+            skipped.append(found.skipped)
+            continue
+        missing: list[int] = []
+        entries[prep] = cache.default_cache_dir() / cache.fingerprint(ids, paths, prep, missing)
+        lost = pd.DataFrame([{"id": ids[row], "path": paths[row], "reason": "file not found"} for row in missing],
+                            columns=["id", "path", "reason"])
+        valid -= set(lost["id"])
+        skipped.append(lost)
+        pending.append((prep, cache.last_build(prep)))
+    prepared = _finish(experiment, dataset, table, valid, entries, _first_per_id(skipped),
                        pd.DataFrame(columns=["id", "path", "reason"]))
+    prepared.pending = pending
     prepared.to_compute = len(ids)
-    prepared.last_build = cache.last_build(experiment.preprocessing)
     return prepared
 
 
-def _finish(experiment: Experiment, dataset, table: pd.DataFrame, valid_ids: set, entry: Path,
+def _finish(experiment: Experiment, dataset, table: pd.DataFrame, valid_ids: set, entries: dict,
             skipped: pd.DataFrame, unaligned: pd.DataFrame) -> Prepared:
     # Images that cannot be decoded leave the experiment here, listed, before any split.
     usable = table[table["id"].isin(valid_ids)].reset_index(drop=True)
@@ -147,8 +182,12 @@ def _finish(experiment: Experiment, dataset, table: pd.DataFrame, valid_ids: set
     missing = sorted(set(rounds) - set(manifest.rounds))
     if missing:
         raise ExperimentError(f"rounds: {missing} do not exist; the split has rounds {manifest.rounds}")
-    fingerprints = {r: data_fingerprint(Path(entry).name, manifest, r, usable) for r in rounds}
-    trials = expand(experiment, fingerprints, str(Path(entry).resolve()))
+
+    def locate(prep):
+        entry = Path(entries[prep])
+        return str(entry.resolve()), {r: data_fingerprint(entry.name, manifest, r, usable) for r in rounds}
+
+    trials = expand(experiment, locate)
     unaligned = unaligned[unaligned["id"].isin(set(usable["id"]))].reset_index(drop=True)
     return Prepared(usable, manifest, trials, skipped, dataset.dropped, unaligned)
 

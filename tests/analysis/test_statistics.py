@@ -115,7 +115,7 @@ def test_short_labels_are_unique_and_name_the_unusual_options():
 def test_seeds_cross_the_split_rounds(tmp_path):
     experiment = {**TINY, "split": {"protocol": "stratified_kfold", "folds": 2}, "seeds": [0, 1, 2]}
     loaded = experiment_file.load(write(tmp_path, experiment))
-    trials = grid.expand(loaded, {0: "d0", 1: "d1"}, cache_entry="/x")
+    trials = grid.expand(loaded, lambda prep: ("/x", {0: "d0", 1: "d1"}))
     assert len(trials) == 2 * 2 * 3    # backends x rounds x seeds
     assert {(t.config.round, t.config.training.seed) for t in trials} == {(r, s) for r in (0, 1) for s in (0, 1, 2)}
     rounds = pd.DataFrame([{"round": t.config.round, "seed": t.config.training.seed} for t in trials])

@@ -29,7 +29,7 @@ def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
         "include": [{"model": "a", "training": {"optimizer": "rmsprop", "epochs": 3}}],
         "exclude": [{"model": "b", "training": {"optimizer": "sgd"}}]}
     loaded = experiment_file.load(write(tmp_path, experiment))
-    trials = grid.expand(loaded, {0: "data0", 1: "data1"}, cache_entry="/x")
+    trials = grid.expand(loaded, lambda prep: ("/x", {0: "data0", 1: "data1"}))
     # (2 models x 2 optimizers x 2 rates) - 2 excluded + 2 included (the grid's rates, crossed)
     # = 8; x 2 backends x 2 rounds
     assert len(trials) == 8 * 2 * 2
@@ -39,7 +39,7 @@ def test_grid_is_a_cartesian_product_with_include_and_exclude(tmp_path):
     assert included == {(0.1, 3), (0.01, 3)}
     assert len({t.trial_id for t in trials}) == len(trials)
     again = grid.expand(experiment_file.load(write(tmp_path, experiment, "copy.yaml")),
-                               {0: "data0", 1: "data1"}, "/elsewhere")
+                        lambda prep: ("/elsewhere", {0: "data0", 1: "data1"}))
     assert [t.trial_id for t in again] == [t.trial_id for t in trials]
 
 
@@ -440,21 +440,61 @@ def test_missing_or_corrupt_face_resnet_weights_are_refused_before_anything_runs
 
 
 def test_a_trunk_fine_tuned_from_the_cut_reads_the_cached_activations_below_its_level(tmp_path):
-    from harness.runs import experiment_file
-    from harness.runs.experiment import ExperimentError
-    from tests.helpers.experiments import TINY, write
+    """Issue 25 §1: a face network training the levels above a frozen part reads the
+    activations at its cut, cached once, whatever the experiment's own preprocessing:
+    descriptor FCNs and fine-tuned networks share one experiment (and its test faces).
+    Pixel augmentation or input: chip keeps the chip; contradictions are refused."""
+    chip = {"align": "dlib", "size": 150, "scaling": "unit"}
+    models = [{"name": "fcn", "architecture": {"type": "fcn", "widths": [8]}},
+              {"name": "top", "architecture": {"type": "face_resnet", "train_from": "level1"}},
+              {"name": "head_only", "architecture": {"type": "face_resnet"}}]
+    mixed = {**TINY, "preprocessing": {"representation": "dlib_embedding"},
+             "grid": {**TINY["grid"], "models": models[:2]}}
+    loaded = experiment_file.load(write(tmp_path, mixed))
+    by_model = {t.model_name: t.config for t in grid.expand(loaded, lambda prep: ("/x", {0: "d0"}))}
+    assert by_model["fcn"].preprocessing == loaded.preprocessing
+    assert by_model["fcn"].preprocessing.descriptor_features == "embedding"
+    top = by_model["top"]
+    assert top.model.architecture.input == "cut" and top.model.architecture.reads == "level1_input"
+    assert top.preprocessing.shape == (8, 8, 128) and top.preprocessing.descriptor_engine == "keras"
+    assert grid.inputs_needed(loaded) == [by_model["fcn"].preprocessing, top.preprocessing]
 
-    cut = {**TINY, "preprocessing": {"align": "dlib", "size": 150, "scaling": "unit"}, "grid": {**TINY["grid"], "models": [
-        {"name": "top", "architecture": {"type": "face_resnet", "train_from": "level1", "input": "cut"}}]}}
-    with pytest.raises(ExperimentError, match="descriptor_features: level1_input.*but preprocessing has "
-                                              "representation pixels"):
-        experiment_file.load(write(tmp_path, cut))
-    cut["preprocessing"] = {"representation": "dlib_embedding", "descriptor_features": "level0_input"}
-    with pytest.raises(ExperimentError, match="descriptor_features level0_input"):
-        experiment_file.load(write(tmp_path, cut, "wrong.yaml"))
-    cut["preprocessing"]["descriptor_features"] = "level1_input"
-    loaded = experiment_file.load(write(tmp_path, cut, "ok.yaml"))
-    assert loaded.preprocessing.shape == (8, 8, 128) and loaded.preprocessing.descriptor_engine == "keras"
-    cut["grid"]["models"][0]["architecture"]["train_from"] = "all"
-    with pytest.raises(ExperimentError, match="train_from 'all' has no such cut"):
-        experiment_file.load(write(tmp_path, cut, "all.yaml"))
+    # On the chip: the cut where nothing touches the pixels, the chip where augmentation does.
+    training = {**TINY["grid"]["training"], "augmentation": [None, {"flip": True}]}
+    pixels = {**TINY, "preprocessing": chip, "grid": {"models": models[1:], "training": training}}
+    trials = grid.expand(experiment_file.load(write(tmp_path, pixels, "pixels.yaml")), lambda p: ("/x", {0: "d0"}))
+    reads = {(t.model_name, t.config.training.augments): (t.config.model.architecture.reads,
+                                                           t.config.preprocessing.representation) for t in trials}
+    assert reads == {("top", False): ("level1_input", "dlib_embedding"), ("top", True): ("chip", "pixels"),
+                     ("head_only", False): ("chip", "pixels"), ("head_only", True): ("chip", "pixels")}
+    # A chip trial's config says nothing of its input, as every trial from before the choice.
+    chip_trial = next(t for t in trials if t.model_name == "top" and t.config.training.augments)
+    assert "input" not in json.loads(chip_trial.config.model_dump_json())["model"]["architecture"]
+
+    asked = {**pixels, "grid": {"models": [{"name": "top", "architecture": {
+        "type": "face_resnet", "train_from": "level1", "input": "chip"}}], "training": TINY["grid"]["training"]}}
+    assert {t.config.model.architecture.reads for t in grid.expand(
+        experiment_file.load(write(tmp_path, asked, "asked.yaml")), lambda p: ("/x", {0: "d0"}))} == {"chip"}
+
+    # Refused, naming the keys: augmentation on the cached cut, a head-only trunk on
+    # descriptors, a cut the preprocessing contradicts, a cut with no frozen part.
+    insisted = {**pixels, "grid": {"models": [{"name": "top", "architecture": {
+        "type": "face_resnet", "train_from": "level1", "input": "cut"}}], "training": training}}
+    with pytest.raises(ExperimentError, match="training.augmentation: changes pixels, but the model reads the "
+                                              "activations at level1_input.*input: chip"):
+        experiment_file.load(write(tmp_path, insisted, "insisted.yaml"))
+    with pytest.raises(ExperimentError, match="face_resnet reads the aligned 150x150 RGB chip.*representation: "
+                                              "dlib_embedding.*with train_from head"):
+        experiment_file.load(write(tmp_path, {**mixed, "grid": {**mixed["grid"], "models": models[2:]}}, "h.yaml"))
+    contradicted = {**mixed, "preprocessing": {"representation": "dlib_embedding",
+                                               "descriptor_features": "level0_input"}}
+    with pytest.raises(ExperimentError, match="reads the activations at level1_input, but preprocessing names "
+                                              "descriptor_features level0_input"):
+        experiment_file.load(write(tmp_path, contradicted, "wrong.yaml"))
+    for architecture, why in (({"train_from": "all", "input": "cut"}, "train_from 'all' has no such cut"),
+                              ({"train_from": "level0", "input": "cut", "weights": "none"},
+                               "weights: none has no such frozen part")):
+        bad = {**mixed, "grid": {**mixed["grid"], "models": [
+            {"name": "x", "architecture": {"type": "face_resnet", **architecture}}]}}
+        with pytest.raises(ExperimentError, match=why):
+            experiment_file.load(write(tmp_path, bad, "bad.yaml"))
