@@ -251,7 +251,9 @@ def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...])
 
     # CategoricalAccuracy is argmax equality, the same thing TFLearn's default metric
     # computes; both are logged as "framework accuracy" and never used as a result.
-    model.compile(optimizer=_optimizer(training), loss=loss,
+    # The trunk's variables that train (a fine-tuned face network's levels) at their own rate.
+    pretrained = [v for layer in model.layers if not layer.name.startswith("head") for v in layer.trainable_weights]
+    model.compile(optimizer=_optimizer(training, pretrained if isinstance(arch, FaceResNet) else ()), loss=loss,
                   metrics=[keras.metrics.CategoricalAccuracy()])
     return model
 
@@ -260,15 +262,40 @@ def count_params(model: keras.Model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-def _optimizer(training: TrainingSpec):
+def _optimizer(training: TrainingSpec, pretrained=()):
     lr = training.learning_rate
-    return {
-        "sgd": lambda: keras.optimizers.SGD(lr, momentum=training.momentum),
-        "adam": lambda: keras.optimizers.Adam(lr, beta_1=ADAM["beta1"], beta_2=ADAM["beta2"],
-                                              epsilon=ADAM["epsilon"]),
-        "rmsprop": lambda: keras.optimizers.RMSprop(lr, **RMSPROP),
-        "adadelta": lambda: keras.optimizers.Adadelta(lr, **ADADELTA),
-    }[training.optimizer]()
+    kind, options = {
+        "sgd": (keras.optimizers.SGD, dict(momentum=training.momentum)),
+        "adam": (keras.optimizers.Adam, dict(beta_1=ADAM["beta1"], beta_2=ADAM["beta2"], epsilon=ADAM["epsilon"])),
+        "rmsprop": (keras.optimizers.RMSprop, RMSPROP),
+        "adadelta": (keras.optimizers.Adadelta, ADADELTA),
+    }[training.optimizer]
+    if training.pretrained_lr_scale == 1.0 or not pretrained:
+        return kind(lr, **options)
+    return _scaled_for_pretrained(kind)(lr, pretrained=pretrained, scale=training.pretrained_lr_scale, **options)
+
+
+def _scaled_for_pretrained(kind):
+    """``kind`` with the pretrained variables' steps taken at ``scale`` times the rate.
+
+    Keras has one rate per optimizer; every optimizer's ``update_step`` receives the rate
+    per variable, so the multiplier goes there. (Scaling the gradients would do nothing
+    for Adam, whose steps do not depend on the gradients' scale.) Saved models are loaded
+    without their optimizer, so the class needs no registration."""
+
+    class PretrainedScaled(kind):
+        def __init__(self, learning_rate, pretrained, scale, **options):
+            super().__init__(learning_rate, **options)
+            self._pretrained_keys = {self._var_key(v) for v in pretrained}
+            self._pretrained_scale = scale
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self._var_key(variable) in self._pretrained_keys:
+                learning_rate = learning_rate * self._pretrained_scale
+            return super().update_step(gradient, variable, learning_rate)
+
+    PretrainedScaled.__name__ = f"PretrainedScaled{kind.__name__}"
+    return PretrainedScaled
 
 
 class _EpochReport(keras.callbacks.Callback):

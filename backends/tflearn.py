@@ -44,6 +44,7 @@ from harness.models.backends import REGISTRY  # noqa: E402
 from harness.models.spec import FCN, FaceResNet, LeviHassner, ModelSpec, Regularizer, SmallCNN, TrainingSpec  # noqa: E402
 
 NAME = "tflearn"
+FACE_RESNET_SCOPE = "face_resnet"   # every variable of the face network, pretrained or not
 MODEL_FILE = REGISTRY["tflearn"].saved_model
 v1 = tf.compat.v1
 # TFLearn's import turns off resource variables. With TF1 reference variables a
@@ -153,7 +154,7 @@ def _face_resnet(arch: FaceResNet, x):
     def variable(name, shape, fresh):
         # dlib's value, or with weights: none a fresh one (kernels random, scales 1, shifts 0).
         initializer = v1.constant_initializer(weights[name]) if weights is not None else fresh
-        return v1.get_variable("face_resnet/" + name, shape=shape, initializer=initializer,
+        return v1.get_variable(f"{FACE_RESNET_SCOPE}/{name}", shape=shape, initializer=initializer,
                                trainable=arch.trains(name))
 
     def conv_affine(x, conv: face_resnet.Conv):
@@ -239,15 +240,44 @@ def describe(network: FaceNetwork, x: np.ndarray) -> np.ndarray:
     return network(x)
 
 
-def _optimizer(training: TrainingSpec, lr=None):
+def _optimizer(training: TrainingSpec, lr=None, name=None):
     lr = training.learning_rate if lr is None else lr
+    named = {"name": name} if name else {}
     return {
-        "sgd": lambda: tflearn.optimizers.Momentum(lr, momentum=training.momentum),
-        "adam": lambda: tflearn.optimizers.Adam(lr, **ADAM),
+        "sgd": lambda: tflearn.optimizers.Momentum(lr, momentum=training.momentum, **named),
+        "adam": lambda: tflearn.optimizers.Adam(lr, **ADAM, **named),
         "rmsprop": lambda: tflearn.optimizers.RMSProp(lr, decay=RMSPROP["rho"],
-                                                      epsilon=RMSPROP["epsilon"]),
-        "adadelta": lambda: tflearn.optimizers.AdaDelta(lr, **ADADELTA),
+                                                      epsilon=RMSPROP["epsilon"], **named),
+        "adadelta": lambda: tflearn.optimizers.AdaDelta(lr, **ADADELTA, **named),
     }[training.optimizer]()
+
+
+class _ScaledForPretrained(v1.train.Optimizer):
+    """The optimizer twice, each with its own slots: the pretrained face network's
+    variables (``face_resnet/...``) at ``pretrained_lr_scale`` times the rate, the rest at
+    the rate. TensorFlow 1 optimizers have one rate each, and scaling the gradients would
+    do nothing for Adam, whose steps do not depend on the gradients' scale."""
+
+    def __init__(self, training: TrainingSpec, rate):
+        rate = training.learning_rate if rate is None else rate
+        self._rest, self._pretrained = (_built(_optimizer(training, r, name))
+                                        for r, name in ((rate, None), (rate * training.pretrained_lr_scale,
+                                                                       f"{training.optimizer}_pretrained")))
+        super().__init__(use_locking=False, name=self._rest.get_name())
+
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+        pairs = [(g, v) for g, v in grads_and_vars if g is not None]
+        trunk = [(g, v) for g, v in pairs if v.op.name.startswith(FACE_RESNET_SCOPE + "/")]
+        rest = [(g, v) for g, v in pairs if not v.op.name.startswith(FACE_RESNET_SCOPE + "/")]
+        steps = [self._rest.apply_gradients(rest, global_step=global_step)] if rest else []
+        if trunk:
+            steps.append(self._pretrained.apply_gradients(trunk))
+        return tf.group(*steps, name=name)
+
+
+def _built(optimizer):
+    optimizer.build()
+    return optimizer.get_tensor()
 
 
 def _session_config():
@@ -277,7 +307,9 @@ def build(spec: ModelSpec, training: TrainingSpec, input_shape: tuple[int, ...])
         # constant it always was (so that earlier checkpoints hold the same variables).
         rate = (v1.Variable(training.learning_rate, trainable=False, name="learning_rate", dtype=tf.float32)
                 if training.schedule is not None else None)
-        net = tflearn.regression(out, optimizer=_optimizer(training, rate), loss=loss,
+        optimizer = (_ScaledForPretrained(training, rate) if training.pretrained_lr_scale != 1.0
+                     and isinstance(arch, FaceResNet) else _optimizer(training, rate))
+        net = tflearn.regression(out, optimizer=optimizer, loss=loss,
                                  batch_size=training.batch_size)
         # clip_gradients=0: TFLearn clips to 5 by default, Keras does not clip at all.
         dnn = tflearn.DNN(net, clip_gradients=0.0, tensorboard_verbose=0)

@@ -139,6 +139,11 @@ class FaceResNet(_Spec):
         return self
 
     @property
+    def fine_tunes(self) -> bool:
+        """Whether any of dlib's pretrained levels (or the projection) train."""
+        return self.weights == "dlib" and (self.trainable or self.train_from != "head")
+
+    @property
     def has_cut(self) -> bool:
         """Whether a frozen part below the levels that train can be computed once: dlib's
         weights, and a ``train_from`` between level0 and level3."""
@@ -221,6 +226,9 @@ class TrainingSpec(_Spec):
     optimizer: Literal["sgd", "adam", "rmsprop", "adadelta"] = "adam"
     learning_rate: float = Field(0.001, gt=0.0, le=10.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
+    pretrained_lr_scale: float = Field(
+        1.0, gt=0.0, le=10.0, description="the learning rate of a pretrained face network's levels that train, "
+                                          "as a multiple of learning_rate (the heads keep learning_rate)")
     loss: LossName | None = Field(None, description="None: the head's own default")
     batch_size: PositiveInt = 64
     epochs: PositiveInt = 10
@@ -236,7 +244,7 @@ class TrainingSpec(_Spec):
     @model_serializer(mode="wrap")
     def _drop_neutral(self, handler):
         data = drop_neutral(handler(self), {"augmentation": None, "age_target": "onehot", "schedule": None,
-                                            "early_stopping": None})
+                                            "early_stopping": None, "pretrained_lr_scale": 1.0})
         if "age_target" not in data:   # the width means nothing without soft targets
             data.pop("age_sigma", None)
         return data
@@ -266,6 +274,8 @@ class TrainingSpec(_Spec):
                                                if self.schedule.warmup_epochs else ""))
         if self.early_stopping is not None:
             words.append(f"early stop {self.early_stopping.metric} p={self.early_stopping.patience}")
+        if self.pretrained_lr_scale != 1.0:
+            words.append(f"pretrained lr x{self.pretrained_lr_scale:g}")
         return " ".join(words)
 
 

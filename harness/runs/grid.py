@@ -84,6 +84,11 @@ def expand_specs(experiment: Experiment) -> list[dict]:
         except ValueError as err:
             raise ValueError(f"training.loss: {err} ({where})") from None
         model = models[combo["model"]]
+        arch = model.architecture
+        if training.pretrained_lr_scale != 1.0 and not (arch.type == "face_resnet" and arch.fine_tunes):
+            raise ValueError(f"training.pretrained_lr_scale: scales the rate of a pretrained face network's levels "
+                             f"that train, and {combo['model']!r} has none (allowed: a face_resnet with weights dlib "
+                             f"and a train_from other than head; {where})")
         resolved, prep = model_inputs(experiment.preprocessing, model.spec(), training)
         if training.augments and prep.embedding:
             if resolved.architecture.type == "face_resnet":

@@ -80,6 +80,7 @@ def test_face_resnet_has_the_same_parameter_count_in_every_backend(tmp_path):
 # Each backend's weights of a named trunk layer, from the trial's saved model and from one just built.
 _WEIGHTS = {
     "keras": "w = lambda m, n: m.get_layer(n.replace('/', '_')).get_weights()[0]",
+    "keras-jax": "w = lambda m, n: m.get_layer(n.replace('/', '_')).get_weights()[0]",
     "tflearn": ("w = lambda m, n: m.dnn.get_weights([v for v in m.graph.get_collection('variables') "
                 "if v.op.name == 'face_resnet/' + n + '/filters'][0])"),
 }
@@ -116,3 +117,51 @@ def test_fine_tuning_trains_the_levels_above_the_cut_and_leaves_the_rest_bit_ide
     unchanged = json.loads(out.stdout.strip().splitlines()[-1])
     assert unchanged == {"stem/conv": True, "level0/block0/conv1": True, "level3/block0/conv2": True,
                          "level4/block0/conv1": False, "level4/block0/conv2": False}
+
+
+_HEAD_WEIGHTS = {
+    "keras": "h = lambda m: m.get_layer('head_0').get_weights()[0]",
+    "keras-jax": "h = lambda m: m.get_layer('head_0').get_weights()[0]",
+    "tflearn": ("h = lambda m: m.dnn.get_weights([v for v in m.graph.get_collection('trainable_variables') "
+                "if not v.op.name.startswith('face_resnet/')][0])"),
+}
+
+
+@pytest.mark.trains
+@pytest.mark.parametrize("backend", ["keras", "tflearn", "keras-jax"])
+def test_pretrained_lr_scale_slows_the_pretrained_levels_and_not_the_heads(tmp_path, utkface_sample, backend):
+    """Issue 25 §1: ``pretrained_lr_scale`` moves dlib's levels that train by that share of
+    what they move at the full rate (Adam's steps are proportional to the rate), while the
+    heads learn at the full rate either way."""
+    import subprocess
+    import sys
+
+    from harness.data.images import Preprocessing
+    from harness.models.spec import TrainingSpec
+    from tests.helpers.backend_runs import ROOT, make_trial
+
+    table = utkface_sample.head(48)
+    cut = Preprocessing(representation="dlib_embedding", descriptor_engine="keras", descriptor_features="level0_input")
+    moved = {}
+    for scale in (1.0, 0.001):
+        run = make_trial(tmp_path / f"run-{scale}", table, tmp_path / "cache", backend, prep=cut,
+                         architecture=FaceResNet(train_from="level0", input="cut"),
+                         training=TrainingSpec(epochs=2, batch_size=16, seed=1, learning_rate=0.001,
+                                               pretrained_lr_scale=scale))
+        worker(run)
+        code = ("import json, numpy as np; from pathlib import Path; from backends.loading import backend_module; "
+                "from harness.runs.trial import read_config; "
+                f"run = Path({str(run)!r}); c = read_config(run); b = backend_module({backend!r}); "
+                "trained = b.load(run, c.model, c.training, c.preprocessing.shape); "
+                "fresh = b.build(c.model, c.training, c.preprocessing.shape); "
+                f"{_WEIGHTS[backend]}; {_HEAD_WEIGHTS[backend]}; "
+                "d = lambda a, b: float(np.abs(a - b).max()); "
+                "print(json.dumps({'trunk': d(w(trained, 'level4/block0/conv1'), w(fresh, 'level4/block0/conv1')), "
+                "'head': d(h(trained), h(fresh))}))")
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        moved[scale] = json.loads(out.stdout.strip().splitlines()[-1])
+    full, slow = moved[1.0], moved[0.001]
+    assert full["trunk"] > 0 and slow["trunk"] > 0
+    assert slow["trunk"] < 0.01 * full["trunk"], moved      # about a thousandth, not merely less
+    assert 0.5 < slow["head"] / full["head"] < 2.0, moved    # the heads' rate is untouched

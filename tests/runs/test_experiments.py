@@ -498,3 +498,14 @@ def test_a_trunk_fine_tuned_from_the_cut_reads_the_cached_activations_below_its_
             {"name": "x", "architecture": {"type": "face_resnet", **architecture}}]}}
         with pytest.raises(ExperimentError, match=why):
             experiment_file.load(write(tmp_path, bad, "bad.yaml"))
+
+
+def test_pretrained_lr_scale_needs_pretrained_levels_that_train(tmp_path):
+    fcn = {**TINY, "grid": {**TINY["grid"], "training": {**TINY["grid"]["training"], "pretrained_lr_scale": 0.1}}}
+    with pytest.raises(ExperimentError, match="training.pretrained_lr_scale: .*'fcn' has none"):
+        experiment_file.load(write(tmp_path, fcn))
+    tuned = {**fcn, "preprocessing": {"representation": "dlib_embedding"}, "grid": {**fcn["grid"], "models": [
+        {"name": "top", "architecture": {"type": "face_resnet", "train_from": "level0"}}]}}
+    (scale,) = {t.config.training.pretrained_lr_scale for t in grid.expand(
+        experiment_file.load(write(tmp_path, tuned, "tuned.yaml")), lambda p: ("/x", {0: "d0"}))}
+    assert scale == 0.1
