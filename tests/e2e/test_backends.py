@@ -318,3 +318,23 @@ def test_a_schedule_reaches_the_optimizer_and_early_stopping_keeps_the_best_epoc
     saved = np.load(run / "val_predictions.npz")
     again = metrics.compute("two_heads", saved["outputs"], saved["age"], saved["gender"])
     assert again["joint_accuracy"] == pytest.approx(history["val_joint_accuracy"].iloc[kept["epoch_kept"] - 1])
+
+
+def test_both_frameworks_stop_at_the_same_epoch_on_the_same_validation_curve(tmp_path, utkface_sample):
+    """Issue 25 §2: the stopping rule is the harness's, not a framework's. At a rate of
+    1e-12 neither network moves, so both see the same curve, flat; each stops `patience`
+    epochs after its first epoch (a flat curve never improves) and keeps that epoch."""
+    from harness.models.spec import EarlyStopping
+
+    training = TrainingSpec(epochs=10, batch_size=32, seed=7, learning_rate=1e-12,
+                            early_stopping=EarlyStopping(metric="val_joint_accuracy", patience=3))
+    stops = {}
+    for backend in STUDY_BACKENDS:
+        run = make_trial(tmp_path / backend, utkface_sample, tmp_path / "cache", backend,
+                         architecture=FCN(widths=[32]), training=training)
+        worker(run)
+        curve = pd.read_csv(run / "history.csv")["val_joint_accuracy"].to_numpy()
+        assert np.ptp(curve) == 0.0, (backend, curve)   # the same curve: flat
+        kept = metrics_of(run)["training"]
+        stops[backend] = (kept["epochs_trained"], kept["epoch_kept"], kept["stopped_early"], len(curve))
+    assert set(stops.values()) == {(4, 1, True, 4)}, stops
