@@ -27,6 +27,7 @@ from harness.data.labels import soft_age, soft_years
 from harness.files import write_atomic
 from harness.models import heads, metrics
 from harness.models.augmentation import augment, mirror
+from harness.models.balance import balanced_rows
 from harness.models.schedules import EarlyStopper, LearningRate
 from harness.runs.layout import (
     DONE_FILE,
@@ -38,7 +39,7 @@ from harness.runs.layout import (
     VAL_PREDICTIONS_FILE,
     log_writable,
 )
-from harness.runs.trial import age_residuals, chips_of, exports_whole_door, load_splits, read_config
+from harness.runs.trial import RoleData, age_residuals, chips_of, exports_whole_door, load_splits, read_config
 
 VAL_CURVES = ("gender_accuracy", "age_exact_accuracy", "joint_accuracy")
 
@@ -89,6 +90,8 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
         head, training = config.model.head, config.training
         splits, in_memory = recent.load(run_dir, config) if recent else (load_splits(run_dir, config), False)
         train_data, val, test = splits["train"], splits["val"], splits["test"]
+        if training.balance == "group":
+            train_data = _balanced(train_data, training.seed)
         print(f"train {len(train_data.x)} val {len(val.x)} test {len(test.x)} images"
               + (" (in memory from the previous trial)" if in_memory else ""), flush=True)
 
@@ -177,6 +180,13 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
     write_atomic(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
     (run_dir / DONE_FILE).write_text(config.trial_id() + "\n")
     return result
+
+
+def _balanced(role: RoleData, seed: int) -> RoleData:
+    """The training faces with every group repeated up to the largest group's count."""
+    rows = balanced_rows(role.group if role.group is not None else [None] * len(role.ids), seed)
+    return RoleData([role.ids[r] for r in rows], role.x[rows], role.age[rows], role.gender[rows], role.years[rows],
+                    role.group[rows])
 
 
 def training_targets(config, role) -> np.ndarray:

@@ -226,6 +226,9 @@ class TrainingSpec(_Spec):
     optimizer: Literal["sgd", "adam", "rmsprop", "adadelta"] = "adam"
     learning_rate: float = Field(0.001, gt=0.0, le=10.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
+    balance: Literal["none", "group"] = Field(
+        "none", description="group: the training faces of every group (UTKFace's race) repeated until each "
+                            "group counts as many as the largest (harness.models.balance)")
     pretrained_lr_scale: float = Field(
         1.0, gt=0.0, le=10.0, description="the learning rate of a pretrained face network's levels that train, "
                                           "as a multiple of learning_rate (the heads keep learning_rate)")
@@ -244,7 +247,8 @@ class TrainingSpec(_Spec):
     @model_serializer(mode="wrap")
     def _drop_neutral(self, handler):
         data = drop_neutral(handler(self), {"augmentation": None, "age_target": "onehot", "schedule": None,
-                                            "early_stopping": None, "pretrained_lr_scale": 1.0})
+                                            "early_stopping": None, "pretrained_lr_scale": 1.0,
+                                            "balance": "none"})
         if "age_target" not in data:   # the width means nothing without soft targets
             data.pop("age_sigma", None)
         return data
@@ -274,6 +278,8 @@ class TrainingSpec(_Spec):
                                                if self.schedule.warmup_epochs else ""))
         if self.early_stopping is not None:
             words.append(f"early stop {self.early_stopping.metric} p={self.early_stopping.patience}")
+        if self.balance != "none":
+            words.append(f"balanced by {self.balance}")
         if self.pretrained_lr_scale != 1.0:
             words.append(f"pretrained lr x{self.pretrained_lr_scale:g}")
         return " ".join(words)

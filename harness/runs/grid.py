@@ -15,7 +15,7 @@ from harness.runs.experiment import Exclude, Experiment
 from harness.runs.model_inputs import chip_mismatch, model_inputs
 from harness.runs.trial import TrialConfig
 
-__all__ = ["Trial", "expand", "inputs_needed", "baseline_combination", "exact_age_uses"]
+__all__ = ["Trial", "expand", "inputs_needed", "baseline_combination", "exact_age_uses", "group_uses"]
 
 
 def _training_grid(experiment: Experiment, fixed: dict | None = None) -> list[dict]:
@@ -149,6 +149,12 @@ def exact_age_uses(experiment: Experiment) -> list[str]:
     uses += [f"grid.models {m.name}: head {m.head} (age in years)" for m in experiment.grid.models
              if m.head in YEARS_HEADS]
     return uses
+
+
+def group_uses(experiment: Experiment) -> list[str]:
+    """The experiment's keys that need every training face's group (UTKFace's race)."""
+    return (["training.balance: group"] if any(TrainingSpec(**c["training"]).balance == "group"
+                                                for c in expand_specs(experiment)) else [])
 
 
 class Trial(BaseModel):

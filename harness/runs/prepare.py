@@ -21,7 +21,7 @@ from harness.data.labels import to_joint
 from harness.data.splits import SplitManifest, make_splits
 from harness.files import write_atomic
 from harness.runs.experiment import Experiment, ExperimentError
-from harness.runs.grid import Trial, exact_age_uses, expand, inputs_needed
+from harness.runs.grid import Trial, exact_age_uses, expand, group_uses, inputs_needed
 from harness.runs.layout import (
     CURRENT_TRIALS_FILE,
     DROPPED_FILE,
@@ -103,6 +103,10 @@ def prepare(experiment: Experiment, dry_run: bool = False, workers: int | None =
             f"{' and '.join(uses)}: need(s) each face's exact age in years, but {without_age} of the "
             f"{len(table)} {experiment.data.dataset} faces have only an age group (Adience labels groups; "
             "UTKFace and a CSV with an 'age' column have exact ages)")
+    if group_uses(experiment) and ("group" not in table or table["group"].isna().all()):
+        raise ExperimentError(
+            f"{group_uses(experiment)[0]}: needs each face's group, but the {experiment.data.dataset} faces have "
+            "none (UTKFace gives race; a CSV dataset a 'group' column; Adience has none)")
     ids, paths = table["id"], table["path"]
     needed = inputs_needed(experiment)
     if dry_run and any(cache.lookup(ids, paths, prep) is None for prep in needed):

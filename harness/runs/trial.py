@@ -115,6 +115,7 @@ class RoleData(NamedTuple):
     age: np.ndarray          # age-group indices
     gender: np.ndarray       # gender indices
     years: np.ndarray        # exact ages in years; NaN where the dataset has none
+    group: np.ndarray | None = None   # each face's group (UTKFace's race); None where the dataset has none
 
 
 def exports_whole_door(config: "TrialConfig") -> bool:
@@ -181,7 +182,8 @@ def load_splits(run_dir: str | Path, config: TrialConfig, roles=("train", "val",
         x = cached.arrays(ids) if ids else np.zeros((0,) + config.preprocessing.shape, np.float32)
         rows = labels.loc[ids]
         splits[role] = RoleData(ids, x, rows["age_group"].to_numpy(int), rows["gender"].to_numpy(int),
-                                rows["age"].to_numpy(float))
+                                rows["age"].to_numpy(float),
+                                rows["group"].to_numpy(object) if "group" in rows else None)
     return splits
 
 

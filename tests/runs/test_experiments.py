@@ -509,3 +509,16 @@ def test_pretrained_lr_scale_needs_pretrained_levels_that_train(tmp_path):
     (scale,) = {t.config.training.pretrained_lr_scale for t in grid.expand(
         experiment_file.load(write(tmp_path, tuned, "tuned.yaml")), lambda p: ("/x", {0: "d0"}))}
     assert scale == 0.1
+
+
+def test_balancing_by_group_is_refused_on_faces_without_groups(tmp_path, utkface_sample):
+    rows = ["path,age,gender"] + [f"{p},{int(a)},{g}" for p, a, g in
+                                 utkface_sample[["path", "age", "gender"]].head(40).itertuples(index=False)]
+    (tmp_path / "faces.csv").write_text("\n".join(rows) + "\n")
+    experiment = {**TINY, "data": {"dataset": "csv", "path": str(tmp_path / "faces.csv")},
+                  "split": {"protocol": "random", "val_fraction": 0.2, "stratify": False},
+                  "grid": {**TINY["grid"], "training": {**TINY["grid"]["training"], "balance": "group"}}}
+    out = harness_cli("run", write(tmp_path, experiment), "--results", tmp_path / "r", "--dry-run",
+                      cache=str(tmp_path / "cache"))
+    assert out.returncode != 0
+    assert "training.balance: group: needs each face's group, but the csv faces have none" in out.stderr
