@@ -121,3 +121,18 @@ def test_seeds_cross_the_split_rounds(tmp_path):
     rounds = pd.DataFrame([{"round": t.config.round, "seed": t.config.training.seed} for t in trials])
     sentence = comparisons.rounds_sentence(rounds, loaded.split)
     assert "2 split rounds" in sentence and "3 seeds" in sentence and "both the split and the initialisation" in sentence
+
+
+def test_a_configuration_fine_tuned_from_the_chip_says_its_frozen_part_runs_every_epoch():
+    from harness.analysis.report.tables import describe_configuration
+    from harness.models.spec import FaceResNet, ModelSpec
+
+    def label(architecture):
+        spec = ModelSpec(architecture=architecture).model_dump(mode="json")
+        return describe_configuration({"model_name": "m", "head": "two_heads", "spec": spec, "loss_fn": "default",
+                                       "extras": "", "optimizer": "adam", "learning_rate": 0.001,
+                                       "batch_size": 64, "epochs": 5})
+    note = "frozen part run every epoch"
+    assert note in label(FaceResNet(train_from="level1"))   # a trial that read the chip
+    assert note not in label(FaceResNet(train_from="level1", input="cut"))
+    assert note not in label(FaceResNet()) and note not in label(FaceResNet(train_from="all"))

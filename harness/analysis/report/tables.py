@@ -34,7 +34,12 @@ def describe_configuration(row) -> str:
     architecture = ", ".join(f"{k}={_regularizer(v) if k == 'regularizer' else v}"
                              for k, v in row["spec"]["architecture"].items()
                              if k != "type" and not (k == "regularizer" and v.get("kind") == "none"))
-    return (f"{row['model_name']} [{row['head']}] {row['spec']['architecture']['type']}({architecture}) "
+    arch = row["spec"]["architecture"]
+    if (arch["type"] == "face_resnet" and arch.get("weights", "dlib") == "dlib" and arch.get("input") != "cut"
+            and not arch.get("trainable") and arch.get("train_from", "head") not in ("head", "all")):
+        # Fine-tuned from the chip (pixel augmentation, or input: chip asked for): the cost differs.
+        architecture += ", frozen part run every epoch"
+    return (f"{row['model_name']} [{row['head']}] {arch['type']}({architecture}) "
             f"{row['optimizer']} lr={row['learning_rate']}{loss} batch={row['batch_size']} "
             f"epochs={row['epochs']}{extras}")
 
