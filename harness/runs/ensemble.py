@@ -44,7 +44,7 @@ from harness.runs.layout import (
     finished,
     kind_of,
 )
-from harness.runs.trial import TrialConfig, age_residuals, read_config
+from harness.runs.trial import TrialConfig, age_residuals, final_validation, read_config
 
 TTA_CHOICES = ("flip",)
 RANK_METRICS = ("joint_accuracy", "gender_accuracy", "age_exact_accuracy")
@@ -96,11 +96,10 @@ def _configuration_key(config: TrialConfig) -> str:
 
 
 def _validation_score(run_dir: Path, metric: str) -> float:
-    history = pd.read_csv(run_dir / HISTORY_FILE)
-    column = f"val_{metric}"
-    if column not in history or history[column].isna().all():
-        raise EnsembleError(f"{run_dir / HISTORY_FILE}: has no {column} to rank by (no validation split?)")
-    return float(history[column].iloc[-1])
+    score = final_validation(run_dir, f"val_{metric}")
+    if score is None:
+        raise EnsembleError(f"{run_dir / HISTORY_FILE}: has no val_{metric} to rank by (no validation split?)")
+    return score
 
 
 def members_by_rank(results_dir: str | Path, top: int, metric: str = "joint_accuracy") -> dict[int, list[Member]]:
@@ -108,7 +107,8 @@ def members_by_rank(results_dir: str | Path, top: int, metric: str = "joint_accu
 
     A configuration is a trial's config apart from its round; its score is the mean over
     its rounds of the last epoch's validation value. Rounds where any chosen
-    configuration has no finished trial are left out.
+    configuration has no finished trial are left out. The validation value is the epoch
+    each trial's saved model is from (the one early stopping kept).
     """
     if metric not in RANK_METRICS:
         raise EnsembleError(f"--metric {metric!r}: choose from {list(RANK_METRICS)}")

@@ -114,7 +114,7 @@ def trial_dir(results_dir: str | Path, trial_id: str) -> Path:
 
 
 def ranked_trials(results_dir: Path) -> list[tuple[float | None, str, dict]]:
-    """(validation joint accuracy after the last epoch, trial id, index record) of each
+    """(validation joint accuracy of the epoch kept, trial id, index record) of each
     finished trial, best first; ties by trial id, trials without a validation score last."""
     rows = []
     for trial_id, record in experiment_records(results_dir).items():
@@ -150,7 +150,7 @@ def describe_results(results_dir: str | Path, shown: int = 10) -> str:
 
 def write_best(results_dir: str | Path) -> dict | None:
     """``best.json`` and the ``best`` link (-> ``trials/<id>``) of a results folder: its
-    finished trial with the highest validation joint accuracy after the last epoch (never
+    finished trial with the highest validation joint accuracy at the epoch it kept (never
     a test figure), so that ``--model RESULTS/best`` names it. None when no finished trial
     has a validation split (nothing is written then)."""
     ranked = ranked_trials(Path(results_dir))
@@ -160,7 +160,7 @@ def write_best(results_dir: str | Path) -> dict | None:
     score, trial_id, record = ranked[0]
     chosen = {"trial_id": trial_id, "path": f"{TRIALS_DIR}/{trial_id}", "backend": record.get("backend"),
               "model_name": record.get("model_name"), "round": record.get("round"),
-              "val_joint_accuracy": score, "chosen_by": "validation joint accuracy after the last epoch",
+              "val_joint_accuracy": score, "chosen_by": "validation joint accuracy at the epoch kept",
               "test_metrics": {k: v for k, v in (record.get("metrics") or {}).items()
                                if k in ("gender_accuracy", "age_exact_accuracy", "age_one_off_accuracy",
                                         "joint_accuracy", "age_mae")}}

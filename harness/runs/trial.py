@@ -23,7 +23,7 @@ from harness.models.backends import REGISTRY, BackendName
 from harness.models.gate import GateSpec
 from harness.models.heads import part_losses, predicted_years, residual_quantiles
 from harness.models.spec import ModelSpec, TrainingSpec, drop_neutral
-from harness.runs.layout import CONFIG_FILE, HISTORY_FILE, LABELS_FILE, VAL_PREDICTIONS_FILE
+from harness.runs.layout import CONFIG_FILE, HISTORY_FILE, LABELS_FILE, METRICS_FILE, VAL_PREDICTIONS_FILE
 
 
 class TrialConfig(BaseModel):
@@ -202,13 +202,28 @@ def age_residuals(run_dir: str | Path, head: str) -> np.ndarray | None:
     return residual_quantiles(ages - predicted_years(head, outputs))
 
 
-def final_validation(run_dir: str | Path, column: str = "val_joint_accuracy") -> float | None:
-    """A finished trial's validation score after its last epoch (what ``best`` ranks by):
-    from its history, never from the test split. None when it has no validation split."""
-    try:
-        history = pd.read_csv(Path(run_dir) / HISTORY_FILE)
-    except (OSError, ValueError):
-        return None
+def kept_validation(history: pd.DataFrame, metrics: dict | None, column: str = "val_joint_accuracy") -> float | None:
+    """A trial's validation ``column`` at the epoch its saved model is from: the epoch early
+    stopping kept (``metrics.json``'s ``training.epoch_kept``), otherwise the last. Never
+    from the test split. None when it has no such validation measure."""
     if column not in history or history[column].dropna().empty:
         return None
-    return float(history[column].dropna().iloc[-1])
+    kept = ((metrics or {}).get("training") or {}).get("epoch_kept")
+    rows = history[history["epoch"] == kept] if kept and "epoch" in history else history
+    values = rows[column].dropna()
+    return float(values.iloc[-1]) if len(values) else None
+
+
+def final_validation(run_dir: str | Path, column: str = "val_joint_accuracy") -> float | None:
+    """A finished trial's validation score at the epoch its saved model is from (what
+    ``best`` and ensembles rank by): :func:`kept_validation` of its files."""
+    run_dir = Path(run_dir)
+    try:
+        history = pd.read_csv(run_dir / HISTORY_FILE)
+    except (OSError, ValueError):
+        return None
+    try:
+        metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        metrics = None
+    return kept_validation(history, metrics if isinstance(metrics, dict) else None, column)

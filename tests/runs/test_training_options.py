@@ -284,3 +284,23 @@ def test_the_report_calibrates_the_gate_on_every_rounds_validation_faces_too(tmp
     assert row["pooled threshold"].startswith(expected)
     assert "## Door gate calibrated on every round's validation faces" in (
         tmp_path / "r" / "tiny" / "report.md").read_text()
+
+
+def test_trials_are_ranked_by_the_epoch_their_saved_model_is_from(tmp_path):
+    """An early-stopped trial's saved model is its kept epoch's: best.json and ensembles
+    rank it by that epoch's validation score, not by the epochs it trained past it."""
+    import json
+
+    import pandas as pd
+
+    from harness.runs.trial import final_validation
+
+    run = tmp_path / "trial"
+    run.mkdir()
+    pd.DataFrame({"epoch": [1, 2, 3, 4], "loss": [1.0] * 4, "val_loss": [1.0] * 4,
+                  "val_joint_accuracy": [0.50, 0.70, 0.62, 0.60]}).to_csv(run / "history.csv", index=False)
+    assert final_validation(run) == 0.60   # no early stopping: the last epoch is the model's
+    (run / "metrics.json").write_text(json.dumps({"training": {"epochs_trained": 4, "epoch_kept": 2}}))
+    assert final_validation(run) == 0.70
+    (run / "metrics.json").write_text("{not json")
+    assert final_validation(run) == 0.60   # unreadable metrics: the last epoch, as before

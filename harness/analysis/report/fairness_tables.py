@@ -11,6 +11,7 @@ from harness.analysis import fairness
 from harness.analysis.report.tables import GATE_AGE, _interval
 from harness.models import backends
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
+from harness.runs.trial import kept_validation
 
 __all__ = ["fairness_frame", "fairness_section"]
 
@@ -27,12 +28,8 @@ def _threshold(metrics: dict) -> float:
 
 def _validation_score(files) -> float:
     """The trial's validation joint accuracy at the epoch it kept (its last, without early stopping)."""
-    history = files.history
-    if "val_joint_accuracy" not in history or not len(history):
-        return math.nan
-    kept = (files.metrics.get("training") or {}).get("epoch_kept")
-    row = history[history["epoch"] == kept] if kept else history.tail(1)
-    return float(row["val_joint_accuracy"].iloc[-1]) if len(row) else math.nan
+    score = kept_validation(files.history, files.metrics)
+    return math.nan if score is None else score
 
 
 def fairness_frame(frame: pd.DataFrame, files: dict, labels: dict[str, str], ratio: float) -> pd.DataFrame:
