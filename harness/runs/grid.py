@@ -168,7 +168,8 @@ class Trial(BaseModel):
 
 
 def _resolved(experiment: Experiment):
-    """(combination, seed, the model as its trials record it, the preprocessing they read), in order."""
+    """(combination, its training with the seed, the model as its trials record it, the
+    preprocessing they read), in order."""
     models = {m.name: m for m in experiment.grid.models}
     seeds = [{"seed": seed} for seed in experiment.seeds] if experiment.seeds else [{}]
     for combo, seed in ((c, s) for c in expand_specs(experiment) for s in seeds):
