@@ -13,11 +13,14 @@ def cmd_ensemble(args) -> int:
     results = Path(args.results_dir)
     if not results.is_dir():
         raise ValueError(f"{results}: no such results directory")
+    if args.models and not args.top:
+        raise ValueError("--models narrows --top's choice; with --trials name the trials themselves")
     if args.trials:
         groups, selection = ensemble.members_by_ids(results, args.trials), f"trials {' '.join(args.trials)}"
     else:
-        groups = ensemble.members_by_rank(results, args.top, args.metric)
-        selection = f"top {args.top} configurations by mean validation {args.metric}"
+        groups = ensemble.members_by_rank(results, args.top, args.metric, args.models)
+        selection = (f"top {args.top} configurations by mean validation {args.metric}"
+                     + (f" among {', '.join(args.models)}" if args.models else ""))
     from harness.paths import child_path
 
     # A name is one folder under ensembles/, checked like an experiment's name.
@@ -51,7 +54,8 @@ def _ensemble_name(args) -> str:
 
         return "trials-" + hashlib.sha256(" ".join(sorted(args.trials)).encode()).hexdigest()[:8] + (
             f"-tta-{args.tta}" if args.tta else "")
-    return f"top{args.top}-{args.metric}" + (f"-tta-{args.tta}" if args.tta else "")
+    return (f"top{args.top}-{args.metric}" + (f"-{'-'.join(args.models)}" if args.models else "")
+            + (f"-tta-{args.tta}" if args.tta else ""))
 
 
 def register(commands) -> None:
@@ -61,6 +65,9 @@ def register(commands) -> None:
     chosen.add_argument("--trials", nargs="+", metavar="ID", help="these trials (one split and round)")
     chosen.add_argument("--top", type=int, metavar="K",
                         help="per round, the K configurations best on the validation split")
+    ens.add_argument("--models", nargs="+", metavar="NAME",
+                     help="--top chooses among these grid models only (say, the age-group models apart from "
+                          "the years models, which do not average with them)")
     ens.add_argument("--metric", default="joint_accuracy", help="ranks --top (validation; default joint_accuracy)")
     ens.add_argument("--tta", choices=["flip"], help="members predict each face and its mirror (pixel inputs)")
     ens.add_argument("--gate-min-age", type=age, help="calibrate the door gate for this age (default: "

@@ -102,12 +102,14 @@ def _validation_score(run_dir: Path, metric: str) -> float:
     return score
 
 
-def members_by_rank(results_dir: str | Path, top: int, metric: str = "joint_accuracy") -> dict[int, list[Member]]:
+def members_by_rank(results_dir: str | Path, top: int, metric: str = "joint_accuracy",
+                    models: list[str] | None = None) -> dict[int, list[Member]]:
     """Per round, the trials of the ``top`` configurations with the best mean validation ``metric``.
 
     A configuration is a trial's config apart from its round; its score is the mean over
     its rounds of the last epoch's validation value. Rounds where any chosen
-    configuration has no finished trial are left out. The validation value is the epoch
+    configuration has no finished trial are left out; ``models``: only these grid models
+    compete. The validation value is the epoch
     each trial's saved model is from (the one early stopping kept).
     """
     if metric not in RANK_METRICS:
@@ -115,9 +117,16 @@ def members_by_rank(results_dir: str | Path, top: int, metric: str = "joint_accu
     if top < 1:
         raise EnsembleError(f"--top must be at least 1, got {top}")
     results_dir = Path(results_dir)
+    records = experiment_records(results_dir).values()
+    if models:
+        known = {r.get("model_name") for r in records}
+        unknown = sorted(set(models) - known)
+        if unknown:
+            raise EnsembleError(f"--models {' '.join(unknown)}: no such model in {results_dir} (its models: "
+                                f"{', '.join(sorted(str(k) for k in known))})")
     by_key: dict[str, dict[int, Member]] = {}
-    for record in experiment_records(results_dir).values():
-        if record.get("status") != "completed":
+    for record in records:
+        if record.get("status") != "completed" or (models and record.get("model_name") not in models):
             continue
         member = _member(results_dir, record["trial_id"], record.get("model_name"))
         by_key.setdefault(_configuration_key(member.config), {})[member.config.round] = member

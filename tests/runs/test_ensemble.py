@@ -73,6 +73,11 @@ def test_top_k_is_chosen_on_validation_per_round_and_scored_as_the_mean(results)
         ensemble.members_by_rank(results_dir, 4)
     with pytest.raises(ensemble.EnsembleError, match="--metric"):
         ensemble.members_by_rank(results_dir, 2, "loss")
+    # --models: only those grid models compete (the years models apart from the group models).
+    narrowed = ensemble.members_by_rank(results_dir, 2, models=["a", "c"])
+    assert {r: [m.model_name for m in ms] for r, ms in narrowed.items()} == {0: ["c", "a"], 1: ["c", "a"]}
+    with pytest.raises(ensemble.EnsembleError, match="--models z: no such model .*its models: a, b, c"):
+        ensemble.members_by_rank(results_dir, 1, models=["a", "z"])
 
 
 def test_the_cli_refuses_other_rounds_and_the_report_lists_ensembles(results):
