@@ -20,6 +20,7 @@ setup(
         "pydantic>=2.5",
         "tqdm>=4.66",
         "scipy>=1.11",    # the report's paired tests
+        "optuna>=4.0",    # samplers and pruners for `search:` (the harness keeps owning the trials)
         # The frameworks under comparison. tensorflow-cpu keeps CPU-only machines
         # light; the [gpu] extra brings CUDA wheels for NVIDIA machines.
         "tensorflow-cpu>=2.16",
