@@ -86,9 +86,20 @@ def _dry_run(args, experiment, results) -> int:
 
     prepared = _prepared(args, experiment)
     threads = experiment.resolved_threads()
-    done = sum(finished(trial_dir(results, t.trial_id), t.trial_id) for t in prepared.trials)
-    print(f"{len(prepared.trials)} trials ({done} already done) in {results}, "
-          f"{threads} threads each (dry run: nothing written)")
+    if experiment.search is not None:
+        from harness.runs.search import dimensions
+
+        spec = experiment.search
+        print(f"search: sampler {spec.sampler}, {spec.trials or 'every'} configuration(s) by "
+              f"{spec.metric} ({spec.direction}), each trained by {', '.join(experiment.backends)} on "
+              f"{len(experiment.rounds or prepared.manifest.rounds)} round(s), {threads} threads a trial, in "
+              f"{results} (dry run: nothing written)")
+        for name, distribution in dimensions(experiment).items():
+            print(f"  {name}: {distribution}")
+    else:
+        done = sum(finished(trial_dir(results, t.trial_id), t.trial_id) for t in prepared.trials)
+        print(f"{len(prepared.trials)} trials ({done} already done) in {results}, "
+              f"{threads} threads each (dry run: nothing written)")
     for trial in prepared.trials:
         c = trial.config
         print(f"  {trial.trial_id}  {c.backend:8s} round {c.round}  {trial.model_name:20s} "
@@ -126,7 +137,9 @@ def _run_held(args, experiment, results, prepared) -> int:
     if len(prepared.unaligned_images):
         print(f"{len(prepared.unaligned_images)} images had no face dlib finds and were used whole: "
               f"{results / UNALIGNED_FILE}", file=sys.stderr)
-    print(f"{experiment.name}: {counts['completed']} completed, {counts['failed']} failed, "
+    searched = (f"{counts['configurations']} configuration(s) told the sampler, {counts['failed_configurations']} "
+                "failed; " if "configurations" in counts else "")
+    print(f"{experiment.name}: {searched}{counts['completed']} completed, {counts['failed']} failed, "
           f"{counts['already_done']} already done; results in {results}")
     if not args.no_report:
         from harness.analysis.report import write_report

@@ -27,6 +27,7 @@ from harness.data.splits import SplitSpec
 from harness.models.backends import DEFAULT_BACKENDS, REGISTRY, BackendName
 from harness.models.gate import GateSpec
 from harness.models.spec import Architecture, HeadName, ModelSpec, TrainingSpec
+from harness.runs.search_space import ARCHITECTURE_PREFIX, TRAINING_PREFIX, Dimension, SearchSpec
 
 
 class ExperimentError(ValueError):
@@ -135,6 +136,9 @@ class Experiment(_Strict):
     threads: PositiveInt | None = Field(
         None, le=1024, description="framework threads per trial; default: this machine's cores")
     time_limit_s: PositiveInt = 3600
+    search: SearchSpec | None = Field(None, description="choose configurations with a sampler instead of "
+                                                        "running the whole grid (harness.runs.search)")
+    space: dict[str, Dimension] = Field({}, description="search: what may vary, beside grid.training's lists")
 
     @model_validator(mode="after")
     def _backends_installed(self):
@@ -195,6 +199,55 @@ class Experiment(_Strict):
         _check_face_resnet_weights(self)
         return self
 
+    @model_validator(mode="after")
+    def _space_names_what_it_sets(self):
+        if self.space and self.search is None:
+            raise ValueError("space: needs search: (a sampler to choose from it); a grid lists its values in "
+                             "grid.training")
+        if self.search is None:
+            return self
+        if self.include or self.exclude:
+            raise ValueError("search: chooses configurations itself; include and exclude are for grids")
+        varies = (len(self.grid.models) > 1 or self.space
+                  or any(isinstance(v, list) and len(v) > 1 for v in self.grid.training.values()))
+        if not varies:
+            raise ValueError("search: nothing varies (give space:, lists in grid.training, or several grid models)")
+        if self.split.val_fraction == 0:
+            raise ValueError(f"search.metric: {self.search.metric} is a validation measure, and split.val_fraction "
+                             "is 0 (no validation faces); the sampler must never see test faces")
+        for key, dimension in self.space.items():
+            where = f"space.{key}"
+            if key.startswith(TRAINING_PREFIX):
+                name = key[len(TRAINING_PREFIX):]
+                if name not in TRAINING_KEYS:
+                    raise ValueError(f"{where}: unknown training key {name!r} (allowed: {list(TRAINING_KEYS)})")
+                if isinstance(self.grid.training.get(name), list):
+                    raise ValueError(f"{where}: grid.training.{name} lists values too; say it in one place")
+                check = lambda value, name=name: TrainingSpec(**{name: value})  # noqa: E731
+            elif key.startswith(ARCHITECTURE_PREFIX):
+                name = key[len(ARCHITECTURE_PREFIX):]
+                lacking = [m.name for m in self.grid.models if name not in type(m.architecture).model_fields]
+                if lacking or name == "type":
+                    raise ValueError(f"{where}: {name!r} is not a field of the architecture of grid model(s) "
+                                     f"{lacking or [m.name for m in self.grid.models]} (a space key sets one field "
+                                     "every grid model has)")
+                check = lambda value, name=name: [with_architecture(m.spec(), {name: value})  # noqa: E731
+                                                  for m in self.grid.models]
+            else:
+                raise ValueError(f"{where}: a space key starts with {TRAINING_PREFIX!r} or {ARCHITECTURE_PREFIX!r} "
+                                 f"(for example training.learning_rate)")
+            if self.search.sampler == "grid" and dimension.kind != "choice":
+                raise ValueError(f"{where}: sampler grid tries every value, so it needs choice: [...], not "
+                                 f"{dimension.kind}")
+            values = dimension.choice if dimension.kind == "choice" else list(
+                dimension.log_uniform or dimension.uniform or dimension.integer)
+            for value in values:
+                try:
+                    check(value)
+                except ValueError as err:
+                    raise ValueError(f"{where}: {value!r} is not allowed: {_first_error(err)}") from None
+        return self
+
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds):
@@ -218,6 +271,23 @@ class Experiment(_Strict):
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
+
+
+def with_architecture(model: ModelSpec, fields: dict[str, Any]) -> ModelSpec:
+    """``model`` with these architecture fields set, validated as a written one is (so a
+    configuration a search chooses has the trial ids the same grid's would have)."""
+    if not fields:
+        return model
+    architecture = type(model.architecture).model_validate({**model.architecture.model_dump(), **fields})
+    return ModelSpec(architecture=architecture, head=model.head)
+
+
+def _first_error(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first.get("loc") else first["msg"]
+    return str(err)
 
 
 def split_rounds(split: SplitSpec) -> list[int]:

@@ -10,12 +10,12 @@ from sklearn.model_selection import ParameterGrid
 
 from harness.data.images import Preprocessing
 from harness.models.heads import SOFT_AGE_HEADS, YEARS_HEADS, part_losses
-from harness.models.spec import Augmentation, TrainingSpec
+from harness.models.spec import Augmentation, ModelSpec, TrainingSpec
 from harness.runs.experiment import Exclude, Experiment
 from harness.runs.model_inputs import chip_mismatch, model_inputs
 from harness.runs.trial import TrialConfig
 
-__all__ = ["Trial", "expand", "inputs_needed", "baseline_combination", "exact_age_uses", "group_uses"]
+__all__ = ["Trial", "expand", "trials_of", "check_combination", "inputs_needed", "baseline_combination", "exact_age_uses", "group_uses"]
 
 
 def _training_grid(experiment: Experiment, fixed: dict | None = None) -> list[dict]:
@@ -68,53 +68,59 @@ def expand_specs(experiment: Experiment) -> list[dict]:
     if experiment.baseline is not None:
         baseline_combination(experiment, combos)
     for combo in combos:
-        where = f"model {combo['model']!r} with training {combo['training']}"
-        try:
-            training = TrainingSpec(**combo["training"])
-        except ValidationError as err:
-            first = err.errors()[0]
-            message = first["msg"]
-            if first["type"] == "extra_forbidden" and first["loc"][0] == "augmentation":
-                message = f"unknown augmentation key (allowed: {list(Augmentation.model_fields)})"
-            raise ValueError(f"grid.training.{'.'.join(map(str, first['loc']))}: "
-                             f"{message} ({where})") from None
-        head = models[combo["model"]].head
-        try:
-            part_losses(head, training.loss)
-        except ValueError as err:
-            raise ValueError(f"training.loss: {err} ({where})") from None
-        model = models[combo["model"]]
-        arch = model.architecture
-        if training.pretrained_lr_scale != 1.0 and not (arch.type == "face_resnet" and arch.fine_tunes):
-            raise ValueError(f"training.pretrained_lr_scale: scales the rate of a pretrained face network's levels "
-                             f"that train, and {combo['model']!r} has none (allowed: a face_resnet with weights dlib "
-                             f"and a train_from other than head; {where})")
-        resolved, prep = model_inputs(experiment.preprocessing, model.spec(), training)
-        if training.augments and prep.embedding:
-            if resolved.architecture.type == "face_resnet":
-                raise ValueError(f"training.augmentation: changes pixels, but the model reads the activations at "
-                                 f"{resolved.architecture.reads}, computed once and cached; give the architecture "
-                                 f"input: chip to run its frozen part on every augmented epoch ({where})")
-            raise ValueError(f"training.augmentation: changes pixels, but preprocessing.representation "
-                             f"{experiment.preprocessing.representation!r} feeds the model face "
-                             f"descriptors; use embedding_flip for a mirrored face ({where})")
-        if resolved.architecture.type == "face_resnet" and not prep.embedding and chip_mismatch(prep):
-            raise ValueError(f"grid.models: {combo['model']!r} reads the aligned chip (its training augments the "
-                             f"pixels, so the cached cut cannot be used), but preprocessing has "
-                             + ", ".join(f"{k}: {v}" for k, v in chip_mismatch(prep).items())
-                             + f" (the chip: representation pixels, align dlib, size 150, color rgb, scaling unit; "
-                               f"{where})")
-        for key, watched in (("early_stopping", training.early_stopping),
-                             ("schedule", training.schedule if training.schedule and training.schedule.kind == "plateau"
-                              else None)):
-            if watched is not None and watched.metric == "val_age_mae" and head not in YEARS_HEADS:
-                raise ValueError(f"training.{key}.metric: val_age_mae needs a head that predicts years "
-                                 f"(allowed: {list(YEARS_HEADS)}), not {head!r}; use val_joint_accuracy or "
-                                 f"val_loss ({where})")
-        if training.age_target == "soft" and head not in SOFT_AGE_HEADS:
-            raise ValueError(f"training.age_target: soft needs a head with an age softmax "
-                             f"(allowed: {list(SOFT_AGE_HEADS)}), not {head!r} ({where})")
+        check_combination(experiment, combo["model"], models[combo["model"]].spec(), combo["training"])
     return combos
+
+
+def check_combination(experiment: Experiment, name: str, spec: ModelSpec, training_dict: dict) -> TrainingSpec:
+    """One combination (grid model ``name`` as ``spec``, these training values) checked the
+    way every combination of a grid is, raising ValueError naming the key; its training."""
+    where = f"model {name!r} with training {training_dict}"
+    try:
+        training = TrainingSpec(**training_dict)
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = first["msg"]
+        if first["type"] == "extra_forbidden" and first["loc"][0] == "augmentation":
+            message = f"unknown augmentation key (allowed: {list(Augmentation.model_fields)})"
+        raise ValueError(f"grid.training.{'.'.join(map(str, first['loc']))}: "
+                         f"{message} ({where})") from None
+    head = spec.head
+    try:
+        part_losses(head, training.loss)
+    except ValueError as err:
+        raise ValueError(f"training.loss: {err} ({where})") from None
+    arch = spec.architecture
+    if training.pretrained_lr_scale != 1.0 and not (arch.type == "face_resnet" and arch.fine_tunes):
+        raise ValueError(f"training.pretrained_lr_scale: scales the rate of a pretrained face network's levels "
+                         f"that train, and {name!r} has none (allowed: a face_resnet with weights dlib "
+                         f"and a train_from other than head; {where})")
+    resolved, prep = model_inputs(experiment.preprocessing, spec, training)
+    if training.augments and prep.embedding:
+        if resolved.architecture.type == "face_resnet":
+            raise ValueError(f"training.augmentation: changes pixels, but the model reads the activations at "
+                             f"{resolved.architecture.reads}, computed once and cached; give the architecture "
+                             f"input: chip to run its frozen part on every augmented epoch ({where})")
+        raise ValueError(f"training.augmentation: changes pixels, but preprocessing.representation "
+                         f"{experiment.preprocessing.representation!r} feeds the model face "
+                         f"descriptors; use embedding_flip for a mirrored face ({where})")
+    if resolved.architecture.type == "face_resnet" and not prep.embedding and chip_mismatch(prep):
+        raise ValueError(f"grid.models: {name!r} reads the aligned chip (its training augments the "
+                         f"pixels, so the cached cut cannot be used), but preprocessing has "
+                         + ", ".join(f"{k}: {v}" for k, v in chip_mismatch(prep).items())
+                         + f" (the chip: representation pixels, align dlib, size 150, color rgb, scaling unit; "
+                           f"{where})")
+    for key, watched in (("early_stopping", training.early_stopping),
+                         ("schedule", training.schedule if training.schedule and training.schedule.kind == "plateau"
+                          else None)):
+        if watched is not None and watched.metric == "val_age_mae" and head not in YEARS_HEADS:
+            raise ValueError(f"training.{key}.metric: val_age_mae needs a head that predicts years "
+                             f"(allowed: {list(YEARS_HEADS)}), not {head!r}; use val_joint_accuracy or "
+                             f"val_loss ({where})")
+    if training.age_target == "soft" and head not in SOFT_AGE_HEADS:
+        raise ValueError(f"training.age_target: soft needs a head with an age softmax "
+                         f"(allowed: {list(SOFT_AGE_HEADS)}), not {head!r} ({where})")
+    return training
 
 
 def baseline_combination(experiment: Experiment, combos: list[dict] | None = None) -> dict | None:
@@ -193,21 +199,30 @@ def inputs_needed(experiment: Experiment) -> list[Preprocessing]:
 Locate = Callable[[Preprocessing], tuple[str, dict[int, str]]]
 
 
+def trials_of(experiment: Experiment, model_name: str, spec: ModelSpec, training: TrainingSpec,
+              locate: Locate) -> list[Trial]:
+    """One configuration's trials: every backend on every round ``locate`` gives."""
+    model, prep = model_inputs(experiment.preprocessing, spec, training)
+    cache_entry, fingerprints = locate(prep)
+    trials = []
+    for backend in experiment.backends:
+        for round_, fingerprint in sorted(fingerprints.items()):
+            config = TrialConfig(
+                backend=backend, model=model, training=training, preprocessing=prep, round=round_,
+                threshold=experiment.threshold, threads=experiment.resolved_threads(), gate=experiment.gate,
+                data_fingerprint=fingerprint, cache_entry=cache_entry)
+            trials.append(Trial(trial_id=config.trial_id(), model_name=model_name, config=config))
+    return trials
+
+
 def expand(experiment: Experiment, locate: Locate) -> list[Trial]:
     """Every trial of the experiment, in a stable order, duplicates removed. The rounds to
     run are the keys ``locate`` gives."""
-    threads = experiment.resolved_threads()
+    models = {m.name: m for m in experiment.grid.models}
     trials, seen = [], set()
-    for combo, training, model, prep in _resolved(experiment):
-        cache_entry, fingerprints = locate(prep)
-        for backend in experiment.backends:
-            for round_, fingerprint in sorted(fingerprints.items()):
-                config = TrialConfig(
-                    backend=backend, model=model, training=training, preprocessing=prep, round=round_,
-                    threshold=experiment.threshold, threads=threads, gate=experiment.gate,
-                    data_fingerprint=fingerprint, cache_entry=cache_entry)
-                trial_id = config.trial_id()
-                if trial_id not in seen:
-                    seen.add(trial_id)
-                    trials.append(Trial(trial_id=trial_id, model_name=combo["model"], config=config))
+    for combo, training, _, _ in _resolved(experiment):
+        for trial in trials_of(experiment, combo["model"], models[combo["model"]].spec(), training, locate):
+            if trial.trial_id not in seen:
+                seen.add(trial.trial_id)
+                trials.append(trial)
     return trials

@@ -34,6 +34,7 @@ DAMAGED_SUFFIX = ".damaged"
 CURRENT_TRIALS_FILE = "trials.json"       # the ids the experiment's last run was made of
 TRIALS_DIR = "trials"
 BEST_FILE = "best.json"                   # written by `harness report`
+SEARCH_FILE = "search.journal"            # a searched experiment's Optuna study (its journal storage)
 BEST_LINK = "best"                        # -> trials/<id> of BEST_FILE
 LOCK_SUFFIX = ".lock"                     # .<experiment>.lock beside the folder: who is running into it
 

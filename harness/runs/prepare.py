@@ -11,6 +11,7 @@ import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -49,6 +50,9 @@ class Prepared:
     # "workers"}, or None).
     to_compute: int = 0
     pending: list[tuple[Preprocessing, dict | None]] = field(default_factory=list)
+    # preprocessing -> (cache entry, round -> data fingerprint): what a configuration chosen
+    # later (a search's) needs to become trials (harness.runs.grid.trials_of).
+    locate: Callable | None = None
 
 
 def load_dataset(experiment: Experiment) -> datasets.UnifiedDataset:
@@ -187,13 +191,18 @@ def _finish(experiment: Experiment, dataset, table: pd.DataFrame, valid_ids: set
     if missing:
         raise ExperimentError(f"rounds: {missing} do not exist; the split has rounds {manifest.rounds}")
 
+    entries = dict(entries)
+
     def locate(prep):
+        if prep not in entries:   # an input only a searched configuration reads (a cut the space chose)
+            entries[prep] = cache.build(usable["id"], usable["path"], prep, strict=experiment.data.strict).directory
         entry = Path(entries[prep])
         return str(entry.resolve()), {r: data_fingerprint(entry.name, manifest, r, usable) for r in rounds}
 
-    trials = expand(experiment, locate)
+    # A search chooses its configurations as it goes (harness.runs.search): none yet.
+    trials = expand(experiment, locate) if experiment.search is None else []
     unaligned = unaligned[unaligned["id"].isin(set(usable["id"]))].reset_index(drop=True)
-    return Prepared(usable, manifest, trials, skipped, dataset.dropped, unaligned)
+    return Prepared(usable, manifest, trials, skipped, dataset.dropped, unaligned, locate=locate)
 
 
 def save_prepared(experiment: Experiment, prepared: Prepared, results_dir: Path) -> None:

@@ -23,7 +23,7 @@ from harness.runs.prepare import Prepared, prepare, save_prepared
 from harness.runs.results_dir import check_results_dir, hold
 from harness.runs.trial import write_trial
 
-__all__ = ["run"]
+__all__ = ["run", "run_trials"]
 
 
 def _record(trial: Trial, status: str, seconds: float, run_dir: Path, error: str | None = None) -> dict:
@@ -67,10 +67,21 @@ def _run(experiment: Experiment, results_dir: Path, executor, progress: bool, pr
     check_results_dir(experiment, results_dir)
     prepared = prepared or prepare(experiment)
     save_prepared(experiment, prepared, results_dir)
+    if experiment.search is not None:
+        from harness.runs.search import search
+
+        return search(experiment, results_dir, executor, prepared, progress)
+    return run_trials(experiment, results_dir, executor, prepared, prepared.trials, progress)
+
+
+def run_trials(experiment: Experiment, results_dir: Path, executor, prepared: Prepared, trials: list[Trial],
+               progress: bool = True, desc: str | None = None) -> dict:
+    """Run those of ``trials`` not yet done (the results folder held and prepared).
+    Returns counts: completed, failed, already_done."""
     repair_index(results_dir)
     index = read_index(results_dir)
     todo, counts = [], {"completed": 0, "failed": 0, "already_done": 0}
-    for trial in prepared.trials:
+    for trial in trials:
         run_dir = trial_dir(results_dir, trial.trial_id)
         if finished(run_dir, trial.trial_id):
             if index.get(trial.trial_id, {}).get("status") != "completed":
@@ -90,7 +101,7 @@ def _run(experiment: Experiment, results_dir: Path, executor, progress: bool, pr
     bar = None
     if progress and todo:
         from tqdm import tqdm
-        bar = tqdm(total=len(todo), desc=experiment.name, unit="trial")
+        bar = tqdm(total=len(todo), desc=desc or experiment.name, unit="trial")
     try:
         for trial_id, outcome in executor.map_unordered(jobs):
             trial, run_dir = by_id[trial_id], trial_dir(results_dir, trial_id)

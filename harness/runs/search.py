@@ -1,0 +1,198 @@
+"""A searched experiment: Optuna chooses configurations, the harness runs them.
+
+Each configuration Optuna asks for becomes ordinary trials (:func:`harness.runs.grid.trials_of`):
+every backend on every round listed, with the ids a grid with the same values would give,
+run by the same executors in reused workers. The sampler is told the mean over those
+trials of the search's validation metric, at the epoch each trial kept; a configuration
+with a failed trial is told it failed. The study lives in the results folder as Optuna's
+journal file (no server): a run killed at any moment resumes where it stopped, the
+configurations it was training asked again first (their finished trials are not
+retrained), so every configuration is trained once.
+
+The sampler learns from configurations in batches of ``--workers`` (one at a time with
+Ray): with the same seed and the same ``--workers`` the same configurations are asked in
+the same order, because each batch is asked before any of it is told and a trial's
+numbers do not depend on which finished first. A sampler that asks for a configuration
+already trained (random search over few choices can) finds its trials finished: it is
+told the same score again, and that costs budget, not training.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from harness.files import write_atomic
+from harness.runs.experiment import Experiment
+from harness.runs.grid import Trial, check_combination, trials_of
+from harness.runs.index import trial_dir
+from harness.runs.layout import CURRENT_TRIALS_FILE, SEARCH_FILE
+from harness.runs.search_space import ARCHITECTURE_PREFIX, TRAINING_PREFIX
+from harness.runs.trial import final_validation
+
+__all__ = ["search", "dimensions", "configuration", "open_study", "sampler_for", "MODEL_KEY"]
+
+MODEL_KEY = "model"             # the grid model, a choice when the grid has several
+TRIAL_IDS_ATTR = "trial_ids"    # an Optuna trial's harness trials
+FAILED_ATTR = "failed"          # why a configuration failed (an interrupted one has none)
+
+
+def _encoded(values: list) -> list[str]:
+    # Optuna's choices are scalars; a value such as widths [512, 256] travels as JSON.
+    return [json.dumps(v, sort_keys=True) for v in values]
+
+
+def dimensions(experiment: Experiment) -> dict:
+    """name -> Optuna distribution: the grid model (when several), every list in
+    grid.training, and the space."""
+    import optuna.distributions as d
+
+    out = {}
+    if len(experiment.grid.models) > 1:
+        out[MODEL_KEY] = d.CategoricalDistribution(_encoded([m.name for m in experiment.grid.models]))
+    for key, value in experiment.grid.training.items():
+        if isinstance(value, list) and len(value) > 1:
+            out[TRAINING_PREFIX + key] = d.CategoricalDistribution(_encoded(value))
+    for key, dim in experiment.space.items():
+        if dim.kind == "choice":
+            out[key] = d.CategoricalDistribution(_encoded(dim.choice))
+        elif dim.kind == "int":
+            out[key] = d.IntDistribution(*dim.integer)
+        else:
+            out[key] = d.FloatDistribution(*(dim.log_uniform or dim.uniform), log=dim.kind == "log_uniform")
+    return out
+
+
+def configuration(experiment: Experiment, params: dict) -> tuple[str, object, dict]:
+    """Optuna's params -> (grid model name, its spec, training values), as a grid
+    combination would be written."""
+    from harness.runs.experiment import with_architecture
+
+    decoded = {k: json.loads(v) if isinstance(v, str) else v for k, v in params.items()}
+    models = {m.name: m for m in experiment.grid.models}
+    name = decoded.get(MODEL_KEY, experiment.grid.models[0].name)
+    training = {k: (v[0] if isinstance(v, list) and len(v) == 1 else v) for k, v in experiment.grid.training.items()}
+    architecture = {}
+    for key, value in decoded.items():
+        if key.startswith(TRAINING_PREFIX):
+            training[key[len(TRAINING_PREFIX):]] = value
+        elif key.startswith(ARCHITECTURE_PREFIX):
+            architecture[key[len(ARCHITECTURE_PREFIX):]] = value
+    return name, with_architecture(models[name].spec(), architecture), training
+
+
+def sampler_for(experiment: Experiment, space: dict, spent: int = 0):
+    """The sampler for the batch after ``spent`` configurations, seeded by the search's seed
+    and ``spent``: a sampler's random state does not survive its process, and one seeded
+    afresh on resuming would ask its first configurations again. Every sampler's other
+    state lives in the study (its trials), so a resumed search asks what an uninterrupted
+    one would have."""
+    import optuna
+
+    spec = experiment.search
+    seed = spec.seed * 1_000_003 + spent
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler({k: list(dist.choices) for k, dist in space.items()}, seed=seed)
+    return {"random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+            "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+            "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+            }[spec.sampler]()
+
+
+def open_study(experiment: Experiment, results_dir: Path, space: dict | None = None):
+    """The experiment's study in ``results_dir/search.journal`` (created or reopened)."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(results_dir / SEARCH_FILE)))
+    return optuna.create_study(study_name=experiment.name, storage=storage, load_if_exists=True,
+                               sampler=sampler_for(experiment, space if space is not None else dimensions(experiment)),
+                               direction=experiment.search.direction)
+
+
+def _budget(experiment: Experiment, space: dict) -> int:
+    if experiment.search.trials is not None:
+        return experiment.search.trials
+    return math.prod(len(dist.choices) for dist in space.values()) if space else 1
+
+
+def _counted(trial) -> bool:
+    """A configuration that used up budget: told its score, or failed for a reason of its
+    own (not merely interrupted)."""
+    import optuna
+
+    return trial.state == optuna.trial.TrialState.COMPLETE or (
+        trial.state == optuna.trial.TrialState.FAIL and FAILED_ATTR in trial.user_attrs)
+
+
+def _resume(study) -> None:
+    """Configurations a killed run was training: failed without a reason, then asked again
+    first (with the same values, so their finished trials are found, not retrained)."""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+
+
+def _score(results_dir: Path, trials: list[Trial], metric: str) -> float | None:
+    values = [final_validation(trial_dir(results_dir, t.trial_id), metric) for t in trials]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(values) / len(values)
+
+
+def _record_current(results_dir: Path, study) -> None:
+    ids = sorted({i for t in study.get_trials(deepcopy=False) for i in t.user_attrs.get(TRIAL_IDS_ATTR, [])})
+    write_atomic(results_dir / CURRENT_TRIALS_FILE, lambda p: p.write_text(json.dumps(ids, indent=0)))
+
+
+def search(experiment: Experiment, results_dir: Path, executor, prepared, progress: bool = True) -> dict:
+    """Ask, run, tell until the budget of configurations is spent. Returns the runner's
+    counts plus ``configurations`` (told this run) and ``failed_configurations``."""
+    import optuna
+
+    from harness.runs.runner import run_trials
+
+    space = dimensions(experiment)
+    study = open_study(experiment, results_dir, space)
+    _resume(study)
+    _record_current(results_dir, study)   # the report's trials, also when nothing is left to run
+    budget = _budget(experiment, space)
+    batch_size = max(1, getattr(executor, "workers", 1))   # local --workers; one at a time on Ray
+    totals = {"completed": 0, "failed": 0, "already_done": 0, "configurations": 0, "failed_configurations": 0}
+    while (spent := sum(_counted(t) for t in study.get_trials(deepcopy=False))) < budget:
+        study.sampler = sampler_for(experiment, space, spent)
+        asked = [study.ask(space) for _ in range(min(batch_size, budget - spent))]
+        chosen = []
+        for trial in asked:
+            name, spec, training = configuration(experiment, trial.params)
+            try:
+                checked = check_combination(experiment, name, spec, training)
+                trials = trials_of(experiment, name, spec, checked, prepared.locate)
+            except ValueError as err:   # a combination the space allows but the harness refuses
+                trial.set_user_attr(FAILED_ATTR, str(err))
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                totals["failed_configurations"] += 1
+                continue
+            trial.set_user_attr(TRIAL_IDS_ATTR, [t.trial_id for t in trials])
+            chosen.append((trial, trials))
+        _record_current(results_dir, study)
+        run = [t for _, trials in chosen for t in trials]
+        counts = run_trials(experiment, results_dir, executor, prepared, run, progress,
+                            desc=f"{experiment.name} (configurations {spent + 1}-{spent + len(asked)} of {budget})")
+        for key in ("completed", "failed", "already_done"):
+            totals[key] += counts[key]
+        for trial, trials in chosen:
+            value = _score(results_dir, trials, experiment.search.metric)
+            if value is None:
+                trial.set_user_attr(FAILED_ATTR, "a trial failed or has no validation score")
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                totals["failed_configurations"] += 1
+            else:
+                study.tell(trial, value)
+                totals["configurations"] += 1
+    return totals

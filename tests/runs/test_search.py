@@ -1,0 +1,125 @@
+"""Searched experiments (issue 26): the schema refuses what cannot run, a configuration
+chosen by a sampler has the trial ids a grid gives it, and a search killed with SIGKILL
+resumes with every configuration trained once."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.runs import experiment_file, grid
+from harness.runs.experiment import ExperimentError
+from tests.helpers.experiments import ROOT, TINY, write
+
+SEARCH = {**TINY, "search": {"sampler": "random", "trials": 3, "seed": 0},
+          "space": {"training.learning_rate": {"log_uniform": [1e-4, 1e-2]}}}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"space": {"training.learnig_rate": {"uniform": [0.1, 0.2]}}}, "space.training.learnig_rate: unknown training key"),
+    ({"space": {"training.learning_rate": {"uniform": [0.2, 0.1]}}}, "uniform: low must be below high, got [0.2, 0.1]"),
+    ({"space": {"training.learning_rate": {"log_uniform": [0.0, 0.1]}}}, "log_uniform: both bounds must be positive"),
+    ({"space": {"model.architecture.widths": {"choice": [[32]]}}}, "choice needs at least two distinct values"),
+    ({"space": {"model.architecture.filters": {"choice": [[4], [8]]}}}, "'filters' is not a field of the architecture"),
+    ({"space": {"learning_rate": {"uniform": [0.1, 0.2]}}}, "a space key starts with 'training.'"),
+    ({"space": {"training.learning_rate": {"uniform": [0.001, 20.0]}}}, "20.0 is not allowed: learning_rate"),
+    ({"search": {"sampler": "random", "trials": 0}}, "search.trials"),
+    ({"search": {"sampler": "tpe"}}, "trials: sampler tpe needs a budget"),
+    ({"search": {"sampler": "grid"}}, "sampler grid tries every value, so it needs choice"),
+    ({"search": {"sampler": "random", "trials": 2, "pruner": "median"}}, "search.pruner"),
+    ({"split": {"protocol": "random", "val_fraction": 0.0}}, "split.val_fraction is 0"),
+    ({"search": None}, "space: needs search:"),
+])
+def test_a_search_that_cannot_run_is_refused_on_load_naming_the_key(tmp_path, change, message):
+    experiment = {k: v for k, v in {**SEARCH, **change}.items() if v is not None}
+    path = write(tmp_path, experiment)
+    with pytest.raises(ExperimentError) as err:
+        experiment_file.load(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_a_configuration_a_sampler_chooses_has_the_trial_ids_the_grid_gives_it(tmp_path):
+    from harness.runs import search
+
+    lists = {"learning_rate": [0.01, 0.001], "batch_size": [16, 32], "epochs": 2}
+    gridded = experiment_file.load(write(tmp_path, {**TINY, "grid": {**TINY["grid"], "training": lists}}))
+    searched = experiment_file.load(write(tmp_path, {**TINY, "grid": {**TINY["grid"], "training": lists},
+                                                     "search": {"sampler": "grid"}}, "searched.yaml"))
+    locate = lambda prep: ("/x", {0: "d0", 1: "d1"})  # noqa: E731
+    expected = {t.trial_id for t in grid.expand(gridded, locate)}
+    space = search.dimensions(searched)
+    assert set(space) == {"training.learning_rate", "training.batch_size"}
+    got = set()
+    for lr in space["training.learning_rate"].choices:
+        for batch in space["training.batch_size"].choices:
+            name, spec, training = search.configuration(
+                searched, {"training.learning_rate": lr, "training.batch_size": batch})
+            checked = grid.check_combination(searched, name, spec, training)
+            got |= {t.trial_id for t in grid.trials_of(searched, name, spec, checked, locate)}
+    assert got == expected and len(got) == 4 * 2 * 2   # 4 configurations x 2 backends x 2 rounds
+    # An architecture field set by the space gives the ids the same field written in the grid gives.
+    wide = experiment_file.load(write(tmp_path, {**TINY, "grid": {**TINY["grid"], "models": [
+        {"name": "fcn", "architecture": {"type": "fcn", "widths": [64, 32]}}]}}, "wide.yaml"))
+    spaced = experiment_file.load(write(tmp_path, {**SEARCH, "space": {
+        "model.architecture.widths": {"choice": [[16], [64, 32]]}}}, "spaced.yaml"))
+    name, spec, training = search.configuration(spaced, {"model.architecture.widths": "[64, 32]"})
+    assert ({t.trial_id for t in grid.trials_of(spaced, name, spec, grid.check_combination(spaced, name, spec,
+                                                                                          training), locate)}
+            == {t.trial_id for t in grid.expand(wide, locate)})
+
+
+def _configurations(path, results):
+    from harness.runs import search
+
+    study = search.open_study(experiment_file.load(path), results / "tiny")
+    return [(t.state.name, t.params, t.user_attrs.get("trial_ids")) for t in study.get_trials()]
+
+
+@pytest.mark.trains
+def test_a_search_killed_at_any_moment_resumes_with_every_configuration_trained_once(tmp_path):
+    experiment = {**SEARCH, "backends": ["keras"], "grid": {**TINY["grid"], "training": {"epochs": 1,
+                                                                                       "batch_size": 32}}}
+    path = write(tmp_path, experiment)
+    results = tmp_path / "r"
+    env = {**os.environ, "HARNESS_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "harness", "run", str(path), "--results", str(results), "--no-report"]
+    runner = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True)
+    deadline, first = time.time() + 300, None
+    while time.time() < deadline and first is None:
+        done = sorted((results / "tiny" / "trials").glob("*/DONE"))
+        first = done[0] if done else None
+        time.sleep(0.2)
+    assert first is not None, runner.communicate(timeout=5)
+    os.killpg(runner.pid, signal.SIGKILL)   # the runner and its workers, mid-search
+    runner.wait(timeout=30)
+    kept = first.stat().st_mtime_ns
+
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert first.stat().st_mtime_ns == kept              # a finished trial is never trained again
+    states = _configurations(path, results)
+    complete = [(params, ids) for state, params, ids in states if state == "COMPLETE"]
+    assert len(complete) == 3 and all(state in ("COMPLETE", "FAIL") for state, _, _ in states)
+    trial_ids = [i for _, ids in complete for i in ids]
+    assert len(trial_ids) == len(set(trial_ids)) == 3     # three configurations, one trial each, none twice
+    records = [json.loads(line) for line in (results / "tiny" / "index.jsonl").read_text().splitlines()]
+    completed = [r["trial_id"] for r in records if r["status"] == "completed"]
+    assert sorted(set(completed)) == sorted(trial_ids) and len(completed) == len(set(completed))
+    assert sorted(json.loads((results / "tiny" / "trials.json").read_text())) == sorted(trial_ids)
+    # What an uninterrupted search with the same seed asks, configuration by configuration.
+    from harness.runs import search
+
+    loaded = experiment_file.load(path)
+    fresh = search.open_study(loaded, tmp_path)
+    space = search.dimensions(loaded)
+    for spent in range(3):
+        fresh.sampler = search.sampler_for(loaded, space, spent)
+        fresh.tell(fresh.ask(space), 0.5)
+    assert [params for params, _ in complete] == [t.params for t in fresh.get_trials()]
+    # Run again: nothing is left to do, and nothing is retrained.
+    third = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0 and "0 completed, 0 failed, 0 already done" in third.stdout
