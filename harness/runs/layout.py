@@ -35,6 +35,7 @@ CURRENT_TRIALS_FILE = "trials.json"       # the ids the experiment's last run wa
 TRIALS_DIR = "trials"
 BEST_FILE = "best.json"                   # written by `harness report`
 SEARCH_FILE = "search.journal"            # a searched experiment's Optuna study (its journal storage)
+SEARCH_TABLE_FILE = "search.csv"          # its configurations in the order asked, as plain data for the report
 BEST_LINK = "best"                        # -> trials/<id> of BEST_FILE
 LOCK_SUFFIX = ".lock"                     # .<experiment>.lock beside the folder: who is running into it
 

@@ -26,7 +26,7 @@ from harness.files import write_atomic
 from harness.runs.experiment import Experiment
 from harness.runs.grid import Trial, check_combination, trials_of
 from harness.runs.index import trial_dir
-from harness.runs.layout import CURRENT_TRIALS_FILE, SEARCH_FILE
+from harness.runs.layout import CURRENT_TRIALS_FILE, SEARCH_FILE, SEARCH_TABLE_FILE
 from harness.runs.search_space import ARCHITECTURE_PREFIX, TRAINING_PREFIX
 from harness.runs.trial import final_validation
 
@@ -146,8 +146,27 @@ def _score(results_dir: Path, trials: list[Trial], metric: str) -> float | None:
 
 
 def _record_current(results_dir: Path, study) -> None:
-    ids = sorted({i for t in study.get_trials(deepcopy=False) for i in t.user_attrs.get(TRIAL_IDS_ATTR, [])})
+    """The report's trials (``trials.json``) and the search's history (``search.csv``:
+    every configuration in the order asked, its score and the best so far), as plain data."""
+    import pandas as pd
+
+    trials = study.get_trials(deepcopy=False)
+    ids = sorted({i for t in trials for i in t.user_attrs.get(TRIAL_IDS_ATTR, [])})
     write_atomic(results_dir / CURRENT_TRIALS_FILE, lambda p: p.write_text(json.dumps(ids, indent=0)))
+    best, rows = None, []
+    maximize = study.direction.name == "MAXIMIZE"
+    for t in trials:
+        if t.value is not None and (best is None or (t.value > best if maximize else t.value < best)):
+            best = t.value
+        rows.append({"configuration": t.number + 1, "state": t.state.name.lower(), "value": t.value,
+                     "best_so_far": best if t.value is not None or best is not None else None,
+                     "params": json.dumps({k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()},
+                                          sort_keys=True),
+                     "trial_ids": " ".join(t.user_attrs.get(TRIAL_IDS_ATTR, [])),
+                     "why_failed": t.user_attrs.get(FAILED_ATTR, "")})
+    frame = pd.DataFrame(rows, columns=["configuration", "state", "value", "best_so_far", "params", "trial_ids",
+                                        "why_failed"])
+    write_atomic(results_dir / SEARCH_TABLE_FILE, lambda p: frame.to_csv(p, index=False))
 
 
 def search(experiment: Experiment, results_dir: Path, executor, prepared, progress: bool = True) -> dict:
@@ -195,4 +214,5 @@ def search(experiment: Experiment, results_dir: Path, executor, prepared, progre
             else:
                 study.tell(trial, value)
                 totals["configurations"] += 1
+        _record_current(results_dir, study)
     return totals

@@ -120,6 +120,17 @@ def test_a_search_killed_at_any_moment_resumes_with_every_configuration_trained_
         fresh.sampler = search.sampler_for(loaded, space, spent)
         fresh.tell(fresh.ask(space), 0.5)
     assert [params for params, _ in complete] == [t.params for t in fresh.get_trials()]
+    # The report's search section, from search.csv: every configuration in the order asked,
+    # the interrupted one listed as failed, the best so far never worse.
+    import pandas as pd
+
+    from harness.analysis.report import write_report
+
+    history = pd.read_csv(results / "tiny" / "search.csv")
+    assert (history["state"] == "complete").sum() == 3 and history["best_so_far"].dropna().is_monotonic_increasing
+    text = (write_report(results / "tiny")).read_text()
+    assert "## Search" in text and text.count("| complete |") == 3
+    assert "search_history.png" in text
     # Run again: nothing is left to do, and nothing is retrained.
     third = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and "0 completed, 0 failed, 0 already done" in third.stdout
