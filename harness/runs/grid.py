@@ -174,21 +174,19 @@ class Trial(BaseModel):
 
 
 def _resolved(experiment: Experiment):
-    """(combination, its training with the seed, the model as its trials record it, the
-    preprocessing they read), in order."""
-    models = {m.name: m for m in experiment.grid.models}
+    """(combination, its training with the seed), in order."""
     seeds = [{"seed": seed} for seed in experiment.seeds] if experiment.seeds else [{}]
     for combo, seed in ((c, s) for c in expand_specs(experiment) for s in seeds):
-        training = TrainingSpec(**combo["training"], **seed)
-        model, prep = model_inputs(experiment.preprocessing, models[combo["model"]].spec(), training)
-        yield combo, training, model, prep
+        yield combo, TrainingSpec(**combo["training"], **seed)
 
 
 def inputs_needed(experiment: Experiment) -> list[Preprocessing]:
     """Every preprocessing the experiment's trials read (each one cache entry), in order:
     the experiment's own, and the cut of each face network trained from one."""
+    models = {m.name: m for m in experiment.grid.models}
     needed: list[Preprocessing] = []
-    for _, _, _, prep in _resolved(experiment):
+    for combo, training in _resolved(experiment):
+        _, prep = model_inputs(experiment.preprocessing, models[combo["model"]].spec(), training)
         if prep not in needed:
             needed.append(prep)
     return needed
@@ -220,7 +218,7 @@ def expand(experiment: Experiment, locate: Locate) -> list[Trial]:
     run are the keys ``locate`` gives."""
     models = {m.name: m for m in experiment.grid.models}
     trials, seen = [], set()
-    for combo, training, _, _ in _resolved(experiment):
+    for combo, training in _resolved(experiment):
         for trial in trials_of(experiment, combo["model"], models[combo["model"]].spec(), training, locate):
             if trial.trial_id not in seen:
                 seen.add(trial.trial_id)
