@@ -305,15 +305,17 @@ class _EpochReport(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        self.on_epoch(epoch, logs.get("loss"), logs.get("categorical_accuracy"),
-                      logs.get("val_loss"), logs.get("val_categorical_accuracy"))
+        if self.on_epoch(epoch, logs.get("loss"), logs.get("categorical_accuracy"),
+                         logs.get("val_loss"), logs.get("val_categorical_accuracy")) is False:
+            self.model.stop_training = True
 
 
 def train(model: keras.Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
           on_epoch, tensorboard_dir: Path, epoch_inputs=None, before_epoch=None) -> None:
     """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images;
-    ``before_epoch(epoch)`` sets the epoch up and returns False to stop. Driven epoch by
-    epoch (one ``fit`` an epoch) only when the training asks for it."""
+    ``before_epoch(epoch)`` sets the epoch up and returns False to stop; ``on_epoch``
+    returning False stops after that epoch. Driven epoch by epoch (one ``fit`` an epoch)
+    only when the training asks for it."""
     callbacks = [_EpochReport(on_epoch)]
     if ENGINE == "tensorflow":   # Keras' TensorBoard callback writes through tf.summary
         callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))

@@ -5,6 +5,7 @@ imported inside a worker process of its own, never beside the Keras backend.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -337,23 +338,28 @@ class _EpochReport(tflearn.callbacks.Callback):
             self.model.dnn.session.run(self.model.clip_ops)
 
     def on_epoch_end(self, training_state):
-        self.on_epoch(training_state.epoch - 1, training_state.global_loss,
-                      # global_acc is never set (a TFLearn bug: it starts at 0.0 and
-                      # only accumulates while truthy); acc_value is its running mean.
-                      training_state.acc_value, training_state.val_loss, training_state.val_acc)
+        if self.on_epoch(training_state.epoch - 1, training_state.global_loss,
+                         # global_acc is never set (a TFLearn bug: it starts at 0.0 and
+                         # only accumulates while truthy); acc_value is its running mean.
+                         training_state.acc_value, training_state.val_loss, training_state.val_acc) is False:
+            raise _StopTraining   # TFLearn's fit has no stop flag; its finally block still cleans up
+
+
+class _StopTraining(Exception):
+    """``on_epoch`` asked to stop after this epoch."""
 
 
 def train(model: Model, training: TrainingSpec, x_train, y_train, x_val, y_val,
           on_epoch, tensorboard_dir: Path, epoch_inputs=None, before_epoch=None) -> None:
     """``epoch_inputs(epoch)``, when given, supplies each epoch's (augmented) images;
-    ``before_epoch(epoch)`` sets the epoch up and returns False to stop. Driven epoch by
-    epoch when the training asks for it: TFLearn's training state (epoch count, optimizer
+    ``before_epoch(epoch)`` sets the epoch up and returns False to stop; ``on_epoch``
+    returning False stops after that epoch. Driven epoch by epoch when the training asks for it: TFLearn's training state (epoch count, optimizer
     slots) carries over between its ``fit`` calls."""
     model.dnn.trainer.tensorboard_dir = str(tensorboard_dir) + os.sep
     options = dict(validation_set=(x_val, y_val) if len(x_val) else None, show_metric=True,
                    batch_size=training.batch_size, shuffle=True, run_id="tflearn",
                    callbacks=[_EpochReport(model, on_epoch)])
-    with model.graph.as_default():
+    with model.graph.as_default(), contextlib.suppress(_StopTraining):
         if not training.epoch_by_epoch:
             model.dnn.fit(x_train, y_train, n_epoch=training.epochs, **options)
             return

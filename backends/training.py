@@ -36,6 +36,8 @@ from harness.runs.layout import (
     LOG_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
+    PROGRESS_FILE,
+    PRUNE_FILE,
     VAL_PREDICTIONS_FILE,
     log_writable,
 )
@@ -77,7 +79,7 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
     """Train one trial. ``recent`` and ``trial_in_worker`` are a reused worker's (see
     :func:`serve`); a fresh process trains its one trial with neither."""
     config = read_config(run_dir)
-    for stale in (DONE_FILE, METRICS_FILE):
+    for stale in (DONE_FILE, METRICS_FILE, PROGRESS_FILE):
         (run_dir / stale).unlink(missing_ok=True)
     with output_to(run_dir / LOG_FILE):
         print(f"trial {config.trial_id()} backend={config.backend} round={config.round} "
@@ -100,9 +102,14 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
             backend.standardize_inputs(model, *input_statistics(train_data.x))
         history, started = [], [time.perf_counter()]
         rates, stopper, best_weights = LearningRate(training), EarlyStopper(training.early_stopping), [None]
+        pruned = []
 
         def before_epoch(epoch):
-            if stopper.stopped:
+            if stopper.stopped or pruned:
+                return False
+            if (run_dir / PRUNE_FILE).is_file():   # a search's pruner judged the configuration hopeless
+                pruned.append(epoch)
+                print(f"pruned by the search before epoch {epoch + 1}", flush=True)
                 return False
             if training.schedule is not None:
                 backend.set_learning_rate(model, rates.rate(epoch))
@@ -125,10 +132,16 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
             if training.schedule is not None:
                 row["learning_rate"] = rates.rate(epoch)
             history.append(row)
+            _append_progress(run_dir, row)
             rates.observe(row)
             if stopper.observe(epoch, row) and training.early_stopping and training.early_stopping.restore_best:
                 best_weights[0] = backend.get_weights(model)
             started[0] = time.perf_counter()
+            if (run_dir / PRUNE_FILE).is_file() and not stopper.stopped and epoch + 1 < training.epochs:
+                pruned.append(epoch + 1)
+                print(f"pruned by the search after epoch {epoch + 1}", flush=True)
+                return False
+            return True
 
         # Augmented epochs are made here, the same arrays whichever framework trains.
         epoch_inputs = ((lambda epoch: augment(train_data.x, training.augmentation, training.seed, epoch))
@@ -174,8 +187,10 @@ def train(run_dir: Path, recent: RecentSplits | None = None, trial_in_worker: in
     result["train_seconds"] = float(frame["seconds"].sum()) if len(frame) else None
     result["final_framework_val_accuracy"] = (
         frame["val_framework_accuracy"].iloc[-1] if len(frame) else None)
-    if training.early_stopping is not None:
+    if training.early_stopping is not None or pruned:
         result["training"] = stopper.summary()
+    if pruned:
+        result["pruned"] = {"epochs_trained": pruned[0]}
     write_atomic(run_dir / ENV_FILE, lambda p: p.write_text(json.dumps(environment, indent=2)))
     write_atomic(run_dir / METRICS_FILE, lambda p: p.write_text(json.dumps(result, indent=2)))
     (run_dir / DONE_FILE).write_text(config.trial_id() + "\n")
@@ -197,6 +212,14 @@ def training_targets(config, role) -> np.ndarray:
         soften = soft_years if config.model.head in heads.YEARS_HEADS else soft_age
         distribution = soften(role.years, training.age_sigma)
     return heads.targets(config.model.head, role.age, role.gender, distribution, role.years)
+
+
+def _append_progress(run_dir: Path, row: dict) -> None:
+    """The epoch's row as one JSON line, for a search's pruner to read while the trial
+    trains (a reader skips a torn last line)."""
+    with open(run_dir / PROGRESS_FILE, "a") as out:
+        out.write(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                              for k, v in row.items()}) + "\n")
 
 
 def _num(value) -> float:

@@ -94,6 +94,11 @@ def _dry_run(args, experiment, results) -> int:
               f"{spec.metric} ({spec.direction}), each trained by {', '.join(experiment.backends)} on "
               f"{len(experiment.rounds or prepared.manifest.rounds)} round(s), {threads} threads a trial, in "
               f"{results} (dry run: nothing written)")
+        if spec.pruner != "none":
+            options = {k: getattr(spec, k) for k in ("min_epochs", "reduction_factor", "startup_configurations")
+                       if getattr(spec, k) is not None}
+            print(f"  pruner {spec.pruner} ({', '.join(f'{k} {v}' for k, v in options.items())}), judging the mean "
+                  f"{spec.metric} over each configuration's trials after every epoch")
         for name, distribution in dimensions(experiment).items():
             print(f"  {name}: {distribution}")
     else:
@@ -137,8 +142,8 @@ def _run_held(args, experiment, results, prepared) -> int:
     if len(prepared.unaligned_images):
         print(f"{len(prepared.unaligned_images)} images had no face dlib finds and were used whole: "
               f"{results / UNALIGNED_FILE}", file=sys.stderr)
-    searched = (f"{counts['configurations']} configuration(s) told the sampler, {counts['failed_configurations']} "
-                "failed; " if "configurations" in counts else "")
+    searched = (f"{counts['configurations']} configuration(s) told the sampler, {counts['pruned_configurations']} "
+                f"pruned, {counts['failed_configurations']} failed; " if "configurations" in counts else "")
     print(f"{experiment.name}: {searched}{counts['completed']} completed, {counts['failed']} failed, "
           f"{counts['already_done']} already done; results in {results}")
     if not args.no_report:

@@ -26,6 +26,7 @@ from harness.data.labels import N_JOINT
 from harness.data.splits import SplitSpec
 from harness.models.backends import DEFAULT_BACKENDS, REGISTRY, BackendName
 from harness.models.gate import GateSpec
+from harness.models.heads import YEARS_HEADS
 from harness.models.spec import Architecture, HeadName, ModelSpec, TrainingSpec
 from harness.runs.search_space import ARCHITECTURE_PREFIX, TRAINING_PREFIX, Dimension, SearchSpec
 
@@ -246,7 +247,29 @@ class Experiment(_Strict):
                     check(value)
                 except ValueError as err:
                     raise ValueError(f"{where}: {value!r} is not allowed: {_first_error(err)}") from None
+        self._check_curves()
         return self
+
+    def _check_curves(self) -> None:
+        """Every configuration has the search metric in its per-epoch validation row, and
+        a pruner has epochs past min_epochs to cut."""
+        search = self.search
+        if search.metric == "val_age_mae":
+            lacking = [m.name for m in self.grid.models if m.head not in YEARS_HEADS]
+            if lacking:
+                raise ValueError(f"search.metric: val_age_mae is measured only by years heads {list(YEARS_HEADS)}; "
+                                 f"grid model(s) {lacking} have none (use val_joint_accuracy or val_loss)")
+        if search.pruner == "none":
+            return
+        epochs = self.grid.training.get("epochs", TrainingSpec().epochs)
+        dimension = self.space.get(TRAINING_PREFIX + "epochs")
+        if dimension is not None:
+            epochs = dimension.choice or list(dimension.integer)
+        most = max(epochs) if isinstance(epochs, list) else epochs
+        if most <= search.min_epochs:
+            raise ValueError(f"search.pruner: {search.pruner} judges per-epoch validation curves after "
+                             f"min_epochs {search.min_epochs}, and no configuration trains more than {most} "
+                             "epoch(s): nothing could be pruned (more epochs, or pruner: none)")
 
     @field_validator("seeds")
     @classmethod

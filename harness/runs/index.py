@@ -22,6 +22,7 @@ from harness.runs.layout import (
     CURRENT_TRIALS_FILE,
     DAMAGED_SUFFIX,
     INDEX_FILE,
+    TRIAL_STATUSES,
     TRIALS_DIR,
     finished,
 )
@@ -34,7 +35,7 @@ def _parse(line: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("trial_id"), str) \
-            or record.get("status") not in ("completed", "failed"):
+            or record.get("status") not in TRIAL_STATUSES:
         return None
     return record
 

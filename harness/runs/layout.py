@@ -8,8 +8,9 @@ A results folder (``results/<experiment>/``)::
 
     experiment.json  splits/  table.csv  skipped_images.csv  dropped_rows.csv
     unaligned_images.csv  index.jsonl  trials.json  best.json  best -> trials/<id>
-    trials/<trial id>/      config.json labels.csv history.csv predictions.npz
-                            val_predictions.npz metrics.json env.json log.txt DONE
+    search.journal  search.csv  search_importance.csv            (a searched experiment)
+    trials/<trial id>/      config.json labels.csv history.csv progress.jsonl predictions.npz
+                            val_predictions.npz metrics.json env.json log.txt DONE [PRUNE]
     ensembles/<name>/       ensemble.json  round-<r>/ (members.json, metrics.json, DONE, ...)
 
 An export folder: ``export.json`` (the manifest), ``model.tflite`` or ``members/``.
@@ -20,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["kind_of", "finished", "require_finished", "NotFinished", "Kind"]
+__all__ = ["kind_of", "finished", "finished_status", "require_finished", "NotFinished", "Kind"]
 
 # The results folder of one experiment.
 EXPERIMENT_FILE = "experiment.json"
@@ -36,6 +37,7 @@ TRIALS_DIR = "trials"
 BEST_FILE = "best.json"                   # written by `harness report`
 SEARCH_FILE = "search.journal"            # a searched experiment's Optuna study (its journal storage)
 SEARCH_TABLE_FILE = "search.csv"          # its configurations in the order asked, as plain data for the report
+SEARCH_IMPORTANCE_FILE = "search_importance.csv"   # fANOVA importance of each searched value, for the report
 BEST_LINK = "best"                        # -> trials/<id> of BEST_FILE
 LOCK_SUFFIX = ".lock"                     # .<experiment>.lock beside the folder: who is running into it
 
@@ -44,6 +46,12 @@ CONFIG_FILE, LABELS_FILE = "config.json", "labels.csv"
 HISTORY_FILE, PREDICTIONS_FILE = "history.csv", "predictions.npz"
 VAL_PREDICTIONS_FILE = "val_predictions.npz"
 METRICS_FILE, ENV_FILE, LOG_FILE, DONE_FILE = "metrics.json", "env.json", "log.txt", "DONE"
+PROGRESS_FILE = "progress.jsonl"          # one line per epoch as it ends (history.csv is written at the end)
+PRUNE_FILE = "PRUNE"                      # written by a search's pruner: the worker stops before its next epoch
+
+# What a trial folder's index record says of it: trained to its end, failed, or stopped
+# (or merely judged) by a search's pruner, which a report never compares with a finished one.
+TRIAL_STATUSES = ("completed", "failed", "pruned")
 
 # Ensembles of finished trials: ENSEMBLES_DIR/<name>/ENSEMBLE_FILE and one round-<r>/ each.
 ENSEMBLES_DIR = "ensembles"
@@ -94,6 +102,12 @@ def finished(path: str | Path, trial_id: str | None = None) -> bool:
     except OSError:
         return False
     return trial_id is None or done == trial_id
+
+
+def finished_status(run_dir: str | Path) -> str:
+    """The index status of a finished trial: ``pruned`` when a search's pruner stopped its
+    configuration (whether or not this trial was still training then), else ``completed``."""
+    return "pruned" if (Path(run_dir) / PRUNE_FILE).is_file() else "completed"
 
 
 def log_writable(run_dir: str | Path) -> bool:

@@ -50,6 +50,7 @@ class Prepared:
     # "workers"}, or None).
     to_compute: int = 0
     pending: list[tuple[Preprocessing, dict | None]] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)   # the rounds each configuration is trained on
     # preprocessing -> (cache entry, round -> data fingerprint): what a configuration chosen
     # later (a search's) needs to become trials (harness.runs.grid.trials_of).
     locate: Callable | None = None
@@ -202,7 +203,7 @@ def _finish(experiment: Experiment, dataset, table: pd.DataFrame, valid_ids: set
     # A search chooses its configurations as it goes (harness.runs.search): none yet.
     trials = expand(experiment, locate) if experiment.search is None else []
     unaligned = unaligned[unaligned["id"].isin(set(usable["id"]))].reset_index(drop=True)
-    return Prepared(usable, manifest, trials, skipped, dataset.dropped, unaligned, locate=locate)
+    return Prepared(usable, manifest, trials, skipped, dataset.dropped, unaligned, locate=locate, rounds=list(rounds))
 
 
 def save_prepared(experiment: Experiment, prepared: Prepared, results_dir: Path) -> None:

@@ -18,12 +18,12 @@ from harness.runs.executors import Job
 from harness.runs.experiment import Experiment
 from harness.runs.grid import Trial
 from harness.runs.index import append_record, read_index, repair_index, trial_dir
-from harness.runs.layout import DONE_FILE, LOG_FILE, METRICS_FILE, finished
+from harness.runs.layout import DONE_FILE, LOG_FILE, METRICS_FILE, finished, finished_status
 from harness.runs.prepare import Prepared, prepare, save_prepared
 from harness.runs.results_dir import check_results_dir, hold
 from harness.runs.trial import write_trial
 
-__all__ = ["run", "run_trials"]
+__all__ = ["run", "run_trials", "record_finished"]
 
 
 def _record(trial: Trial, status: str, seconds: float, run_dir: Path, error: str | None = None) -> dict:
@@ -74,19 +74,32 @@ def _run(experiment: Experiment, results_dir: Path, executor, progress: bool, pr
     return run_trials(experiment, results_dir, executor, prepared, prepared.trials, progress)
 
 
+def record_finished(results_dir: Path, trials: list[Trial]) -> set[str]:
+    """Ids of the finished ``trials``; each whose index record does not say what its files
+    do (the runner died before recording it, or its configuration was pruned after it
+    ended) is recorded again. A finished trial is never rerun."""
+    index, done = read_index(results_dir), set()
+    for trial in trials:
+        run_dir = trial_dir(results_dir, trial.trial_id)
+        if finished(run_dir, trial.trial_id):
+            done.add(trial.trial_id)
+            recorded = index.get(trial.trial_id, {})
+            if recorded.get("status") != finished_status(run_dir):
+                append_record(results_dir, _record(trial, finished_status(run_dir), recorded.get("seconds", 0.0),
+                                                   run_dir))
+    return done
+
+
 def run_trials(experiment: Experiment, results_dir: Path, executor, prepared: Prepared, trials: list[Trial],
                progress: bool = True, desc: str | None = None) -> dict:
     """Run those of ``trials`` not yet done (the results folder held and prepared).
     Returns counts: completed, failed, already_done."""
     repair_index(results_dir)
-    index = read_index(results_dir)
     todo, counts = [], {"completed": 0, "failed": 0, "already_done": 0}
+    done = record_finished(results_dir, trials)
     for trial in trials:
         run_dir = trial_dir(results_dir, trial.trial_id)
-        if finished(run_dir, trial.trial_id):
-            if index.get(trial.trial_id, {}).get("status") != "completed":
-                # Finished, but the runner died before recording it: record, never rerun.
-                append_record(results_dir, _record(trial, "completed", 0.0, run_dir))
+        if trial.trial_id in done:
             counts["already_done"] += 1
             continue
         if run_dir.exists():
@@ -106,7 +119,7 @@ def run_trials(experiment: Experiment, results_dir: Path, executor, prepared: Pr
         for trial_id, outcome in executor.map_unordered(jobs):
             trial, run_dir = by_id[trial_id], trial_dir(results_dir, trial_id)
             if outcome.returncode == 0 and (run_dir / DONE_FILE).is_file():
-                append_record(results_dir, _record(trial, "completed", outcome.seconds, run_dir))
+                append_record(results_dir, _record(trial, finished_status(run_dir), outcome.seconds, run_dir))
                 counts["completed"] += 1
             else:
                 error = _failure(outcome, experiment.time_limit_s)

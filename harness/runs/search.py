@@ -9,12 +9,14 @@ journal file (no server): a run killed at any moment resumes where it stopped, t
 configurations it was training asked again first (their finished trials are not
 retrained), so every configuration is trained once.
 
-The sampler learns from configurations in batches of ``--workers`` (one at a time with
-Ray): with the same seed and the same ``--workers`` the same configurations are asked in
-the same order, because each batch is asked before any of it is told and a trial's
-numbers do not depend on which finished first. A sampler that asks for a configuration
-already trained (random search over few choices can) finds its trials finished: it is
-told the same score again, and that costs budget, not training.
+The sampler learns from configurations in batches: as many as ``--workers`` slots can
+train side by side (``--workers`` over each configuration's trials, at least one; one at a
+time with Ray), so that a configuration's trials run together and a pruner can stop them
+together (:mod:`harness.runs.pruning`). With the same seed and the same ``--workers`` the
+same configurations are asked in the same order, because each batch is asked before any
+of it is told and a trial's numbers do not depend on which finished first. A sampler that
+asks for a configuration already trained (random search over few choices can) finds its
+trials finished: it is told the same score again, and that costs budget, not training.
 """
 from __future__ import annotations
 
@@ -26,8 +28,9 @@ from harness.files import write_atomic
 from harness.runs.experiment import Experiment
 from harness.runs.grid import Trial, check_combination, trials_of
 from harness.runs.index import trial_dir
-from harness.runs.layout import CURRENT_TRIALS_FILE, SEARCH_FILE, SEARCH_TABLE_FILE
-from harness.runs.search_space import ARCHITECTURE_PREFIX, TRAINING_PREFIX
+from harness.runs.layout import CURRENT_TRIALS_FILE, PRUNE_FILE, SEARCH_FILE, SEARCH_IMPORTANCE_FILE, SEARCH_TABLE_FILE
+from harness.runs.pruning import PruningMonitor, pruner_for
+from harness.runs.search_space import ARCHITECTURE_PREFIX, TRAINING_PREFIX, SearchSpec
 from harness.runs.trial import final_validation
 
 __all__ = ["search", "dimensions", "configuration", "open_study", "sampler_for", "MODEL_KEY"]
@@ -35,6 +38,7 @@ __all__ = ["search", "dimensions", "configuration", "open_study", "sampler_for",
 MODEL_KEY = "model"             # the grid model, a choice when the grid has several
 TRIAL_IDS_ATTR = "trial_ids"    # an Optuna trial's harness trials
 FAILED_ATTR = "failed"          # why a configuration failed (an interrupted one has none)
+PRUNED_ATTR = "pruned_at_epoch" # the step at which the pruner stopped a configuration
 
 
 def _encoded(values: list) -> list[str]:
@@ -81,7 +85,7 @@ def configuration(experiment: Experiment, params: dict) -> tuple[str, object, di
     return name, with_architecture(models[name].spec(), architecture), training
 
 
-def sampler_for(experiment: Experiment, space: dict, spent: int = 0):
+def sampler_for(spec: SearchSpec, space: dict, spent: int = 0):
     """The sampler for the batch after ``spent`` configurations, seeded by the search's seed
     and ``spent``: a sampler's random state does not survive its process, and one seeded
     afresh on resuming would ask its first configurations again. Every sampler's other
@@ -89,15 +93,26 @@ def sampler_for(experiment: Experiment, space: dict, spent: int = 0):
     one would have."""
     import optuna
 
-    spec = experiment.search
+    if spec.sampler == "grid":   # its order is a shuffle by the seed, its ids index it: one seed throughout
+        return _grid_sampler({k: list(dist.choices) for k, dist in space.items()}, spec.seed)
     seed = spec.seed * 1_000_003 + spent
-    if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({k: list(dist.choices) for k, dist in space.items()}, seed=seed)
     return {"random": lambda: optuna.samplers.RandomSampler(seed=seed),
             "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
             "gp": lambda: optuna.samplers.GPSampler(seed=seed),
             "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
             }[spec.sampler]()
+
+
+def _grid_sampler(search_space: dict, seed: int):
+    """Optuna's grid sampler without its stop at the last grid point: ``Study.stop`` works
+    only inside ``optimize``, and this loop (ask and tell) ends at its own budget."""
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    return GridSampler(search_space, seed=seed)
 
 
 def open_study(experiment: Experiment, results_dir: Path, space: dict | None = None):
@@ -109,8 +124,19 @@ def open_study(experiment: Experiment, results_dir: Path, space: dict | None = N
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(str(results_dir / SEARCH_FILE)))
     return optuna.create_study(study_name=experiment.name, storage=storage, load_if_exists=True,
-                               sampler=sampler_for(experiment, space if space is not None else dimensions(experiment)),
+                               sampler=sampler_for(experiment.search, space if space is not None else dimensions(experiment)),
+                               pruner=pruner_for(experiment.search, _fixed_epochs(experiment)),
                                direction=experiment.search.direction)
+
+
+def _fixed_epochs(experiment: Experiment) -> int | None:
+    """The epochs every configuration trains, when the search does not vary them."""
+    epochs = experiment.grid.training.get("epochs")
+    if isinstance(epochs, list) or TRAINING_PREFIX + "epochs" in experiment.space:
+        return None
+    from harness.models.spec import TrainingSpec
+
+    return epochs if epochs is not None else TrainingSpec().epochs
 
 
 def _budget(experiment: Experiment, space: dict) -> int:
@@ -120,11 +146,11 @@ def _budget(experiment: Experiment, space: dict) -> int:
 
 
 def _counted(trial) -> bool:
-    """A configuration that used up budget: told its score, or failed for a reason of its
-    own (not merely interrupted)."""
+    """A configuration that used up budget: told its score, pruned, or failed for a reason
+    of its own (not merely interrupted)."""
     import optuna
 
-    return trial.state == optuna.trial.TrialState.COMPLETE or (
+    return trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) or (
         trial.state == optuna.trial.TrialState.FAIL and FAILED_ATTR in trial.user_attrs)
 
 
@@ -162,11 +188,52 @@ def _record_current(results_dir: Path, study) -> None:
                      "best_so_far": best if t.value is not None or best is not None else None,
                      "params": json.dumps({k: json.loads(v) if isinstance(v, str) else v for k, v in t.params.items()},
                                           sort_keys=True),
+                     "pruned_at_epoch": t.user_attrs.get(PRUNED_ATTR),
                      "trial_ids": " ".join(t.user_attrs.get(TRIAL_IDS_ATTR, [])),
                      "why_failed": t.user_attrs.get(FAILED_ATTR, "")})
-    frame = pd.DataFrame(rows, columns=["configuration", "state", "value", "best_so_far", "params", "trial_ids",
-                                        "why_failed"])
+    frame = pd.DataFrame(rows, columns=["configuration", "state", "value", "best_so_far", "params",
+                                        "pruned_at_epoch", "trial_ids", "why_failed"])
     write_atomic(results_dir / SEARCH_TABLE_FILE, lambda p: frame.to_csv(p, index=False))
+    _record_importance(results_dir, study)
+
+
+def _record_importance(results_dir: Path, study) -> None:
+    """``search_importance.csv``: Optuna's fANOVA importance of each searched value over the
+    configurations told a score (pruned ones are not), once at least two differ."""
+    import optuna
+    import pandas as pd
+
+    path = results_dir / SEARCH_IMPORTANCE_FILE
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    varied = {name for name in (complete[0].params if complete else {})
+              if len({json.dumps(t.params.get(name)) for t in complete}) > 1}
+    if len(complete) < 2 or not varied or len({t.value for t in complete}) < 2:
+        path.unlink(missing_ok=True)
+        return
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    importances = optuna.importance.get_param_importances(study, evaluator=evaluator, params=sorted(varied))
+    frame = pd.DataFrame({"parameter": list(importances), "importance": list(importances.values())})
+    write_atomic(path, lambda p: frame.to_csv(p, index=False))
+
+
+def _monitor(experiment: Experiment, results_dir: Path, chosen: list):
+    """The batch's pruning monitor (a context that does nothing without a pruner)."""
+    import contextlib
+
+    if experiment.search.pruner == "none":
+        return contextlib.nullcontext()
+    monitor = PruningMonitor(experiment.search.metric)
+    for trial, trials in chosen:
+        monitor.watch(trial, [trial_dir(results_dir, t.trial_id) for t in trials])
+    return monitor
+
+
+def _pruned_at(results_dir: Path, trials: list[Trial]) -> int | None:
+    """The epoch at which the configuration was pruned, or None. The trial folders say
+    (``PRUNE``), also for a configuration pruned by a run that was then killed."""
+    marks = [trial_dir(results_dir, t.trial_id) / PRUNE_FILE for t in trials]
+    steps = [int(m.read_text().split()[-1]) for m in marks if m.is_file()]
+    return min(steps) if steps else None
 
 
 def search(experiment: Experiment, results_dir: Path, executor, prepared, progress: bool = True) -> dict:
@@ -174,17 +241,19 @@ def search(experiment: Experiment, results_dir: Path, executor, prepared, progre
     counts plus ``configurations`` (told this run) and ``failed_configurations``."""
     import optuna
 
-    from harness.runs.runner import run_trials
+    from harness.runs.runner import record_finished, run_trials
 
     space = dimensions(experiment)
     study = open_study(experiment, results_dir, space)
     _resume(study)
     _record_current(results_dir, study)   # the report's trials, also when nothing is left to run
     budget = _budget(experiment, space)
-    batch_size = max(1, getattr(executor, "workers", 1))   # local --workers; one at a time on Ray
-    totals = {"completed": 0, "failed": 0, "already_done": 0, "configurations": 0, "failed_configurations": 0}
+    per_configuration = len(experiment.backends) * max(1, len(prepared.rounds))
+    batch_size = max(1, getattr(executor, "workers", 1) // per_configuration)   # one at a time on Ray
+    totals = {"completed": 0, "failed": 0, "already_done": 0, "configurations": 0, "failed_configurations": 0,
+              "pruned_configurations": 0}
     while (spent := sum(_counted(t) for t in study.get_trials(deepcopy=False))) < budget:
-        study.sampler = sampler_for(experiment, space, spent)
+        study.sampler = sampler_for(experiment.search, space, spent)
         asked = [study.ask(space) for _ in range(min(batch_size, budget - spent))]
         chosen = []
         for trial in asked:
@@ -201,13 +270,20 @@ def search(experiment: Experiment, results_dir: Path, executor, prepared, progre
             chosen.append((trial, trials))
         _record_current(results_dir, study)
         run = [t for _, trials in chosen for t in trials]
-        counts = run_trials(experiment, results_dir, executor, prepared, run, progress,
-                            desc=f"{experiment.name} (configurations {spent + 1}-{spent + len(asked)} of {budget})")
+        with _monitor(experiment, results_dir, chosen):
+            counts = run_trials(experiment, results_dir, executor, prepared, run, progress,
+                                desc=f"{experiment.name} (configurations {spent + 1}-{spent + len(asked)} of {budget})")
         for key in ("completed", "failed", "already_done"):
             totals[key] += counts[key]
         for trial, trials in chosen:
             value = _score(results_dir, trials, experiment.search.metric)
-            if value is None:
+            pruned_at = _pruned_at(results_dir, trials)
+            if pruned_at is not None:
+                record_finished(results_dir, trials)   # recorded as pruned, whether or not they had ended
+                trial.set_user_attr(PRUNED_ATTR, pruned_at)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                totals["pruned_configurations"] += 1
+            elif value is None:
                 trial.set_user_attr(FAILED_ATTR, "a trial failed or has no validation score")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 totals["failed_configurations"] += 1

@@ -75,13 +75,35 @@ class SearchSpec(_Strict):
     metric: Literal[tuple(SEARCH_METRICS)] = Field(
         "val_joint_accuracy", description="what the sampler optimises: the mean over a configuration's trials of "
                                           "this validation measure, at the epoch each trial kept")
-    # Pruning from the per-epoch validation curves (median, ASHA, Hyperband) is still to
-    # come (issue 26 §2): until then "none" is the only value, so no option is ignored.
-    pruner: Literal["none"] = "none"
+    pruner: Literal["none", "median", "asha", "hyperband"] = Field(
+        "none", description="stop a configuration's trials early when their validation curves are hopeless "
+                            "(Optuna's MedianPruner, SuccessiveHalvingPruner, HyperbandPruner); needs every "
+                            "trial to train more than min_epochs epochs with validation faces")
+    min_epochs: PositiveInt | None = Field(
+        None, description="median: no configuration is pruned before this epoch; asha/hyperband: the first "
+                          "rung (min_resource). Default 1")
+    reduction_factor: int | None = Field(
+        None, ge=2, description="asha/hyperband: a rung keeps 1 in this many configurations (default 3)")
+    startup_configurations: int | None = Field(
+        None, ge=0, description="median: configurations that finish unpruned before pruning starts (default 5)")
 
     @property
     def direction(self) -> str:
         return SEARCH_METRICS[self.metric]
+
+    @model_validator(mode="after")
+    def _pruner_options_used(self):
+        used = {"none": (), "median": ("min_epochs", "startup_configurations"),
+                "asha": ("min_epochs", "reduction_factor"), "hyperband": ("min_epochs", "reduction_factor")}
+        for option in ("min_epochs", "reduction_factor", "startup_configurations"):
+            if getattr(self, option) is not None and option not in used[self.pruner]:
+                raise ValueError(f"{option}: pruner {self.pruner} does not use it (it is for "
+                                 f"{[p for p, options in used.items() if option in options]})")
+        defaults = {"min_epochs": 1, "reduction_factor": 3, "startup_configurations": 5}
+        for option in used[self.pruner]:
+            if getattr(self, option) is None:
+                object.__setattr__(self, option, defaults[option])
+        return self
 
     @model_validator(mode="after")
     def _budget(self):

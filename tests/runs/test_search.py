@@ -2,6 +2,7 @@
 chosen by a sampler has the trial ids a grid gives it, and a search killed with SIGKILL
 resumes with every configuration trained once."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ SEARCH = {**TINY, "search": {"sampler": "random", "trials": 3, "seed": 0},
     ({"search": {"sampler": "random", "trials": 0}}, "search.trials"),
     ({"search": {"sampler": "tpe"}}, "trials: sampler tpe needs a budget"),
     ({"search": {"sampler": "grid"}}, "sampler grid tries every value, so it needs choice"),
-    ({"search": {"sampler": "random", "trials": 2, "pruner": "median"}}, "search.pruner"),
+    ({"search": {"sampler": "random", "trials": 2, "pruner": "median", "min_epochs": 5}}, "nothing could be pruned"),
     ({"split": {"protocol": "random", "val_fraction": 0.0}}, "split.val_fraction is 0"),
     ({"search": None}, "space: needs search:"),
 ])
@@ -117,7 +118,7 @@ def test_a_search_killed_at_any_moment_resumes_with_every_configuration_trained_
     fresh = search.open_study(loaded, tmp_path)
     space = search.dimensions(loaded)
     for spent in range(3):
-        fresh.sampler = search.sampler_for(loaded, space, spent)
+        fresh.sampler = search.sampler_for(loaded.search, space, spent)
         fresh.tell(fresh.ask(space), 0.5)
     assert [params for params, _ in complete] == [t.params for t in fresh.get_trials()]
     # The report's search section, from search.csv: every configuration in the order asked,
@@ -131,6 +132,54 @@ def test_a_search_killed_at_any_moment_resumes_with_every_configuration_trained_
     text = (write_report(results / "tiny")).read_text()
     assert "## Search" in text and text.count("| complete |") == 3
     assert "search_history.png" in text
+    assert "search_slices.png" in text
     # Run again: nothing is left to do, and nothing is retrained.
     third = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert third.returncode == 0 and "0 completed, 0 failed, 0 already done" in third.stdout
+
+
+def test_what_mattered_is_optunas_fanova_over_the_scored_configurations_with_a_slice_each(tmp_path):
+    import optuna
+    import optuna.distributions as d
+    import pandas as pd
+
+    from harness.analysis.report.search_section import search_sections
+    from harness.runs import search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    space = {"training.learning_rate": d.FloatDistribution(1e-4, 1e-1, log=True),
+             "model.architecture.widths": d.CategoricalDistribution(['[16]', '[64, 32]'])}
+    for n in range(12):
+        trial = study.ask(space)
+        # The score follows the learning rate; the widths do nothing.
+        study.tell(trial, -abs(math.log10(trial.params["training.learning_rate"]) + 2.5))
+    pruned = study.ask(space)
+    pruned.report(-9.0, 1)
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
+    search._record_current(tmp_path, study)
+    importance = pd.read_csv(tmp_path / "search_importance.csv").set_index("parameter")["importance"]
+    assert importance["training.learning_rate"] > 0.5 > importance["model.architecture.widths"]
+    history = pd.read_csv(tmp_path / "search.csv")
+    assert list(history["state"]).count("complete") == 12 and history["state"].iloc[-1] == "pruned"
+    stored = {"search": {"sampler": "tpe", "metric": "val_loss", "pruner": "median"},
+              "space": {"training.learning_rate": {"log_uniform": [1e-4, 1e-1], "uniform": None}}}
+    (tmp_path / "tables").mkdir()
+    sections, plots = search_sections(tmp_path, stored, tmp_path / "tables", tmp_path / "plots")
+    titles = [title for title, _, _ in sections]
+    assert titles == ["Search", "Pruned configurations", "What mattered in the search"]
+    assert len(sections[0][2]) == 12 and len(sections[1][2]) == 1   # the pruned one listed apart only
+    assert sorted(p.name for p in plots) == ["search_history.png", "search_importance.png", "search_slices.png"]
+
+
+def test_fewer_than_two_distinct_scores_give_no_importance(tmp_path):
+    import optuna
+
+    from harness.runs import search
+
+    study = optuna.create_study()
+    for _ in range(3):
+        study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
+    (tmp_path / "search_importance.csv").write_text("stale")
+    search._record_current(tmp_path, study)
+    assert not (tmp_path / "search_importance.csv").exists()

@@ -12,7 +12,7 @@ from harness.analysis.report.figures import draw_plots, gate_plot
 from harness.analysis.report.pooled_gate import pooled_gate_table
 from harness.analysis.report.publish import check_out, staged_report
 from harness.analysis.report.render import markdown_table, report_stamp
-from harness.analysis.report.search_section import search_section
+from harness.analysis.report.search_section import search_sections
 from harness.analysis.report.tables import (
     GATE_AGE,
     REFERENCE,
@@ -138,11 +138,9 @@ def _write(out: Path, results_dir: Path, index: dict, everything: dict, loaded, 
                              f"{GATE_AGE} or later; (15, 20) counts as under {GATE_AGE}. A model of the age in "
                              f"years needs P(age ≥ {GATE_AGE}) to reach it and its predicted age to be {GATE_AGE} or "
                              "over. Rates on the test split, against the exact ages.", gates))
-    searched = search_section(results_dir, stored, tables, plots)
-    if searched is not None:
-        text, table, plot = searched
-        sections.append(("Search", text, table))
-        images += [plot] if plot else []
+    searched, search_plots = search_sections(results_dir, stored, tables, plots)
+    sections += searched
+    images += search_plots
     if not frame.empty:
         who = fairness_frame(frame, loaded.files, labels, ratio)
         shown = fairness_section(who)
