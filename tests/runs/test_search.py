@@ -183,3 +183,24 @@ def test_fewer_than_two_distinct_scores_give_no_importance(tmp_path):
     (tmp_path / "search_importance.csv").write_text("stale")
     search._record_current(tmp_path, study)
     assert not (tmp_path / "search_importance.csv").exists()
+
+
+def test_sampler_grid_asks_every_point_once_though_each_batch_has_its_own_sampler(tmp_path):
+    """The search makes a sampler per batch; the grid sampler's order is a shuffle by its
+    seed and its ids index that order, so a sampler reseeded per batch asked a point twice.
+    The last point told must not stop the study either (Study.stop works only in optimize)."""
+    import optuna
+
+    from harness.runs import search
+    from harness.runs.search_space import SearchSpec
+
+    spec = SearchSpec(sampler="grid", seed=3)
+    space = {"x": optuna.distributions.CategoricalDistribution(["1", "2", "3", "4", "5", "6"])}
+    study = optuna.create_study(sampler=search.sampler_for(spec, space, 0))
+    asked = []
+    for spent in range(6):
+        study.sampler = search.sampler_for(spec, space, spent)
+        trial = study.ask(space)
+        asked.append(trial.params["x"])
+        study.tell(trial, 0.5)
+    assert sorted(asked) == ["1", "2", "3", "4", "5", "6"]
