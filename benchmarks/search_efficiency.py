@@ -24,6 +24,11 @@ the grid's trial-seconds, beside the grid's own pick. Goal (issue 26): the grid'
 within 0.5 points in at most a third of the grid's trial-seconds, median over seeds.
 
     python benchmarks/search_efficiency.py [--results results/search_efficiency_grid] [--seeds 10]
+        [--search experiments/search_efficiency_tpe_median.yaml] [--real results/search_efficiency_tpe_median]
+
+``--real`` names that search run for real (``harness run --workers 2``): its configurations
+and pruning decisions are set beside the replay's with the same seed, and its trial-seconds
+beside the replay's, which says how far the replay can be trusted.
 """
 from __future__ import annotations
 
@@ -51,9 +56,11 @@ TARGET_POINTS = 0.5
 STRATEGIES = {   # name -> the search: block (seed filled in per run)
     "random": {"sampler": "random"},
     "tpe": {"sampler": "tpe"},
+    "tpe + median": {"sampler": "tpe", "pruner": "median"},
     "random + asha": {"sampler": "random", "pruner": "asha"},
     "tpe + asha": {"sampler": "tpe", "pruner": "asha"},
-    "tpe + median": {"sampler": "tpe", "pruner": "median"},
+    "tpe + asha, first rung at epoch 4": {"sampler": "tpe", "pruner": "asha", "min_epochs": 4},
+    "tpe + hyperband": {"sampler": "tpe", "pruner": "hyperband"},
 }
 
 
@@ -127,7 +134,7 @@ def replay(configurations: dict, space: dict, strategy: dict, seed: int, budget_
             if best is None or value > best[0]:
                 best = (value, key)
         spent += cost
-        steps.append({"asked": asked + 1, "seconds": spent, "best": best[0] if best else None,
+        steps.append({"asked": asked + 1, "seconds": spent, "key": key, "best": best[0] if best else None,
                       "best_key": best[1] if best else None, "pruned": value is None})
         if spent >= budget_s or len(seen) == len(configurations):
             break
@@ -141,6 +148,17 @@ def _test_joint(configurations: dict, key: str | None) -> float | None:
     return sum(t["test_joint"] for t in trials) / len(trials)
 
 
+def _share(steps: list[dict], target: float, grid_seconds: float) -> float:
+    """Trial-seconds spent when the best so far first reached ``target``, over the grid's
+    (infinite when it never did within the grid's trial-seconds)."""
+    return next((s["seconds"] / grid_seconds for s in steps if s["best"] is not None and s["best"] >= target),
+                float("inf"))
+
+
+def _shown(share: float) -> float | str:
+    return "not reached" if share == float("inf") else round(share, 3)
+
+
 def _pick_within(steps: list[dict], seconds: float) -> str | None:
     within = [s for s in steps if s["seconds"] <= seconds]
     return within[-1]["best_key"] if within else None
@@ -149,11 +167,13 @@ def _pick_within(steps: list[dict], seconds: float) -> str | None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("results/search_efficiency_grid"))
-    parser.add_argument("--search", type=Path, default=Path("experiments/search_efficiency_tpe_asha.yaml"),
+    parser.add_argument("--search", type=Path, default=Path("experiments/search_efficiency_tpe_median.yaml"),
                         help="the searched experiment whose space is replayed (its sampler and pruner are "
                              "replaced by each strategy's)")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--plot", type=Path, default=Path("docs/results/search_efficiency.png"))
+    parser.add_argument("--real", type=Path, default=None,
+                        help="the --search experiment's results folder, run for real, to check the replay against")
     args = parser.parse_args(argv)
     if not (args.results / "index.jsonl").is_file():
         parser.error(f"{args.results}: no finished grid; run it first: "
@@ -179,29 +199,65 @@ def main(argv=None) -> int:
     for name, strategy in STRATEGIES.items():
         runs = [replay(configurations, space, strategy, seed, grid_seconds, 3 * len(configurations))
                 for seed in range(args.seeds)]
-        reached = [next((s["seconds"] for s in steps if s["best"] is not None and s["best"] >= target), None)
-                   for steps in runs]
-        shares = [r / grid_seconds if r is not None else float("inf") for r in reached]
-        picks = [_test_joint(configurations, _pick_within(steps, third)) for steps in runs]
-        picks = [p for p in picks if p is not None]
-        pruned = [sum(s["pruned"] for s in steps) for steps in runs]
-        median_share = statistics.median(shares)
+        shares = [_share(steps, target, grid_seconds) for steps in runs]
+        exact = [_share(steps, scores[grid_key], grid_seconds) for steps in runs]
+        picks = [p for p in (_test_joint(configurations, _pick_within(steps, third)) for steps in runs)
+                 if p is not None]
+        pruned = [len({s["key"] for s in steps if s["pruned"]}) for steps in runs]
+        median_share, median_exact = statistics.median(shares), statistics.median(exact)
         within_third = sum(share <= 1 / 3 for share in shares)
-        print(f"{name:>14}: median {median_share:.2f} of the grid's trial-seconds to the target "
-              f"({within_third}/{args.seeds} seeds within a third); pick within a third: test joint "
-              f"{100 * statistics.median(picks):.2f} % (median); {statistics.median(pruned):.0f} configurations "
-              "pruned (median)")
-        figures[f"{name}: trial-seconds to target / grid's (median)"] = (
-            round(median_share, 3) if median_share != float("inf") else "not reached")
-        figures[f"{name}: seeds within a third of the grid's"] = f"{within_third}/{args.seeds}"
+        print(f"{name:>34}: {_shown(median_share)} of the grid's trial-seconds to the target, {within_third}/"
+              f"{args.seeds} seeds within a third; {_shown(median_exact)} to the grid's best itself; the pick "
+              f"within a third tests at {100 * statistics.median(picks):.2f} % joint; "
+              f"{statistics.median(pruned):.0f} configurations pruned (medians over seeds)")
+        figures[f"{name}: trial-seconds to target / grid's (median)"] = _shown(median_share)
+        figures[f"{name}: seeds reaching the target within a third of the grid's"] = f"{within_third}/{args.seeds}"
+        figures[f"{name}: trial-seconds to the grid's best / grid's (median)"] = _shown(median_exact)
         figures[f"{name}: test joint % of the pick within a third (median)"] = round(100 * statistics.median(picks), 2)
+        figures[f"{name}: configurations pruned (median)"] = statistics.median(pruned)
         curves[name] = runs
     _plot(curves, grid_seconds, scores[grid_key], target, args.plot)
+    if args.real is not None:
+        figures.update(_against_real(configurations, space, experiment_file.load(args.search), args.real))
     path = write_result("search_efficiency", f"Samplers and pruners replayed on the real {len(configurations)}-"
                         f"configuration grid ({args.results.name}), {args.seeds} seeds each: the target is the "
                         f"grid's best mean validation joint accuracy less {TARGET_POINTS} points", figures)
     print(f"wrote {path} and {args.plot}")
     return 0
+
+
+def _against_real(configurations: dict, space: dict, searched, real: Path) -> dict:
+    """The real search's configurations, decisions and trial-seconds beside the replay's."""
+    spec = searched.search
+    history = pd.read_csv(real / "search.csv")
+    index = read_index(real)
+    strategy = {"sampler": spec.sampler, "pruner": spec.pruner,
+                **{k: getattr(spec, k) for k in ("min_epochs", "reduction_factor", "startup_configurations")
+                   if getattr(spec, k) is not None}}
+    steps = replay(configurations, space, strategy, spec.seed, float("inf"), len(history))
+    real_keys = [json.dumps(json.loads(p), sort_keys=True) for p in history["params"]]
+    same_order = [s["key"] for s in steps] == real_keys
+    same_pruning = [s["pruned"] for s in steps] == list(history["state"] == "pruned")
+    real_seconds = 0.0
+    for ids in history["trial_ids"].dropna():
+        for trial_id in str(ids).split():
+            frame = pd.read_csv(trial_dir(real, trial_id) / HISTORY_FILE)
+            real_seconds += float(frame["seconds"].sum())
+    grid_ids = set(read_index(real.parent / "search_efficiency_grid")) if (
+        real.parent / "search_efficiency_grid").is_dir() else set()
+    finished = [i for i, r in index.items() if r["status"] == "completed"]
+    shared_ids = sum(i in grid_ids for i in finished)
+    replay_seconds = steps[-1]["seconds"] if steps else 0.0
+    print(f"real {spec.sampler} + {spec.pruner} (seed {spec.seed}, {len(history)} configurations): same "
+          f"configurations in the same order as the replay: {same_order}; same pruning decisions: {same_pruning}; "
+          f"trial-seconds in epochs {real_seconds:.0f} real against {replay_seconds:.0f} replayed "
+          f"({real_seconds / replay_seconds:.2f}x); {shared_ids} of its {len(finished)} finished trials have "
+          "the grid's trial ids")
+    return {"real search: same configurations in the same order as its replay": same_order,
+            "real search: same pruning decisions as its replay": same_pruning,
+            "real search: trial-seconds in epochs": round(real_seconds, 1),
+            "real search: replayed trial-seconds": round(replay_seconds, 1),
+            "real search: finished trials with the grid's trial ids": f"{shared_ids}/{len(finished)}"}
 
 
 def _plot(curves: dict, grid_seconds: float, best: float, target: float, out: Path) -> None:
