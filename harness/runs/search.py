@@ -28,7 +28,14 @@ from harness.files import write_atomic
 from harness.runs.experiment import Experiment
 from harness.runs.grid import Trial, check_combination, trials_of
 from harness.runs.index import trial_dir
-from harness.runs.layout import CURRENT_TRIALS_FILE, PRUNE_FILE, SEARCH_FILE, SEARCH_IMPORTANCE_FILE, SEARCH_TABLE_FILE
+from harness.runs.layout import (
+    CURRENT_TRIALS_FILE,
+    PRUNE_FILE,
+    SEARCH_FILE,
+    SEARCH_IMPORTANCE_FILE,
+    SEARCH_TABLE_FILE,
+    finished,
+)
 from harness.runs.pruning import PruningMonitor, pruner_for
 from harness.runs.search_space import ARCHITECTURE_PREFIX, TRAINING_PREFIX, SearchSpec
 from harness.runs.trial import final_validation
@@ -224,7 +231,11 @@ def _monitor(experiment: Experiment, results_dir: Path, chosen: list):
         return contextlib.nullcontext()
     monitor = PruningMonitor(experiment.search.metric)
     for trial, trials in chosen:
-        monitor.watch(trial, [trial_dir(results_dir, t.trial_id) for t in trials])
+        run_dirs = [trial_dir(results_dir, t.trial_id) for t in trials]
+        # A configuration asked again whose trials all finished before is told what it was
+        # told then: judging its curves anew could mark a finished configuration pruned.
+        if not all(finished(d, t.trial_id) for d, t in zip(run_dirs, trials)):
+            monitor.watch(trial, run_dirs)
     return monitor
 
 

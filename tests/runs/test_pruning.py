@@ -176,3 +176,31 @@ def test_a_search_records_a_pruned_configuration_apart_and_its_report_never_comp
     # Run again: nothing is retrained, and the pruned trials stay pruned.
     again = harness_cli("run", path, "--results", results, "--no-report", cache=str(tmp_path / "cache"))
     assert again.returncode == 0 and "0 completed, 0 failed, 0 already done" in again.stdout
+
+
+def test_a_finished_configuration_asked_again_is_not_judged_again(tmp_path):
+    """A sampler may ask a configuration already trained (random search over few choices
+    does). Its trials are finished and its score was told; judging their curves anew
+    against configurations that finished since marked a *finished* configuration pruned
+    (its trials then vanished from the report). Found in a real TPE + median search."""
+    from harness.runs import grid, search
+    from harness.runs.index import trial_dir
+
+    experiment = experiment_file.load(write(tmp_path, {
+        **TINY, "grid": {**TINY["grid"], "training": {"epochs": 5, "batch_size": 32}},
+        "search": {"sampler": "random", "trials": 4, "pruner": "median", "startup_configurations": 1},
+        "space": {"training.learning_rate": {"choice": [0.01, 0.001]}}}))
+    locate = lambda prep: (str(tmp_path / "cache"), {0: "d0"})  # noqa: E731
+    study = _study_with_one_finished([0.5, 0.6, 0.7, 0.8, 0.9])   # a better configuration, finished since
+    trial = study.ask(search.dimensions(experiment))
+    name, spec, training = search.configuration(experiment, trial.params)
+    trials = grid.trials_of(experiment, name, spec, grid.check_combination(experiment, name, spec, training), locate)
+    results = tmp_path / "results"
+    for t in trials:   # trained before, with a worse curve than the one finished since
+        run_dir = trial_dir(results, t.trial_id)
+        _finish(run_dir, [0.2, 0.3, 0.3, 0.4, 0.4])
+        (run_dir / DONE_FILE).write_text(t.trial_id + "\n")
+    with search._monitor(experiment, results, [(trial, trials)]) as monitor:
+        monitor.poll()
+    assert not any((trial_dir(results, t.trial_id) / PRUNE_FILE).exists() for t in trials)
+    assert study.trials[-1].intermediate_values == {}
