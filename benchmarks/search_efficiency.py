@@ -43,10 +43,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.record import RESULTS, write_result  # noqa: E402
+from harness.runs import experiment_file  # noqa: E402
 from harness.runs.index import read_index, trial_dir  # noqa: E402
 from harness.runs.layout import HISTORY_FILE, METRICS_FILE  # noqa: E402
 from harness.runs.pruning import judged_value, pruner_for  # noqa: E402
-from harness.runs import experiment_file  # noqa: E402
 from harness.runs.search import dimensions, sampler_for  # noqa: E402
 from harness.runs.search_space import SearchSpec  # noqa: E402
 from harness.runs.trial import final_validation  # noqa: E402
@@ -218,7 +218,8 @@ def main(argv=None) -> int:
         curves[name] = runs
     _plot(curves, grid_seconds, scores[grid_key], target, args.plot)
     if args.real is not None:
-        figures.update(_against_real(configurations, space, experiment_file.load(args.search), args.real))
+        figures.update(_against_real(configurations, space, experiment_file.load(args.search), args.real,
+                                     args.results))
     path = write_result("search_efficiency", f"Samplers and pruners replayed on the real {len(configurations)}-"
                         f"configuration grid ({args.results.name}), {args.seeds} seeds each: the target is the "
                         f"grid's best mean validation joint accuracy less {TARGET_POINTS} points", figures)
@@ -226,7 +227,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _against_real(configurations: dict, space: dict, searched, real: Path) -> dict:
+def _against_real(configurations: dict, space: dict, searched, real: Path, grid: Path) -> dict:
     """The real search's configurations, decisions and trial-seconds beside the replay's."""
     spec = searched.search
     history = pd.read_csv(real / "search.csv")
@@ -238,21 +239,18 @@ def _against_real(configurations: dict, space: dict, searched, real: Path) -> di
     real_keys = [json.dumps(json.loads(p), sort_keys=True) for p in history["params"]]
     same_order = [s["key"] for s in steps] == real_keys
     same_pruning = [s["pruned"] for s in steps] == list(history["state"] == "pruned")
-    real_seconds = 0.0
-    for ids in history["trial_ids"].dropna():
-        for trial_id in str(ids).split():
-            frame = pd.read_csv(trial_dir(real, trial_id) / HISTORY_FILE)
-            real_seconds += float(frame["seconds"].sum())
-    grid_ids = set(read_index(real.parent / "search_efficiency_grid")) if (
-        real.parent / "search_efficiency_grid").is_dir() else set()
-    finished = [i for i, r in index.items() if r["status"] == "completed"]
+    trained = {i for ids in history["trial_ids"].dropna() for i in str(ids).split()}   # a repeat trains nothing
+    real_seconds = sum(float(pd.read_csv(trial_dir(real, i) / HISTORY_FILE)["seconds"].sum()) for i in trained)
+    grid_ids = set(read_index(grid))
+    scored = {i for ids in history.loc[history["state"] == "complete", "trial_ids"] for i in str(ids).split()}
+    finished = sorted(i for i in scored if index.get(i, {}).get("status") == "completed")
     shared_ids = sum(i in grid_ids for i in finished)
     replay_seconds = steps[-1]["seconds"] if steps else 0.0
     print(f"real {spec.sampler} + {spec.pruner} (seed {spec.seed}, {len(history)} configurations): same "
           f"configurations in the same order as the replay: {same_order}; same pruning decisions: {same_pruning}; "
           f"trial-seconds in epochs {real_seconds:.0f} real against {replay_seconds:.0f} replayed "
           f"({real_seconds / replay_seconds:.2f}x); {shared_ids} of its {len(finished)} finished trials have "
-          "the grid's trial ids")
+          "the grid's trial ids (trials of its scored configurations, recorded completed)")
     return {"real search: same configurations in the same order as its replay": same_order,
             "real search: same pruning decisions as its replay": same_pruning,
             "real search: trial-seconds in epochs": round(real_seconds, 1),
