@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import sys
 
-from harness.cli.options import age, finite_positive, port, positive
+from harness.cli.options import age, finite_positive, port, positive, probability
 from harness.deploy.batching import DEFAULT_MAX_FACES
+from harness.deploy.door import DEFAULT_BORDERLINE, DEFAULT_MAX_FALSE_ACCEPT
 
 
 def cmd_export(args) -> int:
@@ -37,7 +38,9 @@ def cmd_serve(args) -> int:
         body_timeout_s=args.body_timeout, max_connections=args.max_connections, max_batch=args.max_batch,
         allowed_hosts=tuple(args.allow_host or ()),
         cors_origins=tuple(args.cors_origin) if args.cors_origin else None, tta=args.tta,
-        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, allow_failed_parity=args.allow_failed_parity))
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, allow_failed_parity=args.allow_failed_parity,
+        max_false_accept=args.max_false_accept, allow_unfit=args.allow_unfit, borderline=args.borderline,
+        admin_token=args.admin_token or os.environ.get("HARNESS_SERVE_ADMIN_TOKEN") or None))
     return 0
 
 
@@ -59,7 +62,18 @@ def register(commands) -> None:
     srv.add_argument("--port", type=port, default=8000, help="TCP port (default 8000)")
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' on every /v1 call (default: "
                                      "$HARNESS_SERVE_TOKEN; keeps the token out of the process list)")
-    srv.add_argument("--min-age", type=age, default=18, help="the door's age (default 18)")
+    srv.add_argument("--min-age", type=age, default=18, help="the door's age (default 18); the page shows it and "
+                                                              "cannot change it")
+    srv.add_argument("--max-false-accept", type=probability, default=DEFAULT_MAX_FALSE_ACCEPT, metavar="RATE",
+                     help="refuse a model that let in more than this share of its test faces under --min-age at "
+                          f"its calibrated threshold, or has none (default {DEFAULT_MAX_FALSE_ACCEPT})")
+    srv.add_argument("--allow-unfit", action="store_true",
+                     help="serve such a model anyway, as a demo: the page says DEMO, not for real checks")
+    srv.add_argument("--borderline", type=probability, default=DEFAULT_BORDERLINE, metavar="MARGIN",
+                     help="an adult probability this close to the threshold gets ASK FOR ID "
+                          f"(default {DEFAULT_BORDERLINE})")
+    srv.add_argument("--admin-token", help="lets a request change the minimum age (header X-Admin-Token); "
+                                           "default: none may (env HARNESS_SERVE_ADMIN_TOKEN)")
     srv.add_argument("--max-upload-mb", type=finite_positive, default=10, help="larger uploads get 413 (default 10)")
     srv.add_argument("--max-megapixels", type=finite_positive, default=50,
                      help="larger images get 413 before they are decoded (default 50)")

@@ -26,6 +26,13 @@ def cmd_predict(args) -> int:
     if args.min_age is not None and source.startswith("calibrated"):   # not the 0.5 the user may expect
         print(f"gate at {args.min_age:g}: allow needs adult probability >= {gate_at:.3f} ({source})",
               file=sys.stderr)
+    if args.min_age is not None:
+        from harness.deploy.door import door_fitness
+
+        fitness = door_fitness(predictor.calibrated_gate, args.min_age)
+        if not fitness.fit:   # research use goes on; a door would refuse this model (harness serve)
+            print(f"warning: this model is not fit for a door at {args.min_age:g}: {'; '.join(fitness.problems)}. "
+                  f"Measured: {fitness.words()}.", file=sys.stderr)
     results, failed = [], 0
     processes = args.detect_processes
     if processes is None:   # starting them (about 2 s) pays off on large folders only

@@ -22,7 +22,7 @@ HEADER_TIMEOUT, BODY_TIMEOUT, CONNECTIONS = 1.5, 3, 60
 @pytest.fixture(scope="module")
 def hostile(door_exports, tmp_path_factory):
     running = Server(door_exports["keras"], tmp_path_factory.mktemp("hostile"), "--token", TOKEN,
-                     "--max-upload-mb", "2", "--max-buffered-mb", "8", "--queue", "100",
+                     "--max-upload-mb", "2", "--max-buffered-mb", "8", "--queue", "100", "--allow-unfit",
                      "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT),
                      "--max-connections", str(CONNECTIONS))
     yield running
@@ -218,7 +218,8 @@ def test_host_names_a_server_answers_to(bound, host, allowed):
 # --- bullets: CORS on a 401, one error shape ---------------------------------------------
 
 def test_a_401_under_cors_carries_its_cors_headers(door_exports, tmp_path):
-    server = Server(door_exports["keras"], tmp_path, "--token", TOKEN, "--cors-origin", "https://door.example")
+    server = Server(door_exports["keras"], tmp_path, "--token", TOKEN, "--cors-origin", "https://door.example",
+                    "--allow-unfit")
     try:
         answer = httpx.get(server.url + "/v1/info", headers={"Origin": "https://door.example"}, timeout=10)
         assert answer.status_code == 401

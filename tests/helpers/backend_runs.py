@@ -38,14 +38,15 @@ def train_all(run_dirs, parallel: int = 2) -> None:
 
 
 def make_trial(run_dir: Path, table, cache_dir: Path, backend: str, head: str = "two_heads",
-               architecture=None, training: TrainingSpec | None = None, prep: Preprocessing = PREP) -> Path:
+               architecture=None, training: TrainingSpec | None = None, prep: Preprocessing = PREP,
+               gate=None) -> Path:
     built = cache.build(table["id"], table["path"], prep, cache_dir=cache_dir)
     manifest = make_splits(table, SplitSpec(protocol="random", val_fraction=0.2, seed=0))
     config = TrialConfig(
         backend=backend, preprocessing=prep, cache_entry=str(built.directory), threads=2,
         data_fingerprint=data_fingerprint(built.directory.name, manifest, 0, table),
         model=ModelSpec(architecture=architecture or FCN(widths=[64, 32]), head=head),
-        training=training or TrainingSpec(epochs=2, batch_size=32, seed=7))
+        training=training or TrainingSpec(epochs=2, batch_size=32, seed=7), gate=gate)
     return write_trial(run_dir, config, table, manifest)
 
 

@@ -1,9 +1,14 @@
 """``harness serve``: a trained or exported model behind an HTTP API and a phone page.
 
 Routes: ``POST /v1/predict`` (the JSON of ``harness predict --json``), ``POST /v1/gate``
-(allow / deny / undefined for the person nearest the camera), ``GET /v1/info``,
-``GET /healthz``, and ``GET /`` with its static files, a mobile-first page that takes a
-photo or watches a live camera.
+(allow / ask for ID / deny / retake for the person nearest the camera, see
+:mod:`harness.deploy.door`), ``GET /v1/info``, ``GET /healthz``, and ``GET /`` with its
+static files, a mobile-first page that takes a photo or watches a live camera.
+
+Only a model fit for the door is served (its measured false accepts at the door's age
+within ``--max-false-accept``), unless ``--allow-unfit`` makes it a demo, which the page
+says on every screen. The minimum age is the operator's: a request may change it only
+with the admin token.
 
 What it protects against, and how:
 - Listening beyond this machine needs a token (checked when the server starts); with a
@@ -29,13 +34,11 @@ The routes and the server; who may call is :mod:`.guard`, what an upload may be 
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -46,23 +49,22 @@ from starlette.middleware.cors import CORSMiddleware
 
 from harness.deploy.batching import DEFAULT_MAX_FACES, ReadoutBatcher
 from harness.deploy.classify import face_results, gate_threshold, usable_chips
-from harness.deploy.serve.guard import Guard, HostNames, RequestProblem, TokenCheck, check_listen, error_response
+from harness.deploy.door import DEFAULT_BORDERLINE, door_fitness, door_verdict
+from harness.deploy.serve.guard import Guard, HostNames, RequestProblem, TokenCheck, check_admin, error_response
+from harness.deploy.serve.options import (
+    DEFAULT_MAX_BUFFERED_MB,
+    DEFAULT_MAX_MEGAPIXELS,
+    DEFAULT_MAX_UPLOAD_MB,
+    DEFAULT_QUEUE_LIMIT,
+    DoorSettings,
+    ServeOptions,
+)
 from harness.deploy.serve.uploads import IMAGE_FIELD, ClientGone, read_upload, upload_faces
 from harness.models.gate import DEFAULT_GATE_THRESHOLD, check_door_age
 
 STATIC = Path(__file__).with_name("static")   # the page: files beside this module, not strings in it
 
 
-DEFAULT_MAX_UPLOAD_MB = 10
-
-
-DEFAULT_MAX_MEGAPIXELS = 50     # above any phone camera's photo
-
-
-DEFAULT_QUEUE_LIMIT = 32
-
-
-DEFAULT_MAX_BUFFERED_MB = 64    # every upload being read or waiting for the model, together
 
 
 def create_app(predictor, *, token: str | None = None, min_age: float = 18,
@@ -70,8 +72,10 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
                max_pixels: int = DEFAULT_MAX_MEGAPIXELS * 10**6, queue_limit: int = DEFAULT_QUEUE_LIMIT,
                max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_MB * 2**20, body_timeout_s: float = 60,
                hosts: HostNames | None = None, cors_origins: list[str] | None = None,
-               description: dict | None = None, max_batch: int = DEFAULT_MAX_FACES):
+               description: dict | None = None, max_batch: int = DEFAULT_MAX_FACES,
+               door: DoorSettings | None = None):
     """The ASGI app around one loaded model (``harness.deploy.predictors.open_model``)."""
+    door = door or DoorSettings()
     app = FastAPI(title="age and gender door check", docs_url=None, redoc_url=None, openapi_url=None)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detect")
     batcher = ReadoutBatcher(predictor, max_batch)
@@ -144,21 +148,27 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
     async def predict(request: Request, min_age: float | None = None):
         if min_age is not None:
             _check_age(min_age)
+            if min_age != serve_min_age:
+                check_admin(request.headers, door.admin_token, "the minimum age")
         faces, _, took = await infer(request, min_age)
         return JSONResponse([face.to_dict() for face in faces], headers=_timing(took))
 
     @app.post("/v1/gate")
-    async def door(request: Request, min_age: float | None = None):
+    async def gate_route(request: Request, min_age: float | None = None):
         age = _check_age(min_age if min_age is not None else serve_min_age)
+        if age != serve_min_age:
+            check_admin(request.headers, door.admin_token, "the minimum age")
         faces, (threshold, source), took = await infer(request, age)
-        return JSONResponse(gate_answer(faces, age, threshold, source), headers=_timing(took))
+        return JSONResponse(gate_answer(faces, age, threshold, source, door.borderline), headers=_timing(took))
 
     @app.get("/v1/info")
     async def info():
         threshold, source = gate_threshold(predictor, serve_min_age)
-        return {"model": description or {}, "min_age": serve_min_age, "gate_threshold": threshold,
-                "gate_threshold_source": source, "max_upload_bytes": max_upload_bytes,
-                "max_pixels": max_pixels, "image_field": IMAGE_FIELD}
+        fitness = door.fitness or door_fitness(predictor.calibrated_gate, serve_min_age, door.max_false_accept)
+        return {"model": description or {}, "min_age": serve_min_age, "min_age_fixed": True,
+                "gate_threshold": threshold, "gate_threshold_source": source, "borderline": door.borderline,
+                "door": fitness.to_dict(), "demo": not fitness.fit, "photos_stored": False,
+                "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "image_field": IMAGE_FIELD}
 
     @app.get("/healthz")
     async def healthz():
@@ -249,14 +259,15 @@ def _check_age(min_age: float) -> float:
         raise RequestProblem(422, f"min_age: {err}") from None
 
 
-def gate_answer(faces, min_age: float, threshold: float, source: str) -> dict:
-    """The door's decision: that of the largest face (the person nearest the camera);
-    ``undefined`` when there is no face or the largest cannot be judged."""
+def gate_answer(faces, min_age: float, threshold: float, source: str, borderline: float = DEFAULT_BORDERLINE) -> dict:
+    """The door's decision for the person nearest the camera (the largest face), one of
+    :data:`harness.deploy.door.VERDICTS`, and why."""
     judged = [f for f in faces if f.face is not None]
     nearest = judged[0] if judged else None
-    verdict = nearest.gate if nearest is not None else "undefined"
+    verdict, why = door_verdict(faces, threshold, borderline)
     return {
-        "verdict": verdict or "undefined",
+        "verdict": verdict,
+        "why": why,
         "min_age": min_age,
         "adult_probability": nearest.adult_probability if nearest is not None else None,
         "threshold": threshold,
@@ -278,56 +289,8 @@ def describe(model_path: Path, predictor) -> dict:
     return {"name": model_path.name, "kind": "ensemble round"}
 
 
-@dataclass(frozen=True)
-class ServeOptions:
-    """How ``harness serve`` listens and what it accepts (one object instead of a dozen
-    parameters; the command line fills it, tests and scripts build their own)."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token: str | None = None              # required beyond loopback (see guard.check_listen)
-    min_age: float = 18
-    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
-    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
-    queue_limit: int = DEFAULT_QUEUE_LIMIT
-    max_buffered_mb: float = DEFAULT_MAX_BUFFERED_MB
-    header_timeout_s: float = 10          # a request's head, from its first byte (or the connect)
-    body_timeout_s: float = 60            # its body, from the end of its head: 10 MB at 1.5 Mbit/s
-    max_connections: int = 100
-    max_batch: int = DEFAULT_MAX_FACES    # faces in one network call at most
-    allowed_hosts: tuple[str, ...] = ()   # Host names beyond loopback and the --host address
-    cors_origins: tuple[str, ...] | None = None
-    tta: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    allow_failed_parity: bool = False     # serve an export whose parity check failed (demos only)
-
-    def check(self) -> None:
-        """Every option that can be wrong, refused before the model is loaded."""
-        check_listen(self.host, self.token)
-        check_door_age(self.min_age)
-        for name, value in (("--max-upload-mb", self.max_upload_mb), ("--max-megapixels", self.max_megapixels),
-                            ("--max-buffered-mb", self.max_buffered_mb),
-                            ("--header-timeout", self.header_timeout_s), ("--body-timeout", self.body_timeout_s)):
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite positive number, got {value}")
-        if self.max_buffered_mb < self.max_upload_mb:
-            raise ValueError(f"--max-buffered-mb {self.max_buffered_mb:g} is less than --max-upload-mb "
-                             f"{self.max_upload_mb:g}: an upload of the largest size could never be taken")
-        for name, count in (("--queue", self.queue_limit), ("--max-connections", self.max_connections),
-                            ("--max-batch", self.max_batch)):
-            if count < 1:
-                raise ValueError(f"{name} must be at least 1, got {count}")
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"--port {self.port}: a TCP port is between 1 and 65535")
-        if self.ssl_keyfile and not self.ssl_certfile:
-            raise ValueError("--ssl-keyfile needs --ssl-certfile (the certificate it is the key of)")
-        for name, path in (("--ssl-certfile", self.ssl_certfile), ("--ssl-keyfile", self.ssl_keyfile)):
-            if path and not Path(path).is_file():
-                raise ValueError(f"{name} {path}: no such file")
-        if self.ssl_certfile and b"-----BEGIN CERTIFICATE-----" not in Path(self.ssl_certfile).read_bytes():
-            raise ValueError(f"--ssl-certfile {self.ssl_certfile}: not a PEM certificate "
-                             "(expected a '-----BEGIN CERTIFICATE-----' block)")
+class UnfitModel(ValueError):
+    """The model's measured gate figures do not allow it at the door."""
 
 
 def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
@@ -338,6 +301,16 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
 
     options.check()
     predictor = open_model(model, options.tta, options.allow_failed_parity)
+    fitness = door_fitness(predictor.calibrated_gate, options.min_age, options.max_false_accept)
+    if not fitness.fit and not options.allow_unfit:
+        raise UnfitModel(f"{model} is not fit for the door at {options.min_age:g}: {'; '.join(fitness.problems)}. "
+                         f"Measured: {fitness.words()}. Serve a model calibrated with gate: in its experiment "
+                         "(or an ensemble with harness ensemble --gate-min-age), raise --max-false-accept if the "
+                         "door allows it, or give --allow-unfit for a demo (the page then says DEMO, not for "
+                         "real checks)")
+    if not fitness.fit:
+        print(f"DEMO: {model} is not fit for the door ({'; '.join(fitness.problems)}); the page says so",
+              file=sys.stderr, flush=True)
     from harness.deploy.serve.connections import guarded_protocol
 
     app = create_app(predictor, token=options.token, min_age=options.min_age,
@@ -346,7 +319,8 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
                      max_buffered_bytes=int(options.max_buffered_mb * 2**20), body_timeout_s=options.body_timeout_s,
                      hosts=HostNames(options.host, options.allowed_hosts),
                      cors_origins=list(options.cors_origins or []) or None,
-                     description=describe(Path(model), predictor), max_batch=options.max_batch)
+                     description=describe(Path(model), predictor), max_batch=options.max_batch,
+                     door=DoorSettings(fitness, options.borderline, options.max_false_accept, options.admin_token))
     scheme = "https" if options.ssl_certfile else "http"
     bind = options.host.strip("[]")   # an IPv6 address is bracketed in a URL, never when binding
     shown = f"[{bind}]" if ":" in bind else bind

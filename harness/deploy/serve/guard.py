@@ -147,6 +147,18 @@ class TokenCheck:
         await self.app(scope, receive, send)
 
 
+ADMIN_HEADER = "x-admin-token"
+
+
+def check_admin(headers, admin_token: str | None, what: str) -> None:
+    """403 unless the request carries the operator's admin token (``X-Admin-Token``):
+    what the door's operator fixed (its minimum age) a phone at the door may not change."""
+    given = headers.get(ADMIN_HEADER, "")
+    if admin_token is None or not hmac.compare_digest(given.strip().encode(), admin_token.encode()):
+        raise RequestProblem(403, f"{what} is the operator's (harness serve --min-age); a request may change it "
+                                  "only with the admin token (X-Admin-Token, harness serve --admin-token)")
+
+
 def _check_token(headers, token: str | None) -> None:
     if token is None:
         return

@@ -1,13 +1,17 @@
 // The door page: a photo (file input with capture) or live camera frames go to
-// POST /v1/gate; the answer is drawn as boxes on the photo and a large verdict.
+// POST /v1/gate; the answer is drawn as boxes on the photo and a large verdict: ALLOW,
+// ASK FOR ID, DENY, or NO FACE (retake). The minimum age is the server's; the page only
+// shows it. In live mode a verdict is held for a few seconds before the next replaces it.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
   const verdictBox = $("verdict"), word = $("verdict-word"), detail = $("verdict-detail");
   const canvas = $("view"), facesList = $("faces"), errorLine = $("error");
-  const video = $("video"), ageInput = $("min-age"), tokenInput = $("token");
-  const COLOURS = { allow: "#1b7f3a", deny: "#b3261e", undefined: "#6b6b6b" };
-  let busy = false, timer = null, stream = null;
+  const video = $("video"), tokenInput = $("token");
+  const COLOURS = { allow: "#2e9e4f", deny: "#d93a2f", undefined: "#8a8a8a" };
+  const WORDS = { allow: "Allow", ask_for_id: "Ask for ID", deny: "Deny", retake: "No face — retake" };
+  const HOLD_MS = 3000;   // a live verdict stays this long before the next frame is judged
+  let busy = false, timer = null, stream = null, heldUntil = 0, facing = "environment";
 
   // A token may come in the URL's fragment (never sent to the server) or be typed once.
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -39,7 +43,11 @@
       if (response.status === 401) { $("settings").open = true; showError("This server needs its access token (Settings)."); return; }
       const info = await response.json();
       $("model").textContent = info.model && info.model.name ? info.model.name + " · " + info.model.kind : "";
-      ageInput.value = info.min_age;
+      $("min-age").textContent = "Minimum age " + info.min_age + ":";
+      $("figures").textContent = info.door ? "this model " + info.door.words : "";
+      const demo = $("demo");
+      demo.hidden = !info.demo;
+      demo.textContent = info.demo ? "DEMO — not for real checks: " + info.door.problems.join("; ") : "";
       showError("");
     } catch (err) { showError("The server cannot be reached: " + err.message); }
   }
@@ -51,8 +59,7 @@
     const form = new FormData();
     form.append("image", blob, name);
     try {
-      const response = await fetch("/v1/gate?min_age=" + encodeURIComponent(ageInput.value || "18"),
-                                   { method: "POST", headers: headers(), body: form });
+      const response = await fetch("/v1/gate", { method: "POST", headers: headers(), body: form });
       const answer = await response.json().catch(() => ({ error: "the server's answer was not JSON" }));
       if (!response.ok) {
         if (response.status === 401) $("settings").open = true;
@@ -62,10 +69,9 @@
       }
       showError("");
       await draw(blob, answer.faces);
-      const words = { allow: "Allow", deny: "Deny", undefined: "Undefined" };
-      const share = answer.adult_probability == null ? "" :
-        " · adult " + Math.round(answer.adult_probability * 100) + " % (needs " + Math.round(answer.threshold * 100) + " %)";
-      showVerdict(answer.verdict, words[answer.verdict] || answer.verdict, answer.sentence + share);
+      const about = answer.verdict === "retake" ? answer.why : answer.sentence + " · " + answer.why;
+      showVerdict(answer.verdict, WORDS[answer.verdict] || answer.verdict, about);
+      if (stream && answer.verdict !== "retake") heldUntil = Date.now() + HOLD_MS;
       list(answer.faces);
     } catch (err) {
       showVerdict("undefined", "Undefined", "not judged");
@@ -111,8 +117,9 @@
     event.target.value = "";
   });
 
-  function frame() {
+  function frame(event) {
     if (!video.videoWidth) return;
+    if (!event && Date.now() < heldUntil) return;   // the timer waits; a tap checks at once
     const grab = document.createElement("canvas");
     grab.width = video.videoWidth;
     grab.height = video.videoHeight;
@@ -130,13 +137,22 @@
       showError("This browser gives no camera here (it needs https or localhost); use Take photo.");
       return;
     }
+    await startCamera();
+  });
+
+  async function startCamera() {
+    if (stream) stream.getTracks().forEach((track) => track.stop());
     try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: facing }, audio: false });
       video.srcObject = stream;
       $("live").hidden = false;
       showError("");
       schedule();
-    } catch (err) { showError("No camera: " + err.message); }
+    } catch (err) { stream = null; showError("No camera: " + err.message); }
+  }
+  $("flip").addEventListener("click", () => {
+    facing = facing === "environment" ? "user" : "environment";
+    startCamera();
   });
   $("check").addEventListener("click", frame);
   video.addEventListener("click", frame);
