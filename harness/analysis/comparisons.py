@@ -41,7 +41,28 @@ def short_labels(frame: pd.DataFrame) -> dict[str, str]:
                  for key in usual if str(row[key]) != usual[key] and str(row[key])
                  and not (key == "head" and str(row[key]) in str(row["model_name"]))]   # a model fixes its head
         labels[configuration] = " ".join([str(row["model_name"]), *words])
+    # Alike so far (a search varies widths or dropout within one grid model): the
+    # architecture fields in which each differs from the others of its label.
+    for label in [label for label, n in Counter(labels.values()).items() if n > 1]:
+        alike = [c for c, given in labels.items() if given == label]
+        names = sorted({k for c in alike for k in _architecture(specs.loc[c]) if k != "type"})
+        for name in names:
+            common = Counter(str(_architecture(specs.loc[c]).get(name)) for c in alike).most_common(1)[0][0]
+            for c in alike:
+                value = _architecture(specs.loc[c]).get(name)
+                if str(value) != common:
+                    labels[c] += f" {name}={value}"
+    seen, numbered = Counter(labels.values()), Counter()
+    for configuration in sorted(labels):   # still alike (they differ only where labels do not look): numbered
+        if seen[labels[configuration]] > 1:
+            numbered[labels[configuration]] += 1
+            labels[configuration] = f"{labels[configuration]} #{numbered[labels[configuration]]}"
     return labels
+
+
+def _architecture(row) -> dict:
+    spec = row["spec"] if "spec" in row and isinstance(row["spec"], dict) else {}
+    return spec.get("architecture", {})
 
 
 def _short_key(key: str) -> str:

@@ -112,6 +112,18 @@ def test_short_labels_are_unique_and_name_the_unusual_options():
     assert labels == {"x": "m", "y": "other", "z": "m sgd"}
 
 
+def test_configurations_of_one_grid_model_that_differ_in_architecture_get_labels_that_say_how():
+    """A search varies widths or dropout within one grid model: every such configuration
+    was labelled just "m", so the report's tables showed rows no reader could tell apart."""
+    rows = [_trial(c, "keras", 0, 0, 0.5) for c in ("a", "b", "c", "d")]
+    for row, (widths, dropout) in zip(rows, [([8], 0.1), ([8], 0.4), ([16], 0.1), ([8], 0.1)]):
+        row["spec"] = {**row["spec"], "architecture": {"type": "fcn", "widths": widths, "dropout": dropout}}
+    rows[3]["optimizer"] = "sgd"
+    labels = comparisons.short_labels(pd.DataFrame(rows))
+    assert labels == {"a": "m", "b": "m dropout=0.4", "c": "m widths=[16]", "d": "m sgd"}
+    assert len(set(labels.values())) == 4
+
+
 def test_seeds_cross_the_split_rounds(tmp_path):
     experiment = {**TINY, "split": {"protocol": "stratified_kfold", "folds": 2}, "seeds": [0, 1, 2]}
     loaded = experiment_file.load(write(tmp_path, experiment))
