@@ -37,7 +37,7 @@ def short_labels(frame: pd.DataFrame) -> dict[str, str]:
     usual = {key: Counter(map(str, specs[key])).most_common(1)[0][0] for key in LABEL_KEYS if key in specs}
     labels = {}
     for configuration, row in specs.iterrows():
-        words = [f"{_short_key(key)}={row[key]}" if key not in ("head", "optimizer", "extras") else str(row[key])
+        words = [f"{_short_key(key)}={_compact(row[key])}" if key not in ("head", "optimizer", "extras") else str(row[key])
                  for key in usual if str(row[key]) != usual[key] and str(row[key])
                  and not (key == "head" and str(row[key]) in str(row["model_name"]))]   # a model fixes its head
         labels[configuration] = " ".join([str(row["model_name"]), *words])
@@ -51,13 +51,18 @@ def short_labels(frame: pd.DataFrame) -> dict[str, str]:
             for c in alike:
                 value = _architecture(specs.loc[c]).get(name)
                 if str(value) != common:
-                    labels[c] += f" {name}={value}"
+                    labels[c] += f" {name}={_compact(value)}"
     seen, numbered = Counter(labels.values()), Counter()
     for configuration in sorted(labels):   # still alike (they differ only where labels do not look): numbered
         if seen[labels[configuration]] > 1:
             numbered[labels[configuration]] += 1
             labels[configuration] = f"{labels[configuration]} #{numbered[labels[configuration]]}"
     return labels
+
+
+def _compact(value) -> str:
+    """A sampled number (0.002381063184266903) to three significant digits in a label."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _architecture(row) -> dict:
