@@ -44,7 +44,7 @@
       const info = await response.json();
       $("model").textContent = info.model && info.model.name ? info.model.name + " · " + info.model.kind : "";
       $("min-age").textContent = "Minimum age " + info.min_age + ":";
-      $("figures").textContent = info.door ? "this model " + info.door.words : "";
+      $("figures").textContent = info.door ? "model: " + info.door.words : "";
       const demo = $("demo");
       demo.hidden = !info.demo;
       demo.textContent = info.demo ? "DEMO — not for real checks: " + info.door.problems.join("; ") : "";
