@@ -254,6 +254,9 @@ class Experiment(_Strict):
         """Every configuration has the search metric in its per-epoch validation row, and
         a pruner has epochs past min_epochs to cut."""
         search = self.search
+        if search.learn_from != "mean" and search.learn_from not in self.backends:
+            raise ValueError(f"search.learn_from: {search.learn_from!r} is neither mean nor one of the experiment's "
+                             f"backends {list(self.backends)}")
         if search.metric == "val_age_mae":
             lacking = [m.name for m in self.grid.models if m.head not in YEARS_HEADS]
             if lacking:

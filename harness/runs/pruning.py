@@ -71,8 +71,8 @@ def read_progress(run_dir: Path) -> list[dict]:
 
 
 class _Watched:
-    def __init__(self, trial, run_dirs: list[Path]):
-        self.trial, self.run_dirs = trial, run_dirs
+    def __init__(self, trial, run_dirs: list[Path], judged_dirs: list[Path]):
+        self.trial, self.run_dirs, self.judged_dirs = trial, run_dirs, judged_dirs
         self.step = 0             # the last step reported
         self.pruned_at: int | None = None
 
@@ -88,8 +88,11 @@ class PruningMonitor:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
-    def watch(self, trial, run_dirs: list[Path]) -> None:
-        self.watched.append(_Watched(trial, [Path(d) for d in run_dirs]))
+    def watch(self, trial, run_dirs: list[Path], judged_dirs: list[Path] | None = None) -> None:
+        """Judge ``trial`` by the curves in ``judged_dirs`` (default all of ``run_dirs``,
+        ``search.learn_from``) and prune every one of ``run_dirs``."""
+        run_dirs = [Path(d) for d in run_dirs]
+        self.watched.append(_Watched(trial, run_dirs, [Path(d) for d in judged_dirs] if judged_dirs else run_dirs))
 
     def pruned_at(self, trial) -> int | None:
         """The step at which ``trial``'s configuration was pruned (None: it was not)."""
@@ -129,7 +132,7 @@ class PruningMonitor:
         return values, None, False
 
     def _advance(self, watched: _Watched) -> None:
-        curves = [self._curve(d) for d in watched.run_dirs]
+        curves = [self._curve(d) for d in watched.judged_dirs]
         while (value := judged_value(curves, watched.step + 1)) is not None:
             watched.step += 1
             watched.trial.report(value, watched.step)

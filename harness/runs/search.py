@@ -171,6 +171,12 @@ def _resume(study) -> None:
         study.enqueue_trial(trial.params, skip_if_exists=False)
 
 
+def judged(experiment: Experiment, trials: list[Trial]) -> list[Trial]:
+    """The trials of a configuration the sampler and pruner judge it by (``learn_from``)."""
+    learn_from = experiment.search.learn_from
+    return trials if learn_from == "mean" else [t for t in trials if t.config.backend == learn_from]
+
+
 def _score(results_dir: Path, trials: list[Trial], metric: str) -> float | None:
     values = [final_validation(trial_dir(results_dir, t.trial_id), metric) for t in trials]
     if not values or any(v is None for v in values):
@@ -235,7 +241,7 @@ def _monitor(experiment: Experiment, results_dir: Path, chosen: list):
         # A configuration asked again whose trials all finished before is told what it was
         # told then: judging its curves anew could mark a finished configuration pruned.
         if not all(finished(d, t.trial_id) for d, t in zip(run_dirs, trials)):
-            monitor.watch(trial, run_dirs)
+            monitor.watch(trial, run_dirs, [trial_dir(results_dir, t.trial_id) for t in judged(experiment, trials)])
     return monitor
 
 
@@ -287,7 +293,7 @@ def search(experiment: Experiment, results_dir: Path, executor, prepared, progre
         for key in ("completed", "failed", "already_done"):
             totals[key] += counts[key]
         for trial, trials in chosen:
-            value = _score(results_dir, trials, experiment.search.metric)
+            value = _score(results_dir, judged(experiment, trials), experiment.search.metric)
             pruned_at = _pruned_at(results_dir, trials)
             if pruned_at is not None:
                 record_finished(results_dir, trials)   # recorded as pruned, whether or not they had ended

@@ -75,6 +75,10 @@ class SearchSpec(_Strict):
     metric: Literal[tuple(SEARCH_METRICS)] = Field(
         "val_joint_accuracy", description="what the sampler optimises: the mean over a configuration's trials of "
                                           "this validation measure, at the epoch each trial kept")
+    learn_from: str = Field(
+        "mean", description="mean: the sampler (and pruner) judge a configuration by the mean over every backend "
+                            "and round; a backend's name: by that backend's trials only (every backend still "
+                            "trains every configuration, so the framework pairs hold)")
     pruner: Literal["none", "median", "asha", "hyperband"] = Field(
         "none", description="stop a configuration's trials early when their validation curves are hopeless "
                             "(Optuna's MedianPruner, SuccessiveHalvingPruner, HyperbandPruner); needs every "

@@ -90,6 +90,7 @@ def test_a_torn_last_progress_line_is_skipped(tmp_path):
     ({"pruner": "median", "min_epochs": 2}, "no configuration trains more than 2 epoch(s): nothing could be pruned"),
     ({"pruner": "successive_halving"}, "search.pruner"),
     ({"metric": "val_age_mae"}, "val_age_mae is measured only by years heads"),
+    ({"learn_from": "pytorch"}, "'pytorch' is neither mean nor one of the experiment's backends"),
 ])
 def test_a_pruner_that_cannot_work_is_refused_on_load(tmp_path, change, message):
     from harness.runs.experiment import ExperimentError
@@ -204,3 +205,25 @@ def test_a_finished_configuration_asked_again_is_not_judged_again(tmp_path):
         monitor.poll()
     assert not any((trial_dir(results, t.trial_id) / PRUNE_FILE).exists() for t in trials)
     assert study.trials[-1].intermediate_values == {}
+
+
+def test_learn_from_one_backend_judges_by_its_trials_and_still_prunes_every_backend(tmp_path):
+    from harness.runs import grid, search
+
+    experiment = experiment_file.load(write(tmp_path, {
+        **TINY, "search": {"sampler": "random", "trials": 2, "learn_from": "tflearn"},
+        "space": {"training.learning_rate": {"choice": [0.01, 0.001]}}}))
+    name, spec, training = search.configuration(experiment, {"training.learning_rate": "0.01"})
+    trials = grid.trials_of(experiment, name, spec, grid.check_combination(experiment, name, spec, training),
+                            lambda prep: ("/x", {0: "d0"}))
+    assert [t.config.backend for t in search.judged(experiment, trials)] == ["tflearn"]
+    study = _study_with_one_finished([0.5, 0.6])
+    trial = study.ask()
+    keras, tflearn = tmp_path / "keras", tmp_path / "tflearn"
+    _progress(keras, [0.9])      # good on Keras ...
+    _progress(tflearn, [0.1])    # ... hopeless on the backend the search learns from
+    monitor = PruningMonitor("val_joint_accuracy")
+    monitor.watch(trial, [keras, tflearn], [tflearn])
+    monitor.poll()
+    assert study.trials[1].intermediate_values == {1: pytest.approx(0.1)} and monitor.pruned_at(trial) == 1
+    assert (keras / PRUNE_FILE).is_file() and (tflearn / PRUNE_FILE).is_file()
