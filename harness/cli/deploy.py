@@ -40,7 +40,31 @@ def cmd_serve(args) -> int:
         cors_origins=tuple(args.cors_origin) if args.cors_origin else None, tta=args.tta,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, allow_failed_parity=args.allow_failed_parity,
         max_false_accept=args.max_false_accept, allow_unfit=args.allow_unfit, borderline=args.borderline,
-        admin_token=args.admin_token or os.environ.get("HARNESS_SERVE_ADMIN_TOKEN") or None))
+        admin_token=args.admin_token or os.environ.get("HARNESS_SERVE_ADMIN_TOKEN") or None,
+        audit_log=args.audit_log, audit_max_mb=args.audit_max_mb))
+    return 0
+
+
+def cmd_door_log(args) -> int:
+    import datetime
+
+    from harness.deploy.audit import hourly_counts, read_log
+
+    frame, damaged = read_log(args.path)
+    if frame.empty:
+        print(f"{args.path}: no decisions yet")
+        return 0
+    try:
+        day = datetime.date.fromisoformat(args.day) if args.day else frame["time"].max().date()
+    except ValueError:
+        raise ValueError(f"--day {args.day}: expected a date as YYYY-MM-DD") from None
+    table = hourly_counts(frame, day)
+    print(f"door decisions on {day} (UTC), per hour:")
+    print(table.to_string() if len(table) else "  none")
+    totals = table.sum()
+    print("total: " + ", ".join(f"{n} {verdict.replace('_', ' ')}" for verdict, n in totals.items()))
+    if damaged:
+        print(f"{damaged} damaged line(s) skipped", file=sys.stderr)
     return 0
 
 
@@ -99,5 +123,14 @@ def register(commands) -> None:
     srv.add_argument("--ssl-keyfile", help="the private key of --ssl-certfile")
     srv.add_argument("--allow-failed-parity", action="store_true",
                      help="serve an export whose parity check failed (its answers are not the trained model's)")
+    srv.add_argument("--audit-log", metavar="PATH", help="one JSON line per door decision (time, verdict, adult "
+                                                        "probability, threshold, model, client), never an image")
+    srv.add_argument("--audit-max-mb", type=finite_positive, default=10, metavar="MB",
+                     help="rotate the audit log past this size, keeping 5 (default 10)")
     srv.set_defaults(func=cmd_serve)
+
+    log = commands.add_parser("door-log", help="a day's door decisions per hour, from serve's --audit-log")
+    log.add_argument("path", help="the audit log (its rotated files PATH.1, PATH.2, ... are read too)")
+    log.add_argument("--day", help="YYYY-MM-DD, in UTC (default: the last day in the log)")
+    log.set_defaults(func=cmd_door_log)
 

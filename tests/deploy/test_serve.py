@@ -421,6 +421,9 @@ def test_the_phone_page_judges_the_live_camera(server, face_photo, tmp_path):
     (["--token", " " * 16], "printable characters with no space at either end"),
     (["--header-timeout", "inf"], "must be a finite positive number, got inf"),
     (["--max-buffered-mb", "4"], "--max-buffered-mb 4 is less than --max-upload-mb 10"),
+    (["--audit-log", "."], "--audit-log .: a folder; give a file path"),
+    (["--borderline", "0.6"], "--borderline 0.6: an adult-probability margin from 0 to below 0.5"),
+    (["--token", "t" * 20, "--admin-token", "t" * 20], "--admin-token must differ from --token"),
 ])
 def test_bad_serve_options_are_refused_before_the_model_loads(tmp_path, options, message):
     (tmp_path / "key.pem").write_text("key")

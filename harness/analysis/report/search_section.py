@@ -43,7 +43,7 @@ def search_sections(results_dir: Path, stored: dict, tables: Path, plots: Path) 
     text = (f"Configurations chosen by Optuna's {spec.get('sampler', '?')} sampler (seed {spec.get('seed', 0)}), "
             f"{len(scored)} scored of a budget of {spec.get('trials') or 'the whole grid'}"
             + (f", {len(pruned)} pruned ({pruner} pruner, listed apart below)" if pruner != "none" else "")
-            + f"; each was trained by every backend on every round, and its value is the mean over "
+            + "; each was trained by every backend on every round, and its value is the mean over "
             + ("those trials" if spec.get("learn_from", "mean") == "mean" else
                f"its {spec['learn_from']} trials (learn_from; the other backends' are in the tables)")
             + f" of {metric} ({SEARCH_METRICS.get(metric, '?')}, {'%' if percent else 'as measured'}) at the epoch "

@@ -159,7 +159,14 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
         if age != serve_min_age:
             check_admin(request.headers, door.admin_token, "the minimum age")
         faces, (threshold, source), took = await infer(request, age)
-        return JSONResponse(gate_answer(faces, age, threshold, source, door.borderline), headers=_timing(took))
+        answer = gate_answer(faces, age, threshold, source, door.borderline)
+        if door.audit is not None:
+            try:
+                door.audit.record(answer, (description or {}).get("name", "model"),
+                                  request.client.host if request.client else None)
+            except OSError as err:   # the decision stands; the operator's log says what was lost
+                print(f"harness serve: the audit log could not be written: {err}", file=sys.stderr, flush=True)
+        return JSONResponse(answer, headers=_timing(took))
 
     @app.get("/v1/info")
     async def info():
@@ -289,6 +296,14 @@ def describe(model_path: Path, predictor) -> dict:
     return {"name": model_path.name, "kind": "ensemble round"}
 
 
+def _audit(options: ServeOptions):
+    if not options.audit_log:
+        return None
+    from harness.deploy.audit import AuditLog
+
+    return AuditLog(options.audit_log, int(options.audit_max_mb * 2**20))
+
+
 class UnfitModel(ValueError):
     """The model's measured gate figures do not allow it at the door."""
 
@@ -320,7 +335,8 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
                      hosts=HostNames(options.host, options.allowed_hosts),
                      cors_origins=list(options.cors_origins or []) or None,
                      description=describe(Path(model), predictor), max_batch=options.max_batch,
-                     door=DoorSettings(fitness, options.borderline, options.max_false_accept, options.admin_token))
+                     door=DoorSettings(fitness, options.borderline, options.max_false_accept, options.admin_token,
+                                       _audit(options)))
     scheme = "https" if options.ssl_certfile else "http"
     bind = options.host.strip("[]")   # an IPv6 address is bracketed in a URL, never when binding
     shown = f"[{bind}]" if ":" in bind else bind

@@ -28,6 +28,7 @@ class DoorSettings:
     borderline: float = DEFAULT_BORDERLINE
     max_false_accept: float = DEFAULT_MAX_FALSE_ACCEPT
     admin_token: str | None = None
+    audit: object | None = None           # a harness.deploy.audit.AuditLog: one line per decision
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class ServeOptions:
     allow_unfit: bool = False             # serve a model that is not fit, as a demo the page says it is
     borderline: float = DEFAULT_BORDERLINE   # adult probability this close to the threshold: ask for ID
     admin_token: str | None = None        # lets a request change the minimum age (X-Admin-Token)
+    audit_log: str | None = None          # one JSON line per door decision, no image (harness door-log)
+    audit_max_mb: float = 10              # rotated past this size
 
     def check(self) -> None:
         """Every option that can be wrong, refused before the model is loaded."""
@@ -78,6 +81,10 @@ class ServeOptions:
             raise ValueError(f"--max-false-accept {self.max_false_accept}: a rate between 0 and 1")
         if not 0 <= self.borderline < 0.5:
             raise ValueError(f"--borderline {self.borderline}: an adult-probability margin from 0 to below 0.5")
+        if not (math.isfinite(self.audit_max_mb) and self.audit_max_mb > 0):
+            raise ValueError(f"--audit-max-mb must be a finite positive number, got {self.audit_max_mb}")
+        if self.audit_log and Path(self.audit_log).is_dir():
+            raise ValueError(f"--audit-log {self.audit_log}: a folder; give a file path")
         if self.admin_token is not None and self.admin_token == self.token:
             raise ValueError("--admin-token must differ from --token (the phone at the door holds the token)")
         if not 1 <= self.port <= 65535:
