@@ -39,6 +39,10 @@ setup(
         "httptools>=0.6",   # uvicorn's C HTTP parser and event loop, used when present
         "uvloop>=0.19",
         "python-multipart>=0.0.9",
+        # `harness serve --lan`: a self-signed certificate for the LAN address, and the
+        # page's address as a QR code in the terminal.
+        "cryptography>=42",
+        "segno>=1.6",
     ],
     extras_require={
         "gpu": ["tensorflow[and-cuda]>=2.16"],

@@ -41,7 +41,7 @@ def cmd_serve(args) -> int:
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, allow_failed_parity=args.allow_failed_parity,
         max_false_accept=args.max_false_accept, allow_unfit=args.allow_unfit, borderline=args.borderline,
         admin_token=args.admin_token or os.environ.get("HARNESS_SERVE_ADMIN_TOKEN") or None,
-        audit_log=args.audit_log, audit_max_mb=args.audit_max_mb))
+        audit_log=args.audit_log, audit_max_mb=args.audit_max_mb, lan=args.lan))
     return 0
 
 
@@ -123,6 +123,10 @@ def register(commands) -> None:
     srv.add_argument("--ssl-keyfile", help="the private key of --ssl-certfile")
     srv.add_argument("--allow-failed-parity", action="store_true",
                      help="serve an export whose parity check failed (its answers are not the trained model's)")
+    srv.add_argument("--lan", nargs="?", const="auto", metavar="ADDRESS",
+                     help="for a phone on this network: listen on the LAN address (or ADDRESS), make a token if "
+                          "none is given and a self-signed certificate if no --ssl-certfile (kept in "
+                          "~/.config/agegender-harness/tls), and print the page's URL and a QR code")
     srv.add_argument("--audit-log", metavar="PATH", help="one JSON line per door decision (time, verdict, adult "
                                                         "probability, threshold, model, client), never an image")
     srv.add_argument("--audit-max-mb", type=finite_positive, default=10, metavar="MB",

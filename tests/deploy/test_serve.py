@@ -457,3 +457,50 @@ def test_an_ipv6_loopback_host_in_brackets_is_served(door_exports, tmp_path):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
+
+
+def test_lan_prints_a_url_and_qr_code_with_a_new_token_over_https_with_a_reused_certificate(door_exports,
+                                                                                          tmp_path):
+    """``--lan ADDRESS`` (127.0.0.1 here; a bare ``--lan`` finds the LAN address): the URL it
+    prints opens the page and the API over HTTPS with the token it made, and its QR code
+    is that URL; a second start reuses the certificate."""
+    from harness.deploy.serve.lan import qr_text
+
+    config = tmp_path / "config"
+    env = {**os.environ, "XDG_CONFIG_HOME": str(config), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    port = _free_port()
+    out = open(tmp_path / "lan.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "harness", "serve", "--model", str(door_exports["keras"]),
+                                "--lan", "127.0.0.1", "--port", str(port), "--allow-unfit"], stdout=out,
+                               stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    cert = config / "agegender-harness" / "tls" / "127.0.0.1.pem"
+    try:
+        deadline, url = time.monotonic() + 120, None
+        while time.monotonic() < deadline and url is None:
+            assert process.poll() is None, (tmp_path / "lan.log").read_text()[-3000:]
+            for line in (tmp_path / "lan.log").read_text().splitlines():
+                if line.startswith("open on the phone (same network): "):
+                    url = line.split(": ", 1)[1]
+            time.sleep(0.3)
+        assert url and url.startswith(f"https://127.0.0.1:{port}/#token=")
+        token = url.split("#token=", 1)[1]
+        assert len(token) >= 24
+        assert qr_text(url) in (tmp_path / "lan.log").read_text()
+        assert "accept it" in (tmp_path / "lan.log").read_text()
+        import ssl
+
+        trusted = ssl.create_default_context(cafile=str(cert))   # the phone accepts it once; here we trust it
+        page = httpx.get(url.split("#")[0], verify=trusted, timeout=10)
+        assert page.status_code == 200 and "Door check" in page.text
+        assert httpx.get(url.split("#")[0] + "v1/info", verify=trusted, timeout=10).status_code == 401
+        info = httpx.get(url.split("#")[0] + "v1/info", verify=trusted, headers=auth(token), timeout=10)
+        assert info.status_code == 200 and info.json()["min_age"] == 18
+        assert oct(os.stat(cert.with_suffix(".key")).st_mode & 0o777) == "0o600"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+        out.close()
+    made = cert.stat().st_mtime_ns
+    from harness.deploy.serve.lan import self_signed
+
+    assert self_signed("127.0.0.1", config / "agegender-harness")[0].stat().st_mtime_ns == made   # reused

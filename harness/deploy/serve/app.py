@@ -296,6 +296,21 @@ def describe(model_path: Path, predictor) -> dict:
     return {"name": model_path.name, "kind": "ensemble round"}
 
 
+def _on_the_lan(options: ServeOptions) -> ServeOptions:
+    """``--lan``: the LAN address (or the one given), a token if none, a self-signed
+    certificate for the address if no ``--ssl-certfile``."""
+    import dataclasses
+
+    from harness.deploy.serve.lan import lan_address, new_token, self_signed
+
+    address = lan_address() if options.lan == "auto" else options.lan
+    changes = {"host": address, "token": options.token or new_token()}
+    if not options.ssl_certfile:
+        cert, key = self_signed(address)
+        changes.update(ssl_certfile=str(cert), ssl_keyfile=str(key))
+    return dataclasses.replace(options, **changes)
+
+
 def _audit(options: ServeOptions):
     if not options.audit_log:
         return None
@@ -314,6 +329,8 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
 
     from harness.deploy.predictors import open_model
 
+    if options.lan:
+        options = _on_the_lan(options)
     options.check()
     predictor = open_model(model, options.tta, options.allow_failed_parity)
     fitness = door_fitness(predictor.calibrated_gate, options.min_age, options.max_false_accept)
@@ -342,6 +359,13 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
     shown = f"[{bind}]" if ":" in bind else bind
     print(f"serving {model} on {scheme}://{shown}:{options.port}/ "
           f"(token {'required' if options.token else 'off'}); Ctrl-C stops", flush=True)
+    if options.lan:
+        from harness.deploy.serve.lan import door_url, qr_text
+
+        url = door_url(scheme, bind, options.port, options.token)
+        print(f"open on the phone (same network): {url}\n{qr_text(url)}"
+              "The phone warns that the certificate is self-signed: check the address is this one, then "
+              "accept it (Advanced, then Proceed) once.", flush=True)
     uvicorn.run(app, host=bind, port=options.port, log_level="info", ssl_certfile=options.ssl_certfile,
                 ssl_keyfile=options.ssl_keyfile, server_header=False,
                 http=guarded_protocol(options.header_timeout_s, options.max_connections),

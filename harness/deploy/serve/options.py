@@ -58,6 +58,7 @@ class ServeOptions:
     allow_unfit: bool = False             # serve a model that is not fit, as a demo the page says it is
     borderline: float = DEFAULT_BORDERLINE   # adult probability this close to the threshold: ask for ID
     admin_token: str | None = None        # lets a request change the minimum age (X-Admin-Token)
+    lan: str | None = None                # "auto" or an address: listen there with a token, HTTPS and a QR code
     audit_log: str | None = None          # one JSON line per door decision, no image (harness door-log)
     audit_max_mb: float = 10              # rotated past this size
 
