@@ -193,6 +193,18 @@ def test_a_token_is_required_and_checked(server, face_photo):
     assert httpx.get(server.url + "/healthz", timeout=10).status_code == 200   # probes need no token
 
 
+def test_the_page_is_an_installable_app(server):
+    manifest = httpx.get(server.url + "/static/manifest.webmanifest", timeout=10)
+    assert manifest.status_code == 200 and manifest.headers["content-type"].startswith("application/manifest+json")
+    for icon in manifest.json()["icons"]:
+        got = httpx.get(server.url + icon["src"], timeout=10)
+        assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(got.content)).size == tuple(int(v) for v in icon["sizes"].split("x"))
+    worker = httpx.get(server.url + "/sw.js", timeout=10)
+    assert worker.status_code == 200 and "javascript" in worker.headers["content-type"]
+    assert 'url.pathname.startsWith("/v1/")' in worker.text   # the API is never answered from the cache
+
+
 def test_security_headers_and_no_cors(server):
     page = httpx.get(server.url + "/", headers={"Origin": "https://elsewhere.example"}, timeout=10)
     assert page.status_code == 200 and "Door check" in page.text
@@ -370,6 +382,12 @@ def test_the_phone_page_judges_an_uploaded_photo(server, face_photo, tmp_path):
         assert page.is_visible("#demo") and "DEMO — not for real checks" in page.inner_text("#demo")
         assert page.inner_text("#min-age") == "Minimum age 18:" and page.locator("input[type=number]").count() == 0
         assert "not stored" in page.inner_text("#privacy") and page.is_visible("#privacy")
+        # Installable: a manifest with its icons, and a service worker that caches the shell, never /v1.
+        assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.active !== null)") is True
+        cached = page.evaluate("caches.open('door-shell-v1').then((c) => c.keys())"
+                               ".then((keys) => keys.map((r) => new URL(r.url).pathname))")
+        assert {"/", "/static/app.js", "/static/icon-192.png"} <= set(cached)
+        assert not any(path.startswith("/v1") for path in cached)
         assert page.evaluate("document.getElementById('view').width") > 0
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         page.screenshot(path=str(_screenshots(tmp_path) / "door_photo_390.png"), full_page=True)

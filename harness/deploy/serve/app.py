@@ -189,6 +189,11 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
     async def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/sw.js")
+    async def service_worker():
+        # From the root, so that it may control the whole page (a worker's scope is its folder).
+        return FileResponse(STATIC / "sw.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
+
     @app.get("/static/{name}")
     async def static(name: str):
         # A fixed list, so no request path ever reaches the file system.

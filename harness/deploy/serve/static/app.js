@@ -165,5 +165,8 @@
     schedule();
   });
 
+  // Installable (a home-screen app): the service worker caches the page shell only.
+  if ("serviceWorker" in navigator) navigator.serviceWorker.register("/sw.js").catch(() => {});
+
   loadInfo();
 })();
