@@ -446,6 +446,8 @@ def test_a_member_that_cannot_start_again_makes_healthz_fail_without_server_path
         predictor.readouts(_chips(photos, ["face0.jpg"]))   # started again
         assert asyncio.run(get("/healthz")).status_code == 200
     finally:
+        app.state.batcher.close()   # its network thread, which would outlive the test in this process
+        app.state.pool.shutdown()
         predictor.close()
 
 
