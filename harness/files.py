@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "append_whole"]
 
 
 def write_atomic(path: str | Path, write) -> None:
@@ -20,3 +20,17 @@ def write_atomic(path: str | Path, write) -> None:
         partial.unlink(missing_ok=True)
         raise OSError(err.errno, err.strerror, str(path)) if err.filename is None else err from None
     os.replace(partial, path)
+
+
+def append_whole(path: str | Path, data: bytes, sync: bool = False, mode: int = 0o644) -> None:
+    """``data`` (whole lines) appended by one ``write`` on a file opened for appending, so a
+    process killed at any moment leaves whole lines; an error names ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
+    finally:
+        os.close(fd)

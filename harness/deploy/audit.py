@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.files import append_whole
+
 __all__ = ["AuditLog", "read_log", "hourly_counts", "AUDIT_KEYS"]
 
 AUDIT_KEYS = ("time", "verdict", "why", "adult_probability", "threshold", "min_age", "model", "liveness",
@@ -50,11 +52,7 @@ class AuditLog:
             self._append(line)
 
     def _append(self, data: bytes) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        append_whole(self.path, data, mode=0o600)
 
     def _rotate(self) -> None:
         for n in range(self.keep - 1, 0, -1):

@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from harness.files import write_atomic
+from harness.files import append_whole, write_atomic
 from harness.paths import child_path
 from harness.runs.layout import (
     BEST_FILE,
@@ -99,15 +99,7 @@ def experiment_records(results_dir: str | Path, index: dict[str, dict] | None = 
 
 
 def append_record(results_dir: str | Path, record: dict) -> None:
-    line = json.dumps(record, sort_keys=True) + "\n"
-    fd = os.open(Path(results_dir) / INDEX_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    except OSError as err:
-        raise OSError(err.errno, err.strerror, str(Path(results_dir) / INDEX_FILE)) from None
-    finally:
-        os.close(fd)
+    append_whole(Path(results_dir) / INDEX_FILE, (json.dumps(record, sort_keys=True) + "\n").encode(), sync=True)
 
 
 def trial_dir(results_dir: str | Path, trial_id: str) -> Path:

@@ -359,13 +359,13 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
                      description=describe(Path(model), predictor), max_batch=options.max_batch,
                      door=DoorSettings(fitness, options.borderline, options.max_false_accept, options.admin_token,
                                        _audit(options)))
+    from harness.deploy.serve.lan import door_url, qr_text
+
     scheme = "https" if options.ssl_certfile else "http"
     bind = options.host.strip("[]")   # an IPv6 address is bracketed in a URL, never when binding
-    shown = f"[{bind}]" if ":" in bind else bind
-    print(f"serving {model} on {scheme}://{shown}:{options.port}/ "
+    print(f"serving {model} on {door_url(scheme, bind, options.port, None)} "
           f"(token {'required' if options.token else 'off'}); Ctrl-C stops", flush=True)
     if options.lan:
-        from harness.deploy.serve.lan import door_url, qr_text
 
         url = door_url(scheme, bind, options.port, options.token)
         print(f"open on the phone (same network): {url}\n{qr_text(url)}"
