@@ -47,7 +47,7 @@ def adience_images(tmp_path_factory, request):
 
 # Module fixtures that train models: a test asking for any of them trains (see pytest.ini).
 TRAINING_FIXTURES = {"door_runs", "door_exports", "server", "models", "trials", "jax_run", "two_nodes",
-                     "finished", "results"}
+                     "finished", "results", "gated_run", "door", "door_model"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -41,8 +41,12 @@ def cmd_serve(args) -> int:
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, allow_failed_parity=args.allow_failed_parity,
         max_false_accept=args.max_false_accept, allow_unfit=args.allow_unfit, borderline=args.borderline,
         admin_token=args.admin_token or os.environ.get("HARNESS_SERVE_ADMIN_TOKEN") or None,
-        audit_log=args.audit_log, audit_max_mb=args.audit_max_mb, lan=args.lan))
+        audit_log=args.audit_log, audit_max_mb=args.audit_max_mb, lan=args.lan, liveness=args.liveness))
     return 0
+
+
+def _margin(text: str):
+    return "auto" if text == "auto" else probability(text)
 
 
 def cmd_door_log(args) -> int:
@@ -93,9 +97,14 @@ def register(commands) -> None:
                           f"its calibrated threshold, or has none (default {DEFAULT_MAX_FALSE_ACCEPT})")
     srv.add_argument("--allow-unfit", action="store_true",
                      help="serve such a model anyway, as a demo: the page says DEMO, not for real checks")
-    srv.add_argument("--borderline", type=probability, default=DEFAULT_BORDERLINE, metavar="MARGIN",
+    srv.add_argument("--borderline", type=_margin, default=DEFAULT_BORDERLINE, metavar="MARGIN|auto",
                      help="an adult probability this close to the threshold gets ASK FOR ID "
-                          f"(default {DEFAULT_BORDERLINE})")
+                          f"(default {DEFAULT_BORDERLINE}); auto: the band calibrated with the model's gate, "
+                          "holding the tenth of its validation faces nearest the threshold")
+    srv.add_argument("--liveness", choices=["blink", "off"], default="blink",
+                     help="blink (default): ALLOW only after the live camera saw the person blink, so a photo "
+                          "held up never passes (an adult's single photo gets ASK FOR ID); off: any photo may "
+                          "allow (research, or a door where staff take every photo themselves)")
     srv.add_argument("--admin-token", help="lets a request change the minimum age (header X-Admin-Token); "
                                            "default: none may (env HARNESS_SERVE_ADMIN_TOKEN)")
     srv.add_argument("--max-upload-mb", type=finite_positive, default=10, help="larger uploads get 413 (default 10)")

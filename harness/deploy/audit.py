@@ -43,7 +43,8 @@ class AuditLog:
         entry = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
                  "verdict": answer["verdict"], "why": answer.get("why"),
                  "adult_probability": answer.get("adult_probability"), "threshold": answer.get("threshold"),
-                 "min_age": answer.get("min_age"), "model": model, "liveness": answer.get("liveness"),
+                 "min_age": answer.get("min_age"), "model": model,
+                 "liveness": (answer.get("liveness") or {}).get("state"),
                  "client": client, "faces": sum(f.get("face") is not None for f in answer.get("faces", []))}
         line = (json.dumps(entry, sort_keys=True) + "\n").encode()
         with self._lock:

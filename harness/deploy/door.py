@@ -11,15 +11,20 @@ it is a demo; ``harness predict`` warns and goes on (research use).
 The verdicts, for the face nearest the camera: **allow** and **deny** only when the
 model is sure on either side of its threshold; **ask_for_id** when it is borderline
 (within ``borderline`` of the threshold), cannot judge the face, the face is too small
-to judge, or more than one face is in view; **retake** when there is no face at all.
+to judge, or more than one face is in view; **retake** when there is no face at all. Where
+the door checks liveness (``serve --liveness blink``, the default), an answer that would
+allow becomes **ask_for_id** unless the live camera's frames showed a blink
+(:mod:`harness.deploy.liveness`): a photo held up to the camera never allows.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-__all__ = ["Fitness", "door_fitness", "door_verdict", "VERDICTS", "DEFAULT_MAX_FALSE_ACCEPT",
-           "DEFAULT_BORDERLINE", "MIN_FACE_PIXELS"]
+from harness.models.gate import door_cases
+
+__all__ = ["Fitness", "door_fitness", "door_verdict", "calibrated_borderline", "VERDICTS",
+           "DEFAULT_MAX_FALSE_ACCEPT", "DEFAULT_BORDERLINE", "MIN_FACE_PIXELS"]
 
 DEFAULT_MAX_FALSE_ACCEPT = 0.05   # at most 5 in 100 minors let in, on the model's test faces
 DEFAULT_BORDERLINE = 0.1          # adult probability within this of the threshold: ask for ID
@@ -90,10 +95,27 @@ def door_fitness(calibrated: dict | None, min_age: float, max_false_accept: floa
     return Fitness(True, (), **figures)
 
 
+def calibrated_borderline(calibrated: dict | None) -> tuple[float, str]:
+    """(margin, where it comes from) of the borderline band calibrated with the model's
+    gate (``serve --borderline auto``); ValueError when it has none."""
+    band = (calibrated or {}).get("borderline")
+    if not band:
+        raise ValueError("--borderline auto: this model's gate has no calibrated borderline band (it has no "
+                         "calibrated threshold, or was calibrated before the band was); give --borderline MARGIN")
+    measured = ""
+    if band.get("test_asked") is not None:
+        measured = f"; on its test faces it asked about {_in_100(band['test_asked'])} in 100"
+        if band.get("test_false_accept_rate") is not None:
+            measured += f" and let in about {_in_100(band['test_false_accept_rate'])} in 100 minors itself"
+    return float(band["margin"]), (f"calibrated: the {band['ask_share']:.0%} of validation faces nearest the "
+                                   f"threshold{measured}")
+
+
 def door_verdict(faces: list, threshold: float, borderline: float = DEFAULT_BORDERLINE,
-                 min_face_pixels: int = MIN_FACE_PIXELS) -> tuple[str, str]:
+                 min_face_pixels: int = MIN_FACE_PIXELS, liveness=None) -> tuple[str, str]:
     """(verdict, why) for one photo's gated faces (:class:`harness.deploy.classify.FaceResult`,
-    largest first): one of :data:`VERDICTS`."""
+    largest first): one of :data:`VERDICTS`. ``liveness``: the live check's
+    :class:`harness.deploy.liveness.Liveness` where the door requires one, else None."""
     found = [f for f in faces if f.face is not None]
     if not found:
         return "retake", "no face: retake the photo with the face in view"
@@ -104,13 +126,18 @@ def door_verdict(faces: list, threshold: float, borderline: float = DEFAULT_BORD
         return "ask_for_id", "the face is too small to judge: come closer, or check ID"
     if face.adult_probability is None or face.gate in (None, "undefined"):
         return "ask_for_id", f"the model cannot judge this face ({face.undefined_reason or 'undefined'})"
-    if abs(face.adult_probability - threshold) < borderline:
-        return "ask_for_id", (f"borderline: adult {face.adult_probability:.0%}, the door needs {threshold:.0%} "
-                              f"(within {borderline:.0%})")
-    figures = f"adult {face.adult_probability:.0%} (needs {threshold:.0%})"
-    if face.gate == "allow":
+    p = face.adult_probability
+    # The face's gate says whether its most likely group is at or over the age where p
+    # reaches the threshold (below it, the gate denies either way).
+    case = door_cases([p], [face.gate == "allow"], threshold, borderline)[0]
+    figures = f"adult {p:.0%} (needs {threshold:.0%})"
+    if case == "borderline":
+        return "ask_for_id", f"borderline: adult {p:.0%}, the door needs {threshold:.0%} (within {borderline:.0%})"
+    if case == "allow":
+        if liveness is not None and not liveness.passed:
+            return "ask_for_id", f"{figures}, but {liveness.why}"
         return "allow", figures
-    if face.adult_probability < threshold:
-        return "deny", figures
+    if case == "deny":
+        return "deny", figures if p < threshold else f"{figures}, and the most likely age group is under the door's age"
     # Likely an adult, yet the most likely age group is under the door's age: not sure.
     return "ask_for_id", f"{figures}, but the most likely age group is under the door's age"

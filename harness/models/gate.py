@@ -201,3 +201,49 @@ def calibrate(readouts, exact_ages, spec: GateSpec) -> dict:
             "val_false_accept_rate": float(curve["false_accept_rate"][best]),
             "val_false_reject_rate": float(curve["false_reject_rate"][best]),
             "val_false_accept_bound": float(judged[best])}
+
+
+DEFAULT_ASK_SHARE = 0.10   # a calibrated borderline band asks about this share of the validation faces
+
+
+def borderline_band(val_readouts, min_age: float, threshold: float, share: float = DEFAULT_ASK_SHARE) -> float:
+    """The half-width of the band around ``threshold`` holding ``share`` of the validation
+    faces' adult probabilities: the faces the door sends to an ID check because the model
+    is least sure of them (at most 0.49, the widest band a door may have)."""
+    probability, _ = adult_evidence(val_readouts, min_age)
+    distance = np.abs(probability[np.isfinite(probability)] - threshold)
+    return float(min(np.quantile(distance, share), 0.49)) if len(distance) else 0.0
+
+
+def door_cases(probability, described, threshold: float, margin: float) -> np.ndarray:
+    """The door's rule, per face (``harness.deploy.door`` words it for one face): ``allow``,
+    ``deny``, or one of the cases it asks for ID: ``borderline`` (within ``margin`` of the
+    threshold), ``conflicting`` (adult by probability, at least even odds, yet the most
+    likely group is under the age), ``undefined`` (no probability). A face whose two
+    readings both say under the age is denied, whatever the threshold."""
+    p = np.asarray(probability, dtype=np.float64)
+    described = np.asarray(described, dtype=bool)
+    finite = np.isfinite(p)
+    p = np.where(finite, p, 0.0)
+    borderline = finite & (np.abs(p - threshold) < margin)
+    sure = finite & ~borderline
+    allow = sure & (p >= threshold) & described
+    deny = sure & ((p < threshold) | (~described & (p < 0.5)))
+    cases = np.full(p.shape, "undefined", dtype=object)
+    cases[sure & ~allow & ~deny] = "conflicting"
+    cases[borderline], cases[allow], cases[deny] = "borderline", "allow", "deny"
+    return cases
+
+
+def band_rates(readouts, exact_ages, min_age: float, threshold: float, margin: float) -> dict:
+    """What a door with this threshold and borderline band does with these faces
+    (:func:`door_cases`): the share it asks for ID, and the minors it lets in and adults
+    it refuses itself."""
+    ages = np.asarray(exact_ages, dtype=np.float64)
+    probability, described = adult_evidence(readouts, min_age)
+    cases = door_cases(probability, described, threshold, margin)
+    allowed, denied = cases == "allow", cases == "deny"
+    minors, adults = ages < min_age, ages >= min_age
+    return {"asked": float((~allowed & ~denied).mean()) if len(ages) else None,
+            "false_accept_rate": float(allowed[minors].mean()) if minors.any() else None,
+            "false_reject_rate": float(denied[adults].mean()) if adults.any() else None}

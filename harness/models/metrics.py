@@ -10,7 +10,7 @@ from sklearn.metrics import confusion_matrix
 
 from harness.data.labels import N_AGE, N_GENDER, decode_batch
 from harness.models import heads, losses
-from harness.models.gate import GateSpec, calibrate, gate_rates
+from harness.models.gate import DEFAULT_ASK_SHARE, GateSpec, band_rates, borderline_band, calibrate, gate_rates
 
 
 def _argmax_or_invalid(part: np.ndarray) -> np.ndarray:
@@ -98,7 +98,9 @@ def compute(head: str, outputs, age, gender, loss: str | None = None,
 
 def calibrated_gate(spec: GateSpec, val_readouts, val_years, test_readouts, test_years) -> dict:
     """The gate's threshold chosen on validation faces, and its rates on the test faces
-    (readouts: see :func:`harness.models.heads.readout`)."""
+    (readouts: see :func:`harness.models.heads.readout`); with it, the borderline band
+    that asks about a tenth of the validation faces and what it does on the test faces
+    (``serve --borderline auto``)."""
     chosen = calibrate(val_readouts, val_years, spec)
     test_years = np.asarray(test_years, dtype=np.float64)
     if chosen["met"] and len(test_years) and not np.isnan(test_years).any():
@@ -106,4 +108,9 @@ def calibrated_gate(spec: GateSpec, val_readouts, val_years, test_readouts, test
         chosen.update(test_false_accept_rate=rates["false_accept_rate"],
                       test_false_reject_rate=rates["false_reject_rate"],
                       test_minors=rates["minors"], test_adults=rates["adults"])
+        margin = borderline_band(val_readouts, spec.min_age, chosen["threshold"])
+        banded = band_rates(test_readouts, test_years, spec.min_age, chosen["threshold"], margin)
+        chosen["borderline"] = {"ask_share": DEFAULT_ASK_SHARE, "margin": margin, "test_asked": banded["asked"],
+                                "test_false_accept_rate": banded["false_accept_rate"],
+                                "test_false_reject_rate": banded["false_reject_rate"]}
     return chosen

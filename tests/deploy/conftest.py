@@ -1,4 +1,5 @@
 """Fixtures of the deploy tests."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +46,21 @@ def photos(tmp_path_factory, utkface_sample):
     canvas.paste(faces[0].resize((1200, 1200)), (1400, 900))
     canvas.save(out / "large.jpg", quality=85)
     return out
+
+
+@pytest.fixture(scope="session")
+def gated_run(tmp_path_factory, utkface_sample):
+    """A model whose gate was calibrated on its validation faces (for at most 99 % false
+    accepts: a target any model meets), so its test false-accept rate at 18 is measured."""
+    from harness.models.gate import GateSpec
+    from harness.models.spec import FCN, TrainingSpec
+    from tests.helpers.backend_runs import make_trial, train_all
+
+    base = tmp_path_factory.mktemp("gated")
+    run = make_trial(base / "keras", utkface_sample, base / "cache", "keras", architecture=FCN(widths=[64]),
+                     training=TrainingSpec(epochs=25, batch_size=16, seed=3),
+                     gate=GateSpec(min_age=18, max_false_accept=0.99))
+    train_all([run])
+    gate = json.loads((run / "metrics.json").read_text())["gate"]
+    assert gate["met"] and gate["test_minors"] > 0, gate
+    return run, gate

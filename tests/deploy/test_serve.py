@@ -111,6 +111,46 @@ def test_the_gate_answers_one_of_three_verdicts_with_the_threshold_used(server, 
         answer["verdict"] == "ask_for_id" and answer["faces"][0]["gate"] == "deny" and p >= 0.5)
 
 
+def _frame_jpeg(frame: Image.Image) -> bytes:
+    """A camera frame as the page sends it: 480 px wide, JPEG."""
+    out = io.BytesIO()
+    frame.resize((480, 360), Image.Resampling.BILINEAR).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def _live_check(server, frames, headers=None):
+    return httpx.post(server.url + "/v1/gate", headers=auth() if headers is None else headers, timeout=120,
+                      files=[("frame", (f"frame{n}.jpg", _frame_jpeg(f), "image/jpeg")) for n, f in enumerate(frames)])
+
+
+def test_a_live_check_is_a_run_of_frames_and_only_a_blink_passes_it(server, face_photo):
+    from harness.deploy.liveness.sequences import blink_sequence, still_sequence
+
+    face = Image.open(face_photo)
+    blinking = _live_check(server, blink_sequence(face, np.random.default_rng(7)))
+    assert blinking.status_code == 200, blinking.text
+    seen = blinking.json()
+    assert seen["liveness"]["state"] == "blink" and seen["liveness"]["passed"] is True
+    assert seen["liveness"]["frames"] == 20 and 1 <= seen["frame"] <= 20 and seen["verdict"] in VERDICTS
+    held = _live_check(server, still_sequence(face, np.random.default_rng(0))).json()
+    assert held["liveness"]["state"] in ("no_blink", "too_few_faces") and held["verdict"] != "allow"
+    assert "blink" in held["liveness"]["why"] or "look at the camera" in held["liveness"]["why"]
+    one = upload(server, face_photo, "/v1/gate").json()
+    assert one["liveness"]["state"] == "not_checked" and one["verdict"] != "allow" and one["frame"] is None
+    assert httpx.get(server.url + "/v1/info", headers=auth(), timeout=10).json()["liveness"] == "blink"
+
+
+def test_a_live_checks_bad_frame_or_too_many_frames_are_refused_by_name(server, face_photo):
+    good = face_photo.read_bytes()
+    bad = httpx.post(server.url + "/v1/gate", headers=auth(), timeout=60, files=[
+        ("frame", ("a.jpg", good)), ("frame", ("b.jpg", good)), ("frame", ("c.jpg", b"not an image at all"))])
+    assert bad.status_code == 415 and "camera frame 3" in bad.json()["error"], bad.text
+    many = httpx.post(server.url + "/v1/gate", headers=auth(), timeout=60,
+                      files=[("frame", (f"{n}.jpg", good)) for n in range(41)])
+    assert many.status_code == 422 and "at most 40 frames" in many.json()["error"], many.text
+    assert upload(server, face_photo, "/v1/gate").status_code == 200   # and the server goes on
+
+
 def test_the_minimum_age_is_the_operators_and_a_request_changes_it_only_with_the_admin_token(server, face_photo):
     refused = upload(server, face_photo, "/v1/gate", min_age=16)
     assert refused.status_code == 403 and "only with the admin token" in refused.json()["error"]
@@ -266,24 +306,6 @@ def test_listening_beyond_this_machine_needs_a_token(door_exports):
     assert short.returncode == 2 and "at least 16 characters" in short.stderr
 
 
-@pytest.fixture(scope="module")
-def gated_run(tmp_path_factory, utkface_sample):
-    """A model whose gate was calibrated on its validation faces (for at most 99 % false
-    accepts: a target any model meets), so its test false-accept rate at 18 is measured."""
-    from harness.models.gate import GateSpec
-    from harness.models.spec import FCN, TrainingSpec
-    from tests.helpers.backend_runs import make_trial, train_all
-
-    base = tmp_path_factory.mktemp("gated")
-    run = make_trial(base / "keras", utkface_sample, base / "cache", "keras", architecture=FCN(widths=[64]),
-                     training=TrainingSpec(epochs=25, batch_size=16, seed=3),
-                     gate=GateSpec(min_age=18, max_false_accept=0.99))
-    train_all([run])
-    gate = json.loads((run / "metrics.json").read_text())["gate"]
-    assert gate["met"] and gate["test_minors"] > 0, gate
-    return run, gate
-
-
 def test_an_unfit_model_is_refused_at_start_naming_its_measured_figures(door_runs, gated_run):
     uncalibrated = subprocess.run([sys.executable, "-m", "harness", "serve", "--model", str(door_runs["keras"]),
                                    "--port", str(_free_port())], capture_output=True, text=True, timeout=300)
@@ -300,10 +322,13 @@ def test_an_unfit_model_is_refused_at_start_naming_its_measured_figures(door_run
 
 def test_a_fit_model_is_served_with_its_measured_figures_and_no_demo_banner(gated_run, face_photo, tmp_path):
     run, gate = gated_run
-    running = Server(run, tmp_path, "--max-false-accept", "1.0")
+    running = Server(run, tmp_path, "--max-false-accept", "1.0", "--liveness", "off", "--borderline", "auto")
     try:
         info = httpx.get(running.url + "/v1/info", timeout=10).json()
-        assert info["demo"] is False and info["door"]["fit"] is True
+        assert info["demo"] is False and info["door"]["fit"] is True and info["liveness"] == "off"
+        # The band calibrated with the gate, and what it did on the test faces, in words.
+        assert info["borderline"] == gate["borderline"]["margin"]
+        assert info["borderline_source"].startswith("calibrated: the 10% of validation faces nearest the threshold")
         assert info["door"]["false_accept_rate"] == gate["test_false_accept_rate"]
         minors, adults = gate["test_minors"], gate["test_adults"]
         assert info["door"]["words"].startswith("lets in about ") and (
@@ -311,8 +336,21 @@ def test_a_fit_model_is_served_with_its_measured_figures_and_no_demo_banner(gate
         assert info["gate_threshold"] == gate["threshold"] and info["gate_threshold_source"].startswith("calibrated")
         answer = upload(running, face_photo, "/v1/gate", headers={}).json()
         assert answer["verdict"] in VERDICTS and answer["threshold"] == gate["threshold"]
+        # Without liveness a single photo decides as the model does (here: its face's own gate).
+        face = answer["faces"][0]
+        assert answer["liveness"]["state"] == "off"
+        if face["gate"] == "allow" and abs(face["adult_probability"] - gate["threshold"]) >= info["borderline"]:
+            assert answer["verdict"] == "allow"
     finally:
         running.stop()
+
+
+def test_a_calibrated_borderline_band_is_refused_for_a_model_without_one(door_runs):
+    refused = subprocess.run([sys.executable, "-m", "harness", "serve", "--model", str(door_runs["keras"]),
+                              "--allow-unfit", "--borderline", "auto", "--port", str(_free_port())],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "has no calibrated borderline band" in refused.stderr, refused.stderr[-2000:]
+    assert "give --borderline MARGIN" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_a_trained_run_directory_is_served_too(door_runs, face_photo, tmp_path):
@@ -337,20 +375,23 @@ def _screenshots(tmp_path) -> Path:
     return folder
 
 
-def _fake_camera_video(face_photo: Path, out: Path) -> Path:
-    """A Y4M clip (what Chromium's fake camera plays) of the face in a 640x480 frame."""
-    frame = Image.new("RGB", (640, 480), (200, 200, 195))
-    face = Image.open(face_photo).convert("RGB").resize((360, 360))
-    frame.paste(face, (140, 60))
-    ycbcr = np.asarray(frame.convert("YCbCr"))
-    y = ycbcr[:, :, 0]
-    cb = np.asarray(Image.fromarray(ycbcr[:, :, 1]).resize((320, 240)))
-    cr = np.asarray(Image.fromarray(ycbcr[:, :, 2]).resize((320, 240)))
+def _y4m(frames, out: Path, fps: int = 10) -> Path:
+    """A Y4M clip (what Chromium's fake camera plays, in a loop) of 640x480 RGB frames."""
     with open(out, "wb") as handle:
-        handle.write(b"YUV4MPEG2 W640 H480 F10:1 Ip A1:1 C420jpeg\n")
-        for _ in range(10):
-            handle.write(b"FRAME\n" + y.tobytes() + cb.tobytes() + cr.tobytes())
+        handle.write(f"YUV4MPEG2 W640 H480 F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in frames:
+            ycbcr = np.asarray(frame.convert("YCbCr"))
+            cb = np.asarray(Image.fromarray(ycbcr[:, :, 1]).resize((320, 240)))
+            cr = np.asarray(Image.fromarray(ycbcr[:, :, 2]).resize((320, 240)))
+            handle.write(b"FRAME\n" + ycbcr[:, :, 0].tobytes() + cb.tobytes() + cr.tobytes())
     return out
+
+
+def _fake_camera_video(face_photo: Path, out: Path) -> Path:
+    """A clip of the face in a 640x480 frame, still."""
+    frame = Image.new("RGB", (640, 480), (200, 200, 195))
+    frame.paste(Image.open(face_photo).convert("RGB").resize((360, 360)), (140, 60))
+    return _y4m([frame] * 10, out)
 
 
 # Selectors, not wait_for_function: that evaluates strings in the page, which the page's
@@ -413,7 +454,7 @@ def test_the_phone_page_judges_the_live_camera(server, face_photo, tmp_path):
         while page.evaluate("document.getElementById('video').videoWidth") != 640:
             assert time.monotonic() < deadline, "the fake camera did not start"
             page.wait_for_timeout(200)
-        verdict, sentence = _verdict(page)    # a frame is sent every second
+        verdict, sentence = _verdict(page)    # a live check: 3 s of frames
         assert verdict in ("allow", "ask_for_id", "deny"), page.inner_text("#error") or sentence
         assert " between " in sentence
         page.screenshot(path=str(_screenshots(tmp_path) / "door_camera_390.png"), full_page=True)
@@ -477,6 +518,7 @@ def test_an_ipv6_loopback_host_in_brackets_is_served(door_exports, tmp_path):
         log.close()
 
 
+@pytest.mark.browser
 def test_lan_prints_a_url_and_qr_code_with_a_new_token_over_https_with_a_reused_certificate(door_exports,
                                                                                           tmp_path):
     """``--lan ADDRESS`` (127.0.0.1 here; a bare ``--lan`` finds the LAN address): the URL it
@@ -514,6 +556,19 @@ def test_lan_prints_a_url_and_qr_code_with_a_new_token_over_https_with_a_reused_
         info = httpx.get(url.split("#")[0] + "v1/info", verify=trusted, headers=auth(token), timeout=10)
         assert info.status_code == 200 and info.json()["min_age"] == 18
         assert oct(os.stat(cert.with_suffix(".key")).st_mode & 0o777) == "0o600"
+        # The phone: the URL as printed opens the page, which reads its token from the
+        # fragment and reaches the API with it (the certificate warning accepted once).
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_executable(), args=["--no-sandbox"])
+            context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, ignore_https_errors=True)
+            page = context.new_page()
+            page.goto(url)
+            page.wait_for_selector("#model:has-text('export')", timeout=30_000)
+            assert "token" not in page.url and page.is_hidden("#error")
+            assert page.inner_text("#min-age") == "Minimum age 18:"
+            browser.close()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

@@ -177,6 +177,30 @@ def test_a_target_no_threshold_meets_is_reported_not_clamped():
     assert not only_adults["met"] and "0 faces under 18" in only_adults["reason"]
 
 
+def test_the_calibrated_borderline_band_asks_about_a_tenth_of_the_validation_faces_and_is_measured_on_test():
+    from harness.models.gate import band_rates, borderline_band
+    from harness.models.metrics import calibrated_gate
+
+    scores, ages, *_ = _constructed_validation()
+    gate = calibrated_gate(GateSpec(min_age=18, max_false_accept=0.05), scores, ages, scores, ages)
+    band = gate["borderline"]
+    threshold, masses = gate["threshold"], scores[:, 4]
+    assert band["margin"] == borderline_band(scores, 18, threshold)
+    inside = np.abs(masses - threshold) < band["margin"]
+    assert 0.08 <= inside.mean() <= 0.10                 # the tenth nearest the threshold (ties aside)
+    # On the same faces as "test": those asked are the band's; outside it the door decides itself.
+    assert band["test_asked"] == pytest.approx(inside.mean())
+    allowed = ~inside & (masses >= threshold)
+    assert band["test_false_accept_rate"] == pytest.approx(allowed[:40].mean())
+    assert band["test_false_reject_rate"] == pytest.approx((~inside & (masses < threshold))[40:].mean())
+    assert band["test_false_accept_rate"] <= gate["test_false_accept_rate"]   # a band only ever asks more
+    # A face described under the age is never allowed, band or not; undecodable faces are asked.
+    child = np.concatenate([[0, 0, 0.9, 0.1, 0, 0, 0, 0], [1, 0]])
+    assert band_rates([child], [30.0], 18, 0.5, 0.0) == {"asked": 0.0, "false_accept_rate": None,
+                                                          "false_reject_rate": 1.0}
+    assert band_rates([np.full(10, np.nan)], [30.0], 18, 0.5, 0.1)["asked"] == 1.0
+
+
 def test_gate_decisions_follow_the_gate_rule_for_a_minor_group():
     row = np.concatenate([[0, 0, 0, 0.45, 0.30, 0.25, 0, 0], [1, 0]])   # decoded (15, 20)
     assert not gate_decisions([row], 18, [0.0, 0.5])[0].any()

@@ -5,6 +5,10 @@ Routes: ``POST /v1/predict`` (the JSON of ``harness predict --json``), ``POST /v
 :mod:`harness.deploy.door`), ``GET /v1/info``, ``GET /healthz``, and ``GET /`` with its
 static files, a mobile-first page that takes a photo or watches a live camera.
 
+A live check is one ``/v1/gate`` request with the camera's frames (``frame`` fields):
+where the door checks liveness (``--liveness blink``, the default), only a person seen
+blinking in them can be allowed (:mod:`harness.deploy.liveness`).
+
 Only a model fit for the door is served (its measured false accepts at the door's age
 within ``--max-false-accept``), unless ``--allow-unfit`` makes it a demo, which the page
 says on every screen. The minimum age is the operator's: a request may change it only
@@ -49,7 +53,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from harness.deploy.batching import DEFAULT_MAX_FACES, ReadoutBatcher
 from harness.deploy.classify import face_results, gate_threshold, usable_chips
-from harness.deploy.door import DEFAULT_BORDERLINE, door_fitness, door_verdict
+from harness.deploy.door import DEFAULT_BORDERLINE, calibrated_borderline, door_fitness, door_verdict
+from harness.deploy.liveness import MAX_FRAMES, Liveness
 from harness.deploy.serve.guard import Guard, HostNames, RequestProblem, TokenCheck, check_admin, error_response
 from harness.deploy.serve.options import (
     DEFAULT_MAX_BUFFERED_MB,
@@ -101,16 +106,17 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
         held["bytes"] += reserved
         name = "upload"
         try:
-            body, name = await read_upload(request, max_upload_bytes, body_timeout_s)
+            upload = await read_upload(request, max_upload_bytes, body_timeout_s)
+            name = upload.name
             gone = threading.Event()
             waiting: list = []     # the photo's readouts future, cancelled if the client leaves
             watcher = asyncio.create_task(_watch_disconnect(request, gone, waiting))
             try:
                 found = await asyncio.get_running_loop().run_in_executor(
-                    pool, _unless_gone, gone, _timed, upload_faces, body, name, max_pixels)
+                    pool, _unless_gone, gone, _timed, upload_faces, upload, max_pixels)
                 if found is None:
                     raise ClientGone()
-                faces, detect_ms = found
+                (faces, liveness, frame), detect_ms = found
                 started = time.perf_counter()
                 threshold = (gate_threshold(predictor, gate_age) if gate_age is not None
                              else (DEFAULT_GATE_THRESHOLD, "default"))
@@ -129,7 +135,7 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
                 results = face_results(name, faces, readouts, None, gate_age, threshold[0])
             finally:
                 watcher.cancel()
-            return results, threshold, (detect_ms, (time.perf_counter() - started) * 1000)
+            return results, threshold, (liveness, frame), (detect_ms, (time.perf_counter() - started) * 1000)
         except ClientGone:
             held["abandoned"] += 1
             raise
@@ -150,7 +156,7 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
             _check_age(min_age)
             if min_age != serve_min_age:
                 check_admin(request.headers, door.admin_token, "the minimum age")
-        faces, _, took = await infer(request, min_age)
+        faces, _, _, took = await infer(request, min_age)
         return JSONResponse([face.to_dict() for face in faces], headers=_timing(took))
 
     @app.post("/v1/gate")
@@ -158,8 +164,11 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
         age = _check_age(min_age if min_age is not None else serve_min_age)
         if age != serve_min_age:
             check_admin(request.headers, door.admin_token, "the minimum age")
-        faces, (threshold, source), took = await infer(request, age)
-        answer = gate_answer(faces, age, threshold, source, door.borderline)
+        faces, (threshold, source), (liveness, frame), took = await infer(request, age)
+        if door.liveness == "off":
+            liveness = Liveness("off", "liveness is not checked on this server (--liveness off)", liveness.frames)
+        answer = gate_answer(faces, age, threshold, source, door.borderline, liveness)
+        answer["frame"] = frame
         if door.audit is not None:
             try:
                 door.audit.record(answer, (description or {}).get("name", "model"),
@@ -174,7 +183,9 @@ def create_app(predictor, *, token: str | None = None, min_age: float = 18,
         fitness = door.fitness or door_fitness(predictor.calibrated_gate, serve_min_age, door.max_false_accept)
         return {"model": description or {}, "min_age": serve_min_age, "min_age_fixed": True,
                 "gate_threshold": threshold, "gate_threshold_source": source, "borderline": door.borderline,
+                "borderline_source": door.borderline_source,
                 "door": fitness.to_dict(), "demo": not fitness.fit, "photos_stored": False,
+                "liveness": door.liveness, "max_frames": MAX_FRAMES,
                 "max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "image_field": IMAGE_FIELD}
 
     @app.get("/healthz")
@@ -271,12 +282,15 @@ def _check_age(min_age: float) -> float:
         raise RequestProblem(422, f"min_age: {err}") from None
 
 
-def gate_answer(faces, min_age: float, threshold: float, source: str, borderline: float = DEFAULT_BORDERLINE) -> dict:
+def gate_answer(faces, min_age: float, threshold: float, source: str, borderline: float = DEFAULT_BORDERLINE,
+                liveness: Liveness | None = None) -> dict:
     """The door's decision for the person nearest the camera (the largest face), one of
-    :data:`harness.deploy.door.VERDICTS`, and why."""
+    :data:`harness.deploy.door.VERDICTS`, and why; ``liveness`` (state ``off``: not
+    required) is what the live camera's frames showed."""
     judged = [f for f in faces if f.face is not None]
     nearest = judged[0] if judged else None
-    verdict, why = door_verdict(faces, threshold, borderline)
+    required = liveness if liveness is not None and liveness.state != "off" else None
+    verdict, why = door_verdict(faces, threshold, borderline, liveness=required)
     return {
         "verdict": verdict,
         "why": why,
@@ -285,6 +299,7 @@ def gate_answer(faces, min_age: float, threshold: float, source: str, borderline
         "threshold": threshold,
         "threshold_source": source,
         "sentence": nearest.sentence if nearest is not None else (faces[0].sentence if faces else "Undefined"),
+        "liveness": liveness.to_dict() if liveness is not None else None,
         "faces": [face.to_dict() for face in faces],
     }
 
@@ -339,6 +354,9 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
     options.check()
     predictor = open_model(model, options.tta, options.allow_failed_parity)
     fitness = door_fitness(predictor.calibrated_gate, options.min_age, options.max_false_accept)
+    borderline, borderline_source = options.borderline, "stated"
+    if borderline == "auto":
+        borderline, borderline_source = calibrated_borderline(predictor.calibrated_gate)
     if not fitness.fit and not options.allow_unfit:
         raise UnfitModel(f"{model} is not fit for the door at {options.min_age:g}: {'; '.join(fitness.problems)}. "
                          f"Measured: {fitness.words()}. Serve a model calibrated with gate: in its experiment "
@@ -357,8 +375,8 @@ def serve(model: str, options: ServeOptions = ServeOptions()) -> None:
                      hosts=HostNames(options.host, options.allowed_hosts),
                      cors_origins=list(options.cors_origins or []) or None,
                      description=describe(Path(model), predictor), max_batch=options.max_batch,
-                     door=DoorSettings(fitness, options.borderline, options.max_false_accept, options.admin_token,
-                                       _audit(options)))
+                     door=DoorSettings(fitness, borderline, options.max_false_accept, options.admin_token,
+                                       _audit(options), options.liveness, borderline_source))
     from harness.deploy.serve.lan import door_url, qr_text
 
     scheme = "https" if options.ssl_certfile else "http"

@@ -17,6 +17,7 @@ DEFAULT_MAX_UPLOAD_MB = 10
 DEFAULT_MAX_MEGAPIXELS = 50     # above any phone camera's photo
 DEFAULT_QUEUE_LIMIT = 32
 DEFAULT_MAX_BUFFERED_MB = 64    # every upload being read or waiting for the model, together
+LIVENESS_CHECKS = ("blink", "off")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class DoorSettings:
     max_false_accept: float = DEFAULT_MAX_FALSE_ACCEPT
     admin_token: str | None = None
     audit: object | None = None           # a harness.deploy.audit.AuditLog: one line per decision
+    liveness: str = "blink"               # "blink": allow only after the live camera saw a blink; "off"
+    borderline_source: str = "stated"     # or how it was calibrated (serve --borderline auto)
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,13 @@ class ServeOptions:
     allow_failed_parity: bool = False     # serve an export whose parity check failed (demos only)
     max_false_accept: float = DEFAULT_MAX_FALSE_ACCEPT   # the most minors let in (test faces) a model may have
     allow_unfit: bool = False             # serve a model that is not fit, as a demo the page says it is
-    borderline: float = DEFAULT_BORDERLINE   # adult probability this close to the threshold: ask for ID
+    borderline: float | str = DEFAULT_BORDERLINE   # adult probability this close to the threshold: ask for
+    #                                                ID; "auto": the band calibrated with the model's gate
     admin_token: str | None = None        # lets a request change the minimum age (X-Admin-Token)
     lan: str | None = None                # "auto" or an address: listen there with a token, HTTPS and a QR code
     audit_log: str | None = None          # one JSON line per door decision, no image (harness door-log)
     audit_max_mb: float = 10              # rotated past this size
+    liveness: str = "blink"               # allow only after a blink on the live camera; "off": any photo
 
     def check(self) -> None:
         """Every option that can be wrong, refused before the model is loaded."""
@@ -80,8 +85,12 @@ class ServeOptions:
                 raise ValueError(f"{name} must be at least 1, got {count}")
         if not 0 <= self.max_false_accept <= 1:
             raise ValueError(f"--max-false-accept {self.max_false_accept}: a rate between 0 and 1")
-        if not 0 <= self.borderline < 0.5:
-            raise ValueError(f"--borderline {self.borderline}: an adult-probability margin from 0 to below 0.5")
+        if self.borderline != "auto" and not (isinstance(self.borderline, (int, float))
+                                              and 0 <= self.borderline < 0.5):
+            raise ValueError(f"--borderline {self.borderline}: an adult-probability margin from 0 to below 0.5, "
+                             "or auto")
+        if self.liveness not in LIVENESS_CHECKS:
+            raise ValueError(f"--liveness {self.liveness!r}: one of {', '.join(LIVENESS_CHECKS)}")
         if not (math.isfinite(self.audit_max_mb) and self.audit_max_mb > 0):
             raise ValueError(f"--audit-max-mb must be a finite positive number, got {self.audit_max_mb}")
         if self.audit_log and Path(self.audit_log).is_dir():

@@ -1,7 +1,9 @@
-// The door page: a photo (file input with capture) or live camera frames go to
+// The door page: a photo (file input with capture) or a live check goes to
 // POST /v1/gate; the answer is drawn as boxes on the photo and a large verdict: ALLOW,
 // ASK FOR ID, DENY, or NO FACE (retake). The minimum age is the server's; the page only
-// shows it. In live mode a verdict is held for a few seconds before the next replaces it.
+// shows it. A live check is 3 s of camera frames (8 a second) in which the person is asked
+// to blink: the server allows only after it saw a blink (a photo held up never blinks).
+// In live mode a verdict is held for a few seconds before the next check replaces it.
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
@@ -10,8 +12,9 @@
   const video = $("video"), tokenInput = $("token");
   const COLOURS = { allow: "#2e9e4f", deny: "#d93a2f", undefined: "#8a8a8a" };
   const WORDS = { allow: "Allow", ask_for_id: "Ask for ID", deny: "Deny", retake: "No face — retake" };
-  const HOLD_MS = 3000;   // a live verdict stays this long before the next frame is judged
-  let busy = false, timer = null, stream = null, heldUntil = 0, facing = "environment";
+  const HOLD_MS = 3000;   // a live verdict stays this long before the next check
+  const CHECK_FRAMES = 24, FRAME_MS = 125, FRAME_SIDE = 480;   // 3 s at 8 frames a second, 480 px
+  let busy = false, watching = 0, stream = null, heldUntil = 0, facing = "environment";
 
   // A token may come in the URL's fragment (never sent to the server) or be typed once.
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -55,9 +58,15 @@
   async function send(blob, name) {
     if (busy) return;
     busy = true;
-    verdictBox.classList.add("busy");
     const form = new FormData();
     form.append("image", blob, name);
+    await judge(form, [blob]);
+  }
+
+  // Sends the form (busy is set by the caller) and shows the answer over the photo the
+  // server judged: the image, or one of the frames.
+  async function judge(form, blobs) {
+    verdictBox.classList.add("busy");
     try {
       const response = await fetch("/v1/gate", { method: "POST", headers: headers(), body: form });
       const answer = await response.json().catch(() => ({ error: "the server's answer was not JSON" }));
@@ -68,7 +77,7 @@
         return;
       }
       showError("");
-      await draw(blob, answer.faces);
+      await draw(blobs[answer.frame ? answer.frame - 1 : 0], answer.faces);
       const about = answer.verdict === "retake" ? answer.why : answer.sentence + " · " + answer.why;
       showVerdict(answer.verdict, WORDS[answer.verdict] || answer.verdict, about);
       if (stream && answer.verdict !== "retake") heldUntil = Date.now() + HOLD_MS;
@@ -117,19 +126,46 @@
     event.target.value = "";
   });
 
-  function frame(event) {
-    if (!video.videoWidth) return;
-    if (!event && Date.now() < heldUntil) return;   // the timer waits; a tap checks at once
-    const grab = document.createElement("canvas");
-    grab.width = video.videoWidth;
-    grab.height = video.videoHeight;
-    grab.getContext("2d").drawImage(video, 0, 0);
-    grab.toBlob((blob) => blob && send(blob, "camera.jpg"), "image/jpeg", 0.9);
+  const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+
+  function grab() {
+    const scale = Math.min(1, FRAME_SIDE / Math.max(video.videoWidth, video.videoHeight));
+    const still = document.createElement("canvas");
+    still.width = Math.round(video.videoWidth * scale);
+    still.height = Math.round(video.videoHeight * scale);
+    still.getContext("2d").drawImage(video, 0, 0, still.width, still.height);
+    return new Promise((done) => still.toBlob(done, "image/jpeg", 0.85));
   }
 
-  function schedule() {
-    clearInterval(timer);
-    timer = $("auto").checked && stream ? setInterval(frame, 1000) : null;
+  // One live check: the frames of 3 s while the person is asked to blink, in one request.
+  // False when there was nothing to check yet (the camera still starting, a check running).
+  async function check() {
+    if (busy || !stream || !video.videoWidth) return false;
+    busy = true;
+    showVerdict("checking", "Look here and blink", "checking that this is a person, not a photo");
+    const blobs = [];
+    for (let n = 0; n < CHECK_FRAMES && stream; n++) {
+      const started = Date.now();
+      const blob = await grab();
+      if (blob) blobs.push(blob);
+      await sleep(Math.max(0, FRAME_MS - (Date.now() - started)));
+    }
+    if (!stream || !blobs.length) { busy = false; return false; }
+    const form = new FormData();
+    blobs.forEach((blob, n) => form.append("frame", blob, "frame" + (n + 1) + ".jpg"));
+    await judge(form, blobs);
+    return true;
+  }
+
+  // Checks one after another while the camera runs and "again and again" is on; a
+  // verdict is held for HOLD_MS first. A newer loop ends the older one.
+  async function watch() {
+    const mine = ++watching;
+    while (mine === watching && stream && $("auto").checked) {
+      // Always a timer between turns: a loop of promises that resolve at once would never
+      // let the page draw or the camera start.
+      if (busy || Date.now() < heldUntil || !(await check())) await sleep(200);
+    }
   }
 
   $("camera").addEventListener("click", async () => {
@@ -147,22 +183,23 @@
       video.srcObject = stream;
       $("live").hidden = false;
       showError("");
-      schedule();
+      watch();
     } catch (err) { stream = null; showError("No camera: " + err.message); }
   }
   $("flip").addEventListener("click", () => {
     facing = facing === "environment" ? "user" : "environment";
     startCamera();
   });
-  $("check").addEventListener("click", frame);
-  video.addEventListener("click", frame);
-  $("auto").addEventListener("change", schedule);
+  const checkNow = () => { heldUntil = 0; check(); };
+  $("check").addEventListener("click", checkNow);
+  video.addEventListener("click", checkNow);
+  $("auto").addEventListener("change", watch);
   $("stop").addEventListener("click", () => {
     if (stream) stream.getTracks().forEach((track) => track.stop());
     stream = null;
+    watching++;
     video.srcObject = null;
     $("live").hidden = true;
-    schedule();
   });
 
   // Installable (a home-screen app): the service worker caches the page shell only.
