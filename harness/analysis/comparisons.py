@@ -237,3 +237,67 @@ def rounds_sentence(frame: pd.DataFrame, spec: SplitSpec | None) -> str:
                 f"observations per comparison; {what}.")
     what = "the split varies, the initialisation does not" if len(rounds) > 1 else "neither varies"
     return f"Rounds: {split}, one seed ({seeds[0]}): {len(rounds)} paired observation(s) per comparison; {what}."
+
+
+def failures(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(configuration, backend) -> why one of its trials did not learn
+    (:mod:`harness.analysis.learning`; the frame's ``did_not_learn`` column)."""
+    if "did_not_learn" not in frame or frame.empty:
+        return {}
+    found = {}
+    for (c, b), part in frame.groupby(["configuration", "backend"]):
+        bad = part[part["did_not_learn"].notna()]
+        if len(bad):
+            rounds = f"in {len(bad)} of {len(part)} rounds: " if len(part) > 1 else ""
+            found[(c, b)] = rounds + str(bad["did_not_learn"].iloc[0])
+    return found
+
+
+def backend_names(found: list[str]) -> str:
+    """Backends in the registry's order, by their display names: 'TFLearn and Keras'."""
+    return " and ".join(backends.display_name(b) for b in backends.ordered(found))
+
+
+def _set_aside(row: pd.Series, verdict_keys: list[str], number_keys: list[str], who: list[str],
+               include: bool) -> pd.Series:
+    row = row.copy()
+    for key in verdict_keys:
+        if include:
+            row[key] = f"{row[key]} (compares a model that did not learn: {backend_names(who)})"
+        else:
+            row[key] = f"left out: {backend_names(who)} did not learn"
+    if not include:
+        for key in number_keys:
+            row[key] = math.nan
+    return row
+
+
+_NUMBERS = ["difference", "ci_low", "ci_high", "p_corrected_t", "p_wilcoxon"]
+
+
+def set_aside_framework(pairs: pd.DataFrame, failed: dict, include: bool = False) -> pd.DataFrame:
+    """:func:`framework_pairs` with the verdicts of configurations where a backend did not
+    learn replaced: left out (their numbers blanked), or with ``include`` kept and said to
+    compare a failure."""
+    if pairs.empty or not failed:
+        return pairs
+    rows = []
+    for _, row in pairs.iterrows():
+        who = [b for (c, b) in failed if c == row["configuration"]]
+        rows.append(_set_aside(row, ["verdict"], _NUMBERS, who, include) if who else row)
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def set_aside_versus(table: pd.DataFrame, failed: dict, baseline: str, include: bool = False) -> pd.DataFrame:
+    """:func:`against_baseline` likewise: a row is set aside when this configuration or
+    the baseline did not learn on its backend."""
+    if table.empty or not failed:
+        return table
+    verdicts = [f"{label} verdict" for _, label in ACCURACIES]
+    numbers = [f"{label} {key}" for _, label in ACCURACIES for key in _NUMBERS]
+    rows = []
+    for _, row in table.iterrows():
+        who = [row["backend"]] if ((row["configuration"], row["backend"]) in failed
+                                   or (baseline, row["backend"]) in failed) else []
+        rows.append(_set_aside(row, verdicts, numbers, who, include) if who else row)
+    return pd.DataFrame(rows).reset_index(drop=True)

@@ -63,14 +63,16 @@ def plot_split_balance(table: pd.DataFrame, manifest: SplitManifest, out_dir: st
 def forest_plot(rows: pd.DataFrame, metrics: list[str], path: str | Path, title: str, xlabel: str) -> Path:
     """Paired differences with their intervals, one panel per metric, zero marked.
 
-    ``rows``: label, metric, difference, ci_low, ci_high, significant (bool), and
-    optionally backend (one marker per backend on each label's line).
+    ``rows``: label, metric, difference, ci_low, ci_high, significant (bool), optionally
+    tested (bool: False for a comparison with too few rounds, drawn as a grey cross) and
+    backend (one marker per backend on each label's line). The panels share one x-scale,
+    so their differences compare at a glance.
     """
     labels = list(dict.fromkeys(rows["label"]))
     groups = list(dict.fromkeys(rows["backend"])) if "backend" in rows else [None]
     height = 1.9 + 0.32 * len(labels)   # inches; the bottom 0.6 hold the legend
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics) + 2.5, height),
-                             sharey=True, squeeze=False)
+                             sharey=True, sharex=True, squeeze=False)
     y = {label: len(labels) - 1 - n for n, label in enumerate(labels)}
     for axis, metric in zip(axes[0], metrics):
         part = rows[rows["metric"] == metric]
@@ -81,11 +83,15 @@ def forest_plot(rows: pd.DataFrame, metrics: list[str], path: str | Path, title:
             ys = np.array([y[label] for label in mine["label"]]) + offset
             errors = np.vstack([mine["difference"] - mine["ci_low"], mine["ci_high"] - mine["difference"]])
             axis.errorbar(mine["difference"], ys, xerr=np.nan_to_num(errors), fmt="none", ecolor=colour, lw=1.2)
-            filled = mine["significant"].to_numpy(bool)
+            tested = mine["tested"].to_numpy(bool) if "tested" in mine else np.ones(len(mine), bool)
+            filled = mine["significant"].to_numpy(bool) & tested
             axis.scatter(mine["difference"][filled], ys[filled], color=colour, s=22, zorder=3,
                          label=f"{group or 'difference'}: interval excludes 0")
-            axis.scatter(mine["difference"][~filled], ys[~filled], facecolor="white", edgecolor=colour,
-                         s=22, zorder=3, label=f"{group or 'difference'}: no detectable difference")
+            axis.scatter(mine["difference"][~filled & tested], ys[~filled & tested], facecolor="white",
+                         edgecolor=colour, s=22, zorder=3, label=f"{group or 'difference'}: no detectable difference")
+            if (~tested).any():
+                axis.scatter(mine["difference"][~tested], ys[~tested], marker="x", color="#999999", s=22, zorder=3,
+                             label=f"{group or 'difference'}: not tested (not enough rounds)")
         axis.axvline(0, color="grey", lw=1, ls="--")
         axis.set_title(metric, fontsize=9)
         axis.set_xlabel(xlabel, fontsize=8)

@@ -10,7 +10,7 @@ def cmd_report(args) -> int:
     from harness.analysis.report import write_report
 
     command = "harness " + shlex.join(["report", *sys.argv[2:]])
-    print(f"report: {write_report(args.results_dir, args.out, command)}")
+    print(f"report: {write_report(args.results_dir, args.out, command, args.include_degenerate)}")
     return 0
 
 
@@ -33,6 +33,9 @@ def register(commands) -> None:
     report.add_argument("results_dir")
     report.add_argument("--out", help="write report.md, report.html, tables/ and plots/ here instead of "
                                       "into RESULTS_DIR (for publishing, e.g. docs/results/NAME)")
+    report.add_argument("--include-degenerate", action="store_true",
+                        help="keep models that did not learn in the framework verdicts and design comparisons "
+                             "(each such comparison then says it compares a failure)")
     report.set_defaults(func=cmd_report)
 
     compare = commands.add_parser("compare", help="two experiments on the same faces, configuration by "

@@ -48,10 +48,27 @@ def test_the_html_report_reads_in_a_browser_after_its_folder_moves(regenerated, 
             page.goto(moved.joinpath("report.html").as_uri())
             page.wait_for_load_state("load")
             images = page.evaluate("[...document.images].map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+            alts = page.evaluate("[...document.images].map(i => i.getAttribute('alt') || '')")
             page_width = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
             headings = page.locator("h2").all_inner_texts()
             tables = page.locator("table").count()
-            hover = page.locator("abbr").first.get_attribute("title")
+            hover = page.locator("td.label summary").first.get_attribute("title")
+            # The summary: the first block after the title, and on screen without scrolling.
+            first = page.evaluate("document.querySelector('h1').nextElementSibling.id")
+            summary_box = page.locator("#summary").bounding_box()
+            # The full specification opens with a tap (a details element), not only on hover.
+            page.locator("td.label summary").first.click()
+            opened = page.locator("td.label details").first.evaluate("d => d.open")
+            # A table scrolled sideways keeps its first column (the row names) in view.
+            sticky = page.evaluate("getComputedStyle(document.querySelector('td:first-child')).position")
+            # At a laptop's width no table hides its verdict column off the table's box.
+            hidden_verdicts = page.evaluate("""[...document.querySelectorAll('table')].filter(t => {
+                const heads = [...t.querySelectorAll('th')].map(h => h.innerText);
+                const v = heads.findIndex(h => h.startsWith('verdict'));
+                if (v < 0) return false;
+                const box = t.parentElement.getBoundingClientRect();
+                const cell = t.querySelectorAll('th')[v].getBoundingClientRect();
+                return cell.right > box.right + 1; }).length""")
             page.screenshot(path=str(tmp_path / f"report_{width}.png"), full_page=True)
         finally:
             browser.close()
@@ -60,16 +77,23 @@ def test_the_html_report_reads_in_a_browser_after_its_folder_moves(regenerated, 
     assert {"Frameworks side by side", "Design factors against the baseline", "Ranking"} <= set(headings)
     assert tables >= 4
     assert hover and "fcn(" in hover   # a short label shows the full specification on hover
+    assert opened is True and sticky == "sticky"
+    assert first == "summary" and summary_box["y"] + min(summary_box["height"], 200) <= height
+    assert all(len(alt) > 20 and not alt.endswith(".png") for alt in alts), alts
+    if width >= 1280:
+        assert hidden_verdicts == 0
     assert (tmp_path / f"report_{width}.png").stat().st_size > 10_000
 
 
 def _shifted_copy(tmp_path, joint_shift: float) -> Path:
     """The fixture's results as if another experiment (other preprocessing) had scored
-    every trial's joint accuracy ``joint_shift`` higher on the same faces."""
+    every trial's joint accuracy ``joint_shift`` higher on the same faces (both made to
+    look learned: a model that did not learn is never compared)."""
     import json
 
-    copy = tmp_path / "other"
-    shutil.copytree(FIXTURE, copy)
+    from tests.helpers.reports import learned_copy
+
+    copy = learned_copy(tmp_path / "other")
     experiment = json.loads((copy / "experiment.json").read_text())
     experiment["name"], experiment["preprocessing"]["size"] = "other", 24
     (copy / "experiment.json").write_text(json.dumps(experiment))
@@ -82,9 +106,10 @@ def _shifted_copy(tmp_path, joint_shift: float) -> Path:
 
 def test_compare_pairs_two_experiments_on_the_same_faces(tmp_path):
     from harness.analysis.report import write_comparison
+    from tests.helpers.reports import learned_copy
 
     other = _shifted_copy(tmp_path, 0.05)
-    write_comparison(other, FIXTURE, tmp_path / "out")
+    write_comparison(other, learned_copy(tmp_path / "fixture"), tmp_path / "out")
     import pandas as pd
 
     table = pd.read_csv(tmp_path / "out" / "tables" / "between.csv")
@@ -94,6 +119,11 @@ def test_compare_pairs_two_experiments_on_the_same_faces(tmp_path):
     assert (table["gender difference"] == 0).all()
     text = (tmp_path / "out" / "report.md").read_text()
     assert "size: 16 → 24" in text and "(checked)" in text
+    assert "**Compared** 4 configuration × backend pairs that ran in both, joint accuracy: other higher in 4" in text
+    # Against the fixture as it is (its models did not learn), nothing is compared.
+    write_comparison(other, FIXTURE, tmp_path / "as_is")
+    failed = pd.read_csv(tmp_path / "as_is" / "tables" / "between.csv")
+    assert failed["joint verdict"].str.startswith("left out: ").all() and failed["joint difference"].isna().all()
     assert (tmp_path / "out" / "plots" / "forest_between.png").read_bytes()[:4] == b"\x89PNG"
 
 

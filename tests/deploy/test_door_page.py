@@ -16,7 +16,7 @@ from harness.deploy.liveness import check_frames, eye_landmarks
 from harness.deploy.liveness.sequences import BLINK, close_eyes
 from harness.models.gate import door_cases
 from harness.runs.layout import PREDICTIONS_FILE
-from tests.deploy.test_serve import PHONE, Server, _screenshots, _verdict, _y4m
+from tests.deploy.test_serve import PHONE, Server, _screenshots, _verdict, _y4m, camera_page
 from tests.helpers.browser import chromium_executable
 
 BORDERLINE = 0.02
@@ -114,12 +114,7 @@ def _audit_lines(door) -> list[dict]:
 
 
 def _live_page(playwright, door, clip_path):
-    browser = playwright.chromium.launch(executable_path=chromium_executable(), args=[
-        "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={clip_path}"])
-    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-    context.grant_permissions(["camera"], origin=door.url)
-    page = context.new_page()
+    browser, page = camera_page(playwright, door.url, clip_path)
     page.goto(door.url + "/")
     page.wait_for_selector("#model:has-text('trial')")
     page.click("#camera")

@@ -394,6 +394,17 @@ def _fake_camera_video(face_photo: Path, out: Path) -> Path:
     return _y4m([frame] * 10, out)
 
 
+def camera_page(playwright, origin: str, clip: Path):
+    """(browser, page): Chromium at a phone's size whose camera plays ``clip``, allowed
+    to use it on ``origin``."""
+    browser = playwright.chromium.launch(executable_path=chromium_executable(), args=[
+        "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={clip}"])
+    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    context.grant_permissions(["camera"], origin=origin)
+    return browser, context.new_page()
+
+
 # Selectors, not wait_for_function: that evaluates strings in the page, which the page's
 # Content-Security-Policy (script-src 'self') rightly forbids.
 def _verdict(page) -> tuple[str, str]:
@@ -442,12 +453,7 @@ def test_the_phone_page_judges_the_live_camera(server, face_photo, tmp_path):
 
     clip = _fake_camera_video(face_photo, tmp_path / "face.y4m")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_executable(), args=[
-            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}"])
-        context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
-        context.grant_permissions(["camera"], origin=server.url)
-        page = context.new_page()
+        browser, page = camera_page(playwright, server.url, clip)
         page.goto(f"{server.url}/#token={TOKEN}")
         page.click("#camera")
         deadline = time.monotonic() + 30

@@ -77,6 +77,8 @@ def write_comparison(first: str | Path, second: str | Path, out: str | Path, com
     table = comparisons.between_experiments(frames[0], frames[1], ratio)
     if table.empty:
         raise ValueError(f"no configuration ran on the same backend in both {first} and {second}")
+    failed = {**comparisons.failures(frames[1]), **comparisons.failures(frames[0])}
+    table = comparisons.set_aside_versus(table, failed, None)
     labels = comparisons.short_labels(pd.concat(frames, ignore_index=True))
     with staged_report(out) as stage:
         _write(stage, table, labels, names, records, stored, frames, damaged, ratio, (first, second), command)
@@ -92,7 +94,8 @@ def _write(out: Path, table, labels, names, records, stored, frames, damaged, ra
 
     plot = forest_plot(forest_rows(table, labels, backend=True), [label for _, label in comparisons.ACCURACIES],
                        out / REPORT_PLOTS_DIR / "forest_between.png",
-                       f"{names[0]} − {names[1]}, per configuration and backend (filled: p < 0.05)", "points")
+                       f"{names[0]} − {names[1]}, per configuration and backend (filled: p < 0.05)",
+                       f"points (← {names[1]} higher | {names[0]} higher →)")
     stamp = report_stamp(command, {**records[0], **records[1]}, framework_versions(first, records[0])
                    + framework_versions(second, records[1]))
     differs = _experiment_differences(stored[0], stored[1]) or "nothing outside their names"
@@ -103,7 +106,9 @@ def _write(out: Path, table, labels, names, records, stored, frames, damaged, ra
              f"corrected resampled t-test's 95 % interval (test/train = {ratio:.3f}); ▲ / ▼: {names[0]} higher / "
              f"lower at α = {statistics.ALPHA}; Wilcoxon's p beside it from {statistics.WILCOXON_MIN_PAIRS} pairs."]
     shown = versus_display(table, labels, than=names[1])
-    lines = [f"# Comparison: {names[0]} − {names[1]}", "", stamp, ""] + [x for t in intro for x in (t, "")]
+    summary = _summary(table, labels, names)
+    lines = [f"# Comparison: {names[0]} − {names[1]}", "", "## Summary", "", *[f"- {line}" for line in summary], "",
+             stamp, ""] + [x for t in intro for x in (t, "")]
     sections = [(f"{names[0]} − {names[1]}", "", shown)]
     if len(damaged):
         sections.append(("Damaged trials", f"{len(damaged)} completed trials have files that cannot be read; "
@@ -117,4 +122,20 @@ def _write(out: Path, table, labels, names, records, stored, frames, damaged, ra
     from harness.analysis.report.render import page
 
     (out / REPORT_HTML).write_text(page(f"{names[0]} − {names[1]}", stamp, intro, sections,
-                                          [plot.relative_to(out).as_posix()], {}, []))
+                                          [plot.relative_to(out).as_posix()], {}, [], summary))
+
+
+def _summary(table: pd.DataFrame, labels: dict, names: list[str]) -> list[str]:
+    """The comparison's answer in counts (joint accuracy), from its own table."""
+    verdicts = table["joint verdict"]
+    tested = table[~verdicts.str.startswith(("left out", statistics.NOT_ENOUGH))]
+    lines = [f"**Compared** {len(table)} configuration × backend pairs that ran in both, joint accuracy: "
+             f"{names[0]} higher in {(tested['joint verdict'] == 'this higher').sum()}, {names[1]} higher in "
+             f"{(tested['joint verdict'] == 'baseline higher').sum()}, no detectable difference in "
+             f"{(tested['joint verdict'] == statistics.NO_DIFFERENCE).sum()} of {len(tested)} tested."]
+    if (verdicts == statistics.NOT_ENOUGH).any():
+        lines.append(f"{(verdicts == statistics.NOT_ENOUGH).sum()} not tested ({statistics.NOT_ENOUGH}).")
+    for _, row in table[verdicts.str.startswith("left out")].iterrows():
+        lines.append(f"⚠ {labels[row['configuration']]} on {row['backend']}: {row['joint verdict']} (in either "
+                     "experiment), so not compared.")
+    return lines

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis import comparisons
+from harness.analysis import comparisons, statistics
 from harness.analysis.report.trials import TrialFiles
 from harness.data.labels import N_AGE, age_label
 from harness.data.splits import MANIFEST_CSV, SplitManifest
@@ -30,14 +30,18 @@ def gate_plot(frame: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> 
     fig, axis = plt.subplots(figsize=(8, 6))
     target = usable["cal_target"].dropna()
     top_far, right_frr = 0.0, 0.0
+    styles: dict[str, int] = {}   # the backend's colour everywhere; its configurations by line style
     for (configuration, backend), part in usable.groupby(["configuration", "backend"], sort=True):
         # Each round's own curve, averaged at each false-reject level, would need one
         # threshold grid; pooling the rounds' test faces gives one honest curve instead.
         readouts = np.concatenate([files[t].readouts for t in part["trial_id"]])
         ages = np.concatenate([files[t].ages for t in part["trial_id"]])
         curve = rate_curve(readouts, ages, min_age)
-        label = textwrap.shorten(f"{backend}: {configuration}", 70)
-        line, = axis.plot(100 * curve["false_reject_rate"], 100 * curve["false_accept_rate"], label=label, lw=1)
+        label = textwrap.shorten(f"{backends.display_name(backend)}: {configuration}", 70)
+        styles[backend] = styles.get(backend, -1) + 1
+        style = ("-", "--", ":", "-.")[styles[backend] % 4]
+        line, = axis.plot(100 * curve["false_reject_rate"], 100 * curve["false_accept_rate"], style, label=label,
+                          lw=1, color=backends.colour(backend, "#555555"))
         met = part[part["cal_met"].fillna(False).astype(bool)] if "cal_met" in part else part.iloc[0:0]
         axis.scatter(100 * met["cal_test_frr"], 100 * met["cal_test_far"], color=line.get_color(), s=18)
         # Zoom on where the choice is made: up to where false accepts fall to a quarter of the target.
@@ -100,7 +104,8 @@ def forest_rows(table: pd.DataFrame, labels: dict[str, str], backend: bool) -> p
             rows.append({"label": labels[row["configuration"]], "metric": metric,
                          "difference": row[f"{prefix}difference"], "ci_low": row[f"{prefix}ci_low"],
                          "ci_high": row[f"{prefix}ci_high"],
-                         "significant": verdict.endswith("higher"),
+                         "significant": verdict.split(" (compares")[0].endswith("higher"),
+                         "tested": not verdict.startswith((statistics.NOT_ENOUGH, "left out")),
                          **({"backend": row["backend"]} if backend else {})})
     return pd.DataFrame(rows)
 
@@ -123,12 +128,13 @@ def draw_plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: P
         written.append(forest_plot(forest_rows(paired, labels, backend=False), metrics,
                                    out / "forest_frameworks.png",
                                    f"{names[1]} − {names[0]} per configuration: mean paired difference over rounds "
-                                   "and its corrected 95 % interval (filled: p < 0.05)", "points"))
+                                   "and its corrected 95 % interval (filled: p < 0.05)",
+                                   f"points (← {names[0]} higher | {names[1]} higher →)"))
     if len(versus):
         written.append(forest_plot(forest_rows(versus, labels, backend=True), metrics,
                                    out / "forest_baseline.png",
                                    f"Each configuration − the baseline ({labels[baseline]}), per backend "
-                                   "(filled: p < 0.05)", "points"))
+                                   "(filled: p < 0.05)", "points (← baseline higher | this higher →)"))
 
     summary = frame.groupby(["configuration", "backend"])["joint_accuracy"].agg(["mean", "std"]).unstack()
     fig, axis = plt.subplots(figsize=(10, 1.5 + 0.45 * len(summary) * max(1, summary["mean"].shape[1] / 2)))
@@ -142,7 +148,8 @@ def draw_plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: P
     axis.set_xlim(0, 1)
     axis.set_ylabel("")
     axis.set_xlabel("joint accuracy on the test split (age group and gender both right)")
-    axis.set_title("Grid results by backend (mean ± std over rounds)")
+    one_round = frame.groupby(["configuration", "backend"]).size().max() == 1
+    axis.set_title("Grid results by backend (" + ("one round" if one_round else "mean ± std over rounds") + ")")
     fig.tight_layout()
     written.append(out / "grid_joint_accuracy.png")
     fig.savefig(written[-1], dpi=100)
@@ -150,9 +157,12 @@ def draw_plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: P
 
     for n, (configuration, group) in enumerate(frame.groupby("configuration", sort=True)):
         written.append(_curves_plot(configuration, group, files, out / f"learning_curves_{n}.png"))
-        fig, axes = plt.subplots(1, group["backend"].nunique(), figsize=(5.5 * group["backend"].nunique(), 4.5),
-                                 squeeze=False)
-        for axis, (backend, part) in zip(axes[0], group.groupby("backend", sort=True)):
+        count = group["backend"].nunique()
+        # Per backend its age confusion and, beside it, its gender confusion (all rounds).
+        fig, axes = plt.subplots(1, 2 * count, figsize=(7.5 * count, 4.5), squeeze=False,
+                                 gridspec_kw={"width_ratios": [4, 1.3] * count})
+        for n_backend, (backend, part) in enumerate(group.groupby("backend", sort=True)):
+            axis, gender_axis = axes[0][2 * n_backend], axes[0][2 * n_backend + 1]
             matrix = sum(np.array(files[t].metrics["age_confusion"]) for t in part["trial_id"])
             axis.imshow(matrix, cmap="Blues")
             ages = [age_label(i) for i in range(N_AGE)]
@@ -163,6 +173,18 @@ def draw_plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: P
             axis.set_title(f"{backends.display_name(backend)}: age confusion (all rounds)", fontsize=9)
             for (i, j), value in np.ndenumerate(matrix):
                 axis.text(j, i, str(value), ha="center", va="center", fontsize=6)
+            genders = [files[t].metrics.get("gender_confusion") for t in part["trial_id"]]
+            if all(g is not None for g in genders):
+                gender = sum(np.array(g) for g in genders)
+                gender_axis.imshow(gender, cmap="Oranges")
+                gender_axis.set_xticks(range(2), ["male", "female"], fontsize=7)
+                gender_axis.set_yticks(range(2), ["male", "female"], fontsize=7)
+                gender_axis.set_xlabel("predicted gender")
+                gender_axis.set_title("gender", fontsize=9)
+                for (i, j), value in np.ndenumerate(gender):
+                    gender_axis.text(j, i, str(value), ha="center", va="center", fontsize=7)
+            else:
+                gender_axis.axis("off")
         fig.suptitle(labels[configuration], fontsize=9)
         fig.tight_layout()
         written.append(out / f"age_confusion_{n}.png")

@@ -60,12 +60,18 @@ code{background:#f3f3f3;padding:0 .2em}
 .table-box{overflow-x:auto;max-width:100%;margin:.5em 0 1em}
 table{border-collapse:collapse;font-size:13px}
 th{background:#f3f3f3;position:sticky;top:0}
+tr>td:first-child,tr>th:first-child{position:sticky;left:0;z-index:1;background:#fff;box-shadow:1px 0 0 #ccc}
+tr>th:first-child{background:#f3f3f3;z-index:2}
+details summary{cursor:pointer}details small{display:block;max-width:30em;white-space:normal}
 td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top;text-align:left;overflow-wrap:normal}
 th{min-width:4.5em}td{white-space:nowrap}
-td.label{white-space:normal;min-width:8em;max-width:20em;overflow-wrap:anywhere}
+td.label{white-space:normal;min-width:9em;max-width:20em;overflow-wrap:break-word;word-break:normal}
+figcaption{font-size:12px;color:#555}
 td.long{white-space:normal;min-width:16em;max-width:40em;font-size:12px;overflow-wrap:anywhere}
 td.higher-a{background:#e3f1e3}td.higher-b{background:#f8e6d4}
 abbr{text-decoration:underline dotted;cursor:help}
+.summary{border:2px solid #3b6ea5;border-radius:6px;background:#f2f6fb;padding:.2em 1em;margin:.5em 0 1em}
+.summary h2{margin:.4em 0 .2em}.summary ul{margin:.3em 0 .6em;padding-left:1.2em}.summary li{margin:.25em 0}
 figure{margin:1em 0}img{max-width:100%;height:auto;display:block}
 @media (max-width:600px){body{padding:.5em}table{font-size:11px}td,th{padding:2px 4px}}
 """
@@ -77,7 +83,10 @@ def _cell(column: str, value, titles: dict[str, str]) -> str:
     shown = html.escape(text)
     classes = []
     if column == "configuration" and text in titles:
-        shown = f"<abbr title='{html.escape(titles[text], quote=True)}'>{shown}</abbr>"
+        # A tap opens the full specification (a touch screen has no hover); the title
+        # still shows it on hover with a mouse.
+        full = html.escape(titles[text], quote=True)
+        shown = f"<details><summary title='{full}'>{shown}</summary><small>{full}</small></details>"
         classes.append("label")
     if column in LONG_COLUMNS:
         classes.append("long")
@@ -94,16 +103,48 @@ def table(frame: pd.DataFrame, titles: dict[str, str]) -> str:
 
 
 def _inline(text: str) -> str:
-    """The markdown the report's sentences use: `code` only."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    """The markdown the report's sentences use: `code` and **bold**."""
+    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+
+
+# What each plot shows, by its file name's start (plots/NAME.png), for its alt text and caption.
+PLOT_WORDS = {
+    "forest_frameworks": "Forest plot: the paired difference between the frameworks per configuration and "
+                         "accuracy, with its corrected 95 % interval",
+    "forest_baseline": "Forest plot: each configuration minus the baseline per backend and accuracy, with its "
+                       "corrected 95 % interval",
+    "grid_joint_accuracy": "Bar chart: joint accuracy on the test split per configuration and backend",
+    "learning_curves": "Learning curves: training and validation loss and validation accuracy per epoch, "
+                       "per backend",
+    "age_confusion": "Age-group and gender confusion matrices per backend, all rounds together",
+    "gate_tradeoff": "Door gate: false accepts against false rejects over every threshold, and each round at "
+                     "its calibrated threshold",
+    "search": "Search: ",
+    "split_": "Split balance: faces per age group and gender in each split",
+}
+
+
+def alt_text(src: str) -> str:
+    """What the plot at ``src`` shows, in words (its alt text and caption; tap to enlarge)."""
+    stem = Path(src).stem
+    for start, words in PLOT_WORDS.items():
+        if stem.startswith(start):
+            detail = stem.removeprefix("search_").replace("_", " ") if start == "search" else ""
+            return f"{words}{detail} (tap to enlarge)"
+    return f"Plot: {stem.replace('_', ' ')} (tap to enlarge)"
 
 
 def page(name: str, stamp: str, intro: list[str], sections: list[tuple[str, str, pd.DataFrame]],
-         images: list[str], titles: dict[str, str], notes: list[str]) -> str:
+         images: list[str], titles: dict[str, str], notes: list[str], summary: list[str] | None = None) -> str:
     parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
              "<meta name='viewport' content='width=device-width, initial-scale=1'>",
              f"<title>{html.escape(name)}</title><style>{STYLE}</style></head><body>",
-             f"<h1>Report: {html.escape(name)}</h1>", f"<p><small>{_inline(stamp)}</small></p>"]
+             f"<h1>Report: {html.escape(name)}</h1>"]
+    if summary:
+        parts.append("<section id='summary' class='summary' aria-label='summary'><h2>Summary</h2><ul>"
+                     + "".join(f"<li>{_inline(line)}</li>" for line in summary) + "</ul></section>")
+    parts.append(f"<p><small>{_inline(stamp)}</small></p>")
     parts += [f"<p>{_inline(line)}</p>" for line in intro]
     for title, text, frame in sections:
         parts.append(f"<h2>{html.escape(title)}</h2>")
@@ -113,6 +154,7 @@ def page(name: str, stamp: str, intro: list[str], sections: list[tuple[str, str,
             parts.append(table(frame, titles))
     parts += [f"<p>{_inline(note)}</p>" for note in notes]
     parts.append("<h2>Plots</h2>")
-    parts += [f"<figure><img src='{html.escape(src, quote=True)}' alt='{html.escape(src, quote=True)}' "
-              "loading='eager'></figure>" for src in images]
+    parts += [f"<figure><a href='{html.escape(src, quote=True)}'><img src='{html.escape(src, quote=True)}' "
+              f"alt='{html.escape(alt_text(src), quote=True)}' loading='eager'></a>"
+              f"<figcaption>{html.escape(alt_text(src))}</figcaption></figure>" for src in images]
     return "\n".join(parts + ["</body></html>"]) + "\n"

@@ -118,15 +118,16 @@ def framework_display(pairs: pd.DataFrame, frame: pd.DataFrame, labels: dict[str
     difference = f"{' − '.join(reversed(names[:2]))} (points, 95 % CI)" if len(names) >= 2 else "difference"
     rows, previous = [], None
     for _, pair in pairs.iterrows():
+        # The verdict right after the row's name: the answer is what a reader looks for first.
         row = {"configuration": labels[pair["configuration"]] if pair["configuration"] != previous else "",
-               "metric": pair["metric"]}
+               "metric": pair["metric"], "verdict": pair["verdict"]}
         previous = pair["configuration"]
         for backend, name in zip(present, names):
             mean, std = pair[f"{backend} mean"], pair[f"{backend} std"]
             row[name] = "—" if pd.isna(mean) else f"{mean:.1f} ± {std:.1f}"
         row.update({difference: _interval(pair["difference"], pair["ci_low"], pair["ci_high"]),
                     "p (corrected t)": _p(pair["p_corrected_t"]), "p (Wilcoxon)": _p(pair["p_wilcoxon"]),
-                    "pairs": pair["pairs"], "verdict": pair["verdict"]})
+                    "pairs": pair["pairs"]})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -140,16 +141,16 @@ def versus_display(table: pd.DataFrame, labels: dict[str, str], than: str = "bas
     rows = []
     for _, row in table.iterrows():
         shown = {"configuration": labels[row["configuration"]],
-                 "backend": backends.display_name(row["backend"])}
-        if "changes" in row:
-            shown["changes"] = row["changes"]
+                 "backend": backends.display_name(row["backend"]),
+                 "verdict (joint)": row["joint verdict"].replace("this higher", f"higher than {than}")
+                 .replace("baseline higher", f"lower than {than}")}
         for _, label in comparisons.ACCURACIES:
             shown[f"{label} Δ"] = (_interval(row[f"{label} difference"], row[f"{label} ci_low"],
                                              row[f"{label} ci_high"]) + _arrow(row[f"{label} verdict"]))
         shown["joint p (corrected t / Wilcoxon)"] = f"{_p(row['joint p_corrected_t'])} / {_p(row['joint p_wilcoxon'])}"
         shown["pairs"] = row["joint pairs"]
-        shown["verdict (joint)"] = row["joint verdict"].replace("this higher", f"higher than {than}") \
-            .replace("baseline higher", f"lower than {than}")
+        if "changes" in row:
+            shown["changes"] = row["changes"]
         rows.append(shown)
     return pd.DataFrame(rows)
 

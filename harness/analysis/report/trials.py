@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.analysis.learning import did_not_learn
 from harness.analysis.report.tables import GATE_AGE, METRICS, YEARS_METRICS, describe_configuration
 from harness.data.splits import SplitManifest, SplitSpec
 from harness.models import heads
@@ -175,6 +176,8 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
             **{key: metrics[key] for key, _ in METRICS}, "undefined": metrics["undefined"],
             **{key: metrics[key] for key, _ in YEARS_METRICS if key in metrics},   # years heads only
             **loaded.gate, **_calibrated_columns(metrics),
+            "test_faces": metrics.get("n"), "input": _input(config.get("preprocessing") or {}),
+            "did_not_learn": did_not_learn(metrics),
         })
     frame = pd.DataFrame(rows)
     if not frame.empty:
@@ -182,6 +185,15 @@ def load_trials(results_dir: Path, records: dict[str, dict] | None = None) -> Lo
         frame = frame.sort_values(["configuration", "backend", "round"]).reset_index(drop=True)
     damaged_frame = pd.DataFrame(damaged, columns=["trial_id", "file", "reason"]).sort_values("trial_id")
     return LoadedTrials(frame, files, damaged_frame.reset_index(drop=True))
+
+
+def _input(preprocessing: dict) -> str:
+    """What the network reads, in words: pixels of a size, or dlib's descriptor."""
+    if preprocessing.get("representation") == "dlib_embedding":
+        return "dlib face descriptors"
+    size = preprocessing.get("size", 64)
+    return f"{size}×{size} {preprocessing.get('color', 'rgb')} pixels" + (
+        ", dlib-aligned" if preprocessing.get("align") == "dlib" else "")
 
 
 def trials_frame(results_dir: Path) -> pd.DataFrame:
@@ -209,7 +221,8 @@ def load_ensembles(results_dir: Path) -> tuple[pd.DataFrame, dict[str, TrialFile
         tta = f", tta {description['tta']}" if description.get("tta") else ""
         rows.append({"trial_id": key, "backend": "ensemble", "round": description["round"],
                      "configuration": f"ensemble {run_dir.parent.name}: {members}{tta}",
-                     **{k: metrics[k] for k, _ in METRICS}, **gate, **_calibrated_columns(metrics)})
+                     **{k: metrics[k] for k, _ in METRICS}, **gate, **_calibrated_columns(metrics),
+                     "test_faces": metrics.get("n"), "did_not_learn": did_not_learn(metrics)})
     return pd.DataFrame(rows), files
 
 

@@ -7,12 +7,14 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis import comparisons, statistics
+from harness.analysis.learning import DID_NOT_LEARN
 from harness.analysis.report.fairness_tables import fairness_frame, fairness_section
 from harness.analysis.report.figures import draw_plots, gate_plot
 from harness.analysis.report.pooled_gate import pooled_gate_table
 from harness.analysis.report.publish import check_out, staged_report
 from harness.analysis.report.render import markdown_table, report_stamp
 from harness.analysis.report.search_section import search_sections
+from harness.analysis.report.summary import summary_lines
 from harness.analysis.report.tables import (
     GATE_AGE,
     REFERENCE,
@@ -35,14 +37,17 @@ from harness.analysis.report.trials import (
     stored_split_spec,
 )
 from harness.models.gate import DEFAULT_GATE_THRESHOLD
-from harness.runs.index import describe_missing_index, experiment_records, read_index, write_best
+from harness.runs.index import describe_missing_index, experiment_records, ranked_trials, read_index, write_best
 from harness.runs.layout import REPORT_HTML, REPORT_MD, REPORT_PLOTS_DIR, REPORT_TABLES_DIR
 
 
-def write_report(results_dir: str | Path, out: str | Path | None = None, command: str | None = None) -> Path:
+def write_report(results_dir: str | Path, out: str | Path | None = None, command: str | None = None,
+                 include_degenerate: bool = False) -> Path:
     """Write report.md, report.html, tables/ and plots/ into ``out`` (default: the results
     directory itself), replacing only the files an earlier report wrote there
-    (:mod:`.publish`)."""
+    (:mod:`.publish`). A trial that did not learn (:mod:`harness.analysis.learning`) is
+    marked and left out of the framework verdicts and design comparisons unless
+    ``include_degenerate``."""
     results_dir = Path(results_dir)
     out = Path(out) if out is not None else results_dir
     check_out(out, results_dir)
@@ -54,14 +59,14 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, command
     stored = stored_experiment(results_dir)
     split_spec = stored_split_spec(stored)
     with staged_report(out, results_dir) as stage:
-        _write(stage, results_dir, index, everything, loaded, stored, split_spec, command)
+        _write(stage, results_dir, index, everything, loaded, stored, split_spec, command, include_degenerate)
     if out == results_dir:   # a published copy (--out) leaves the results folder as it was
         write_best(results_dir)
     return out / REPORT_MD
 
 
 def _write(out: Path, results_dir: Path, index: dict, everything: dict, loaded, stored: dict, split_spec,
-           command: str | None) -> None:
+           command: str | None, include_degenerate: bool = False) -> None:
     frame, damaged = loaded.frame, loaded.damaged
     earlier = len(everything) - len(index)
     tables, plots = out / REPORT_TABLES_DIR, out / REPORT_PLOTS_DIR
@@ -79,12 +84,20 @@ def _write(out: Path, results_dir: Path, index: dict, everything: dict, loaded, 
     sections: list[tuple[str, str, pd.DataFrame]] = []   # (title, text, table) for markdown and html
     images: list[Path] = []
     labels: dict[str, str] = {}
+    failed_to_learn: dict = {}
+    plain: dict[str, str] = {}
+    pairs = versus = ranked = pd.DataFrame()
+    baseline = None
     if not frame.empty:
-        labels = comparisons.short_labels(frame)
+        failed_to_learn = comparisons.failures(frame)
+        plain = comparisons.short_labels(frame)
+        labels = _marked(plain, failed_to_learn)
         ratio = comparisons.test_train_ratio(stored_manifest(results_dir), split_spec)
-        pairs = comparisons.framework_pairs(frame, ratio)
+        pairs = comparisons.set_aside_framework(comparisons.framework_pairs(frame, ratio), failed_to_learn,
+                                                include_degenerate)
         baseline = comparisons.baseline_configuration(frame, stored.get("baseline"))
-        versus = comparisons.against_baseline(frame, baseline, ratio) if baseline else pd.DataFrame()
+        versus = comparisons.set_aside_versus(comparisons.against_baseline(frame, baseline, ratio), failed_to_learn,
+                                              baseline, include_degenerate) if baseline else pd.DataFrame()
         ranked = comparisons.ranking(frame, ratio)
         trials = frame.drop(columns=["configuration", "spec"]).assign(
             configuration=frame["configuration"].map(labels))
@@ -192,7 +205,10 @@ def _write(out: Path, results_dir: Path, index: dict, everything: dict, loaded, 
                          "they are left out of every table and plot above (listed in tables/damaged.csv). "
                          "Delete a damaged trial's folder and run the experiment again to redo it.", damaged))
     sections += _data_sections(results_dir)
-    lines = [f"# Report: {name}", "", stamp, ""] + [line for text in intro for line in (text, "")]
+    summary = summary_lines(frame, pairs, versus, ranked, labels, baseline, failed_to_learn, include_degenerate,
+                            len(failed), len(damaged), plain, next(iter(ranked_trials(results_dir)), None))
+    lines = [f"# Report: {name}", "", "## Summary", "", *[f"- {line}" for line in summary], "", stamp, ""]
+    lines += [line for text in intro for line in (text, "")]
     for title, text, table in sections:
         lines += [f"## {title}"] + ([text, ""] if text else [""]) + ([markdown_table(table), ""] if len(table) else [])
     lines += notes + ([""] if notes else [])
@@ -202,7 +218,17 @@ def _write(out: Path, results_dir: Path, index: dict, everything: dict, loaded, 
 
     (out / REPORT_HTML).write_text(page(name, stamp, intro,
                                           sections, [p.relative_to(out).as_posix() for p in images],
-                                          {v: k for k, v in labels.items()}, notes))
+                                          {v: k for k, v in labels.items()}, notes, summary))
+
+
+def _marked(labels: dict[str, str], failed: dict) -> dict[str, str]:
+    """Short labels, those of configurations with a backend that did not learn marked so in
+    every table and plot."""
+    marked = dict(labels)
+    for configuration in {c for c, _ in failed}:
+        who = comparisons.backend_names([b for c, b in failed if c == configuration])
+        marked[configuration] = f"{labels[configuration]} ⚠ {who} {DID_NOT_LEARN}"
+    return marked
 
 
 def _data_sections(results_dir: Path) -> list[tuple[str, str, pd.DataFrame]]:
