@@ -22,7 +22,8 @@ def _ran(frame: pd.DataFrame) -> str:
     present = comparisons.ordered_backends(frame)
     names = ", ".join(backends.display_name(b) for b in present)
     rounds = frame.groupby(["configuration", "backend"]).size()
-    per = f"{rounds.iloc[0]} rounds" if rounds.nunique() == 1 else f"{rounds.min()}–{rounds.max()} rounds"
+    per = (f"{rounds.iloc[0]} round{'s' if rounds.iloc[0] != 1 else ''}" if rounds.nunique() == 1
+           else f"{rounds.min()}–{rounds.max()} rounds")
     faces = frame["test_faces"].dropna() if "test_faces" in frame else pd.Series(dtype=float)
     tested = (f", {int(faces.median()):,} test faces a round," if len(faces) else "")
     inputs = sorted(set(frame["input"].dropna())) if "input" in frame else []
@@ -39,10 +40,11 @@ def _best(ranked: pd.DataFrame, labels: dict, failed: dict, include: bool) -> st
     if usable.empty:
         return "**Best**: none: no configuration learned."
     top = usable.iloc[0]
+    over = "; 95 % interval over rounds" if pd.notna(top["joint ci_low"]) else "; one round"
     return (f"**Best**: {labels[top['configuration']]} on {backends.display_name(top['backend'])}, joint "
             f"{_interval(top['joint mean'], top['joint ci_low'], top['joint ci_high'])} (age exact "
             f"{top['age exact mean']:.1f} %, 1-off {top['age 1-off mean']:.1f} %, gender "
-            f"{top['gender mean']:.1f} %; 95 % intervals over rounds).")
+            f"{top['gender mean']:.1f} %{over}).")
 
 
 def _best_trial(best: tuple | None) -> str | None:
@@ -70,12 +72,12 @@ def _frameworks(pairs: pd.DataFrame, frame: pd.DataFrame, labels: dict) -> str |
         which = ", ".join(f"{labels[c]} ({m})" for c, m in zip(rows["configuration"], rows["metric"]))
         parts.append(f"{verdict.split(' (')[0]} in {len(rows)}: {which}")
     if verdicts.get(statistics.NOT_ENOUGH):
-        parts.append(f"{verdicts[statistics.NOT_ENOUGH]} not tested ({statistics.NOT_ENOUGH})")
+        parts.append(f"{verdicts[statistics.NOT_ENOUGH]} not tested: {statistics.NOT_ENOUGH}")
     left = sum(n for v, n in verdicts.items() if v.startswith("left out"))
     if left:
         parts.append(f"{left} left out because a model did not learn")
-    return "**Frameworks**: " + "; ".join(parts) + " (corrected t-test, α = 0.05; a comparison is one "  \
-        "configuration's one accuracy)."
+    return ("**Frameworks** (a comparison is one configuration's one accuracy; corrected t-test, α = 0.05): "
+            + "; ".join(parts) + ".")
 
 
 def _factors(versus: pd.DataFrame, labels: dict, baseline: str | None) -> str | None:
