@@ -85,3 +85,28 @@ def test_include_degenerate_keeps_them_and_says_each_compares_a_failure(one_fail
     assert failed["verdict"].str.endswith("(compares a model that did not learn: TFLearn and Keras)").all()
     assert failed["difference"].notna().all()
     assert "Kept in the comparisons (--include-degenerate)" in (out / "report.md").read_text()
+
+
+def test_the_joint_confusion_counts_each_face_in_its_16_classes():
+    from harness.analysis.report.figures import joint_confusion
+
+    readouts = np.zeros((3, 10))
+    readouts[0, [4, 8]] = 1      # (25, 32), male
+    readouts[1, [4, 9]] = 1      # (25, 32), female
+    readouts[2, [0, 9]] = 1      # (0, 2), female
+    labels = pd.DataFrame({"age_group": [4, 4, 1], "gender": [0, 0, 1]})
+    matrix = joint_confusion(readouts, labels)
+    assert matrix.shape == (16, 16) and matrix.sum() == 3
+    assert matrix[8, 8] == 1 and matrix[8, 9] == 1 and matrix[3, 1] == 1   # class = 2 x group + gender
+
+
+def test_the_tables_csv_are_rounded_as_shown_and_the_plots_include_the_joint_confusion(one_failed, tmp_path):
+    out = tmp_path / "report"
+    write_report(one_failed, out)
+    pairs = pd.read_csv(out / "tables" / "framework_pairs.csv")
+    for column in ("tflearn mean", "keras std", "difference", "ci_low"):
+        values = pairs[column].dropna()
+        assert len(values) and (values == values.round(1)).all(), column
+    assert (out / "plots" / "joint_confusion_0.png").stat().st_size > 10_000
+    trials = pd.read_csv(out / "tables" / "trials.csv")    # the raw per-trial values stay unrounded
+    assert (trials["joint_accuracy"] != trials["joint_accuracy"].round(1)).any()

@@ -10,9 +10,9 @@ import pandas as pd
 
 from harness.analysis import comparisons, statistics
 from harness.analysis.report.trials import TrialFiles
-from harness.data.labels import N_AGE, age_label
+from harness.data.labels import N_AGE, N_GENDER, age_label
 from harness.data.splits import MANIFEST_CSV, SplitManifest
-from harness.models import backends
+from harness.models import backends, heads
 from harness.runs.layout import SPLITS_DIR, TABLE_FILE
 
 
@@ -87,6 +87,43 @@ def _curves_plot(configuration: str, group: pd.DataFrame, files: dict[str, Trial
         axis.set_xlabel("epoch")
         axis.legend(fontsize=7)
     fig.suptitle(textwrap.fill(configuration, 150), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def joint_confusion(readouts: np.ndarray, labels: pd.DataFrame) -> np.ndarray:
+    """The 16 classes (age group × gender) of one trial's test faces: true (rows) against
+    predicted (columns), class = 2 × group + gender."""
+    groups = heads.group_probabilities(readouts).argmax(axis=1)
+    genders = np.asarray(readouts)[:, -N_GENDER:].argmax(axis=1)
+    true = 2 * labels["age_group"].to_numpy(int) + labels["gender"].to_numpy(int)
+    return np.bincount(true * 2 * N_AGE + 2 * groups + genders, minlength=(2 * N_AGE) ** 2).reshape(2 * N_AGE, -1)
+
+
+def _joint_plot(title: str, group: pd.DataFrame, files: dict[str, TrialFiles], path: Path) -> Path | None:
+    """Per backend, the joint (16-class) confusion of all rounds together."""
+    import matplotlib.pyplot as plt
+
+    parts = [(backend, part) for backend, part in group.groupby("backend", sort=True)
+             if all(files[t].test_readouts is not None and files[t].test_labels is not None for t in part["trial_id"])]
+    if not parts:
+        return None
+    fig, axes = plt.subplots(1, len(parts), figsize=(7 * len(parts), 6.5), squeeze=False)
+    names = [f"{'MF'[g]} {age_label(a)}" for a in range(N_AGE) for g in range(2)]
+    for axis, (backend, part) in zip(axes[0], parts):
+        matrix = sum(joint_confusion(files[t].test_readouts, files[t].test_labels) for t in part["trial_id"])
+        axis.imshow(matrix, cmap="Purples")
+        axis.set_xticks(range(2 * N_AGE), names, rotation=90, fontsize=6)
+        axis.set_yticks(range(2 * N_AGE), names, fontsize=6)
+        axis.set_xlabel("predicted (gender, age group)")
+        axis.set_ylabel("true (gender, age group)")
+        axis.set_title(f"{backends.display_name(backend)}: joint confusion, 16 classes (all rounds)", fontsize=9)
+        for (i, j), value in np.ndenumerate(matrix):
+            if value:
+                axis.text(j, i, str(value), ha="center", va="center", fontsize=5)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -190,6 +227,8 @@ def draw_plots(frame: pd.DataFrame, files: dict[str, TrialFiles], results_dir: P
         written.append(out / f"age_confusion_{n}.png")
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
+        joint = _joint_plot(labels[configuration], group, files, out / f"joint_confusion_{n}.png")
+        written += [joint] if joint else []
 
     splits = results_dir / SPLITS_DIR
     if (splits / MANIFEST_CSV).is_file():

@@ -118,6 +118,8 @@ PLOT_WORDS = {
     "learning_curves": "Learning curves: training and validation loss and validation accuracy per epoch, "
                        "per backend",
     "age_confusion": "Age-group and gender confusion matrices per backend, all rounds together",
+    "joint_confusion": "Joint confusion matrix of the 16 classes (gender × age group) per backend, all rounds "
+                       "together",
     "gate_tradeoff": "Door gate: false accepts against false rejects over every threshold, and each round at "
                      "its calibrated threshold",
     "search": "Search: ",

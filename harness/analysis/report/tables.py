@@ -167,9 +167,22 @@ def ranking_display(table: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+FRACTION_COLUMNS = {"validation_joint"}   # shares from 0 to 1 among the percentages and points
+
+
 def numeric_csv(table: pd.DataFrame, path: Path) -> None:
-    """Numbers rounded so that regenerating from the same results writes the same bytes."""
-    table.round(6).to_csv(path, index=False)
+    """A table's numbers as the report shows them: percentages and points to 0.1, shares
+    to 0.001, p-values to three significant digits (so that a small one stays readable);
+    the trials' raw values are in trials.csv. Regenerating from the same results writes
+    the same bytes."""
+    rounded = table.copy()
+    for column in rounded.select_dtypes("number").columns:
+        name = str(column)
+        if name.startswith("p_") or " p_" in name:
+            rounded[column] = rounded[column].map(lambda v: float(f"{v:.3g}") if pd.notna(v) else v)
+        elif not pd.api.types.is_integer_dtype(rounded[column]):
+            rounded[column] = rounded[column].round(3 if name in FRACTION_COLUMNS else 1)
+    rounded.to_csv(path, index=False)
 
 
 def gate_table(frame: pd.DataFrame) -> pd.DataFrame:
