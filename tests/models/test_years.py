@@ -92,7 +92,8 @@ def test_a_years_run_is_reported_in_years_beside_a_group_model(tmp_path):
     assert 0 < years["age_mae"] < 60 and 0 <= years["age_cs5"] <= 1
     assert "age_mae" not in records["groups"]["metrics"]
     table = (tmp_path / "r" / "tiny" / "tables" / "age_in_years.csv").read_text().splitlines()
-    assert len(table) == 2 and table[1].startswith("years years_softmax,Keras,1,")
+    # (A model of three epochs may not learn; its label then says so: years years_softmax ⚠ ...)
+    assert len(table) == 2 and table[1].startswith("years years_softmax") and ",Keras,1," in table[1]
     assert f",{years['age_mae']:.1f}," in table[1]
     assert "## Age in years" in (tmp_path / "r" / "tiny" / "report.md").read_text()
 

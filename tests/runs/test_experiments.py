@@ -156,9 +156,12 @@ def test_report_is_regenerated_identically(tmp_path):
     report = (run_dir / "report.md").read_text()
     assert harness_cli("report", run_dir, cache=str(tmp_path / "cache")).returncode == 0
     assert {p.name: p.read_bytes() for p in (run_dir / "tables").glob("*.csv")} == tables
-    # Identical but for the stamp (line 3: which command made it, at which commit, when).
-    again = (run_dir / "report.md").read_text().splitlines()
-    assert again[3:] == report.splitlines()[3:] and again[2].startswith("Made by `harness report ")
+    # Identical but for the stamp (the line after the summary: which command made it, at
+    # which commit, when).
+    again, before = (run_dir / "report.md").read_text().splitlines(), report.splitlines()
+    stamp = next(n for n, line in enumerate(again) if line.startswith("Made by `harness report "))
+    assert before[stamp].startswith("Made by `harness run") or before[stamp].startswith("Made by `harness report")
+    assert again[:stamp] == before[:stamp] and again[stamp + 1:] == before[stamp + 1:]
     pairs = (run_dir / "tables" / "framework_pairs.csv").read_text()
     assert "keras mean" in pairs and "tflearn mean" in pairs and "p_corrected_t" in pairs
     assert "Levi & Hassner" in report and "86.8 ± 1.4" in report

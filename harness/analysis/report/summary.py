@@ -125,9 +125,9 @@ def _warnings(failed: dict, plain: dict, include: bool, failed_trials: int, dama
                      + ("Kept in the comparisons (--include-degenerate), which then compare a failure."
                         if include else "Left out of framework verdicts and design comparisons."))
     if failed_trials:
-        lines.append(f"⚠ {failed_trials} trial(s) failed (see Failed trials).")
+        lines.append(f"⚠ {failed_trials} trial(s) failed: their errors are listed at the end.")
     if damaged:
-        lines.append(f"⚠ {damaged} trial(s) are damaged and left out (see Damaged trials).")
+        lines.append(f"⚠ {damaged} trial(s) are damaged and left out: listed at the end.")
     return lines
 
 
