@@ -32,11 +32,15 @@ def _ran(frame: pd.DataFrame) -> str:
             f"{per}: {len(frame)} trials{tested}{on}.")
 
 
+def _learned(ranked: pd.DataFrame, failed: dict) -> pd.DataFrame:
+    """The ranking's rows whose configuration and backend learned."""
+    return ranked[[(c, b) not in failed for c, b in zip(ranked["configuration"], ranked["backend"])]]
+
+
 def _best(ranked: pd.DataFrame, labels: dict, failed: dict, include: bool) -> str | None:
     if ranked.empty:
         return None
-    usable = ranked if include else ranked[[(c, b) not in failed for c, b in zip(ranked["configuration"],
-                                                                              ranked["backend"])]]
+    usable = ranked if include else _learned(ranked, failed)
     if usable.empty:
         return "**Best**: none: no configuration learned."
     top = usable.iloc[0]
@@ -99,7 +103,7 @@ def _factors(versus: pd.DataFrame, labels: dict, baseline: str | None) -> str | 
 def _gate(frame: pd.DataFrame, ranked: pd.DataFrame, labels: dict, failed: dict) -> str | None:
     if ranked.empty or "gate_far" not in frame:
         return None
-    usable = ranked[[(c, b) not in failed for c, b in zip(ranked["configuration"], ranked["backend"])]]
+    usable = _learned(ranked, failed)
     if usable.empty:
         return None
     top = usable.iloc[0]

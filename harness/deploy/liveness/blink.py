@@ -80,9 +80,10 @@ def _models():
 def eye_landmarks(image: Image.Image) -> np.ndarray | None:
     """The 68 landmarks (x, y) of the largest face in an RGB frame, or None."""
     dlib, detector, predictor = _models()
-    pixels = np.asarray(image.convert("RGB"))
+    image = image.convert("RGB")
+    pixels = np.asarray(image)
     scale = min(1.0, DETECT_SIDE / max(image.size))
-    small = pixels if scale == 1.0 else np.asarray(image.convert("RGB").resize(
+    small = pixels if scale == 1.0 else np.asarray(image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR))
     found = detector(small, 0)
     if not len(found):
